@@ -1,0 +1,129 @@
+"""The exceptions clusterstore raises.
+
+Every expected failure is an ``EventStoreError``; callers never see SQLAlchemy or
+driver exceptions (they are converted in ``recorder.Recorder.transaction``).
+
+    EventStoreError
+    ├── ConfigurationError (ValueError)      bad --db value, unusable file
+    │   ├── NotADatabaseError                the file is not a SQLite database
+    │   └── ForeignDatabaseError             a database that holds tables of another app
+    ├── DatabaseUnavailableError             cannot connect, or the server went away
+    ├── DatabaseBusyError                    still locked by another writer after retries
+    ├── ReadOnlyDatabaseError                the database cannot be written
+    ├── SchemaError                          the store's schema is missing or too new
+    ├── ConcurrencyError                     the run's head is not where the writer expected
+    │   └── EventConflictError               a (run, seq) is stored with different bytes
+    ├── ImmutableLogError                    something tried to change or delete the log
+    ├── RunNotFoundError (LookupError)       no run has that id or prefix
+    ├── AmbiguousRunError (LookupError)      a prefix names several runs
+    ├── EventDecodeError (ValueError)        stored bytes that cannot be decoded
+    │   ├── UnknownEventTypeError            a type this code does not know
+    │   └── FutureEventVersionError          a schema version newer than this code
+    └── InputError (ValueError)              bad input to a run (shapes, ids, NaN, k)
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+
+class EventStoreError(Exception):
+    """Root of every error clusterstore raises on purpose."""
+
+
+class ConfigurationError(EventStoreError, ValueError):
+    """The database location or an option cannot be used."""
+
+
+class NotADatabaseError(ConfigurationError):
+    """The path exists but is not a SQLite database."""
+
+
+class ForeignDatabaseError(ConfigurationError):
+    """The database holds tables that clusterstore does not own."""
+
+
+class DatabaseUnavailableError(EventStoreError):
+    """The database cannot be reached (refused connection, server restart, lost socket)."""
+
+
+class DatabaseBusyError(EventStoreError):
+    """Another writer held the database for longer than the store is willing to wait."""
+
+
+class ReadOnlyDatabaseError(EventStoreError):
+    """The database (or its directory) cannot be written."""
+
+
+class SchemaError(EventStoreError):
+    """The store's tables are missing, damaged, or from a newer clusterstore."""
+
+
+class ConcurrencyError(EventStoreError):
+    """An append expected the run's head at one sequence and found it at another."""
+
+    def __init__(self, run_id: UUID, expected: int, actual: int, message: str | None = None):
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            message
+            or f"run {run_id}: expected the head at seq {expected}, but it is at seq {actual}; "
+            "read the run's head and retry from there"
+        )
+
+
+class EventConflictError(ConcurrencyError):
+    """The same (run, seq) is already stored with different bytes: never silently ignored."""
+
+    def __init__(self, run_id: UUID, seq: int, expected: int, actual: int):
+        self.seq = seq
+        super().__init__(
+            run_id,
+            expected,
+            actual,
+            f"run {run_id}: seq {seq} is already stored with different content "
+            f"(expected head {expected}, actual head {actual}); the log is append-only, "
+            "so a conflicting re-send is refused",
+        )
+
+
+class ImmutableLogError(EventStoreError):
+    """The database refused an UPDATE, DELETE or TRUNCATE of the append-only log."""
+
+
+class RunNotFoundError(EventStoreError, LookupError):
+    """No run matches the id or prefix."""
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousRunError(EventStoreError, LookupError):
+    """A run-id prefix matches more than one run."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class EventDecodeError(EventStoreError, ValueError):
+    """A stored event's bytes cannot be decoded; names the run and seq."""
+
+    def __init__(self, run_id: UUID | None, seq: int | None, reason: str):
+        self.run_id = run_id
+        self.seq = seq
+        self.reason = reason
+        where = f"run {run_id} seq {seq}" if run_id is not None else "event"
+        super().__init__(f"{where}: {reason}")
+
+
+class UnknownEventTypeError(EventDecodeError):
+    """The stored type code is not one this version of clusterstore knows."""
+
+
+class FutureEventVersionError(EventDecodeError):
+    """The stored schema version is newer than this code can read."""
+
+
+class InputError(EventStoreError, ValueError):
+    """Input to a run is unusable; raised before anything is written."""

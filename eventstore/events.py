@@ -1,0 +1,130 @@
+"""The event types of a clustering run.
+
+Each event is a frozen msgspec Struct. What is stored is (type code, schema version,
+msgpack payload); the type code and the name are explicit class attributes, never derived
+from the class name, so renaming a class never breaks the stored log.
+
+Schema evolution rules (msgspec ``docs/schema-evolution.rst``):
+- a new field gets a default and goes at the end; old code ignores fields it does not know;
+- never change a field's type, a type code or a name; never reorder fields of an
+  array-like Struct (``AssignmentRecorded``);
+- a change that needs more than a default bumps ``VERSION`` and registers an upcaster from
+  the previous version in ``codec.UPCASTERS``.
+
+Layout of a run's stream (seq starts at 1):
+    1            RunStarted
+    2            CentroidsComputed (optional; k-means runs always have it)
+    base + row   AssignmentRecorded for input row ``row`` (``base`` = head after the preamble)
+    ...          RunFailed / RunResumed may interrupt; after a RunResumed the rows go on
+                 at ``seq(RunResumed) + 1 + (row - from_row)``
+    last         RunCompleted (count and digest of the assignments in sequence order)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event. ``TYPE`` (stored code), ``NAME`` and ``VERSION`` are explicit."""
+
+    TYPE: ClassVar[int]
+    NAME: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+
+class RunStarted(Event, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 1
+    NAME: ClassVar[str] = "RunStarted"
+
+    model: str
+    algorithm: str
+    params: dict[str, Any] = {}
+    n_embeddings: int
+    dim: int
+    k: int
+    seed: int | None = None
+    input_digest: str = ""
+    started_at: datetime
+    input_path: str | None = None
+    ids_digest: str | None = None
+    train_size: int | None = None
+    faiss_version: str | None = None
+    threads: int | None = None
+    imported_from: str | None = None
+    legacy_id: UUID | None = None
+
+
+class CentroidsComputed(Event, frozen=True, kw_only=True):
+    """k x dim float32 centroids, little-endian, row-major: enough to resume without training."""
+
+    TYPE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "CentroidsComputed"
+
+    k: int
+    dim: int
+    centroids: bytes
+    objective: float | None = None
+    iterations: int | None = None
+    train_seconds: float | None = None
+
+
+class AssignmentRecorded(Event, frozen=True, array_like=True):
+    """One embedding's cluster. Array-like: the hot path encodes it with numpy (``codec``)."""
+
+    TYPE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "AssignmentRecorded"
+
+    embedding_id: UUID
+    cluster: int
+    distance: float
+
+
+class RunCompleted(Event, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "RunCompleted"
+
+    count: int
+    digest: str
+    finished_at: datetime
+    cluster_sizes: list[int] = []
+
+
+class RunFailed(Event, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 5
+    NAME: ClassVar[str] = "RunFailed"
+
+    error: str
+    last_seq: int
+    failed_at: datetime
+    error_type: str = ""
+
+
+class RunResumed(Event, frozen=True, kw_only=True):
+    """A resume continues the run at ``from_row``; rows go on right after this event."""
+
+    TYPE: ClassVar[int] = 6
+    NAME: ClassVar[str] = "RunResumed"
+
+    from_row: int
+    resumed_at: datetime
+    input_digest: str = ""
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    RunStarted,
+    CentroidsComputed,
+    AssignmentRecorded,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+)
+BY_CODE: dict[int, type[Event]] = {cls.TYPE: cls for cls in EVENT_TYPES}
+BY_NAME: dict[str, type[Event]] = {cls.NAME: cls for cls in EVENT_TYPES}
+
+assert len(BY_CODE) == len(EVENT_TYPES), "event type codes must be unique"
+assert len(BY_NAME) == len(EVENT_TYPES), "event names must be unique"

@@ -1,0 +1,438 @@
+"""The recorder: a small interface over the log tables, with the code both backends share.
+
+Backends (``sqlite.py``, ``postgres.py``) only hold what differs: engine set-up, how a
+write transaction starts, the fast insert path, how a commit position is allocated, and the
+immutability triggers. Driver errors are converted to ``errors`` in exactly one place,
+``Recorder.transaction``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine, and_, func, inspect, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+
+from . import schema
+from .codec import Batch, batch_len, batch_payloads, batch_slice
+from .errors import (
+    ConcurrencyError,
+    DatabaseBusyError,
+    DatabaseUnavailableError,
+    EventConflictError,
+    EventStoreError,
+    ForeignDatabaseError,
+    ImmutableLogError,
+    NotADatabaseError,
+    ReadOnlyDatabaseError,
+    SchemaError,
+)
+
+PAGE_SIZE = 10_000
+APPEND_RETRIES = 8
+
+
+class StoredEvent(NamedTuple):
+    run_id: UUID
+    seq: int
+    type: int
+    version: int
+    payload: bytes
+    position: int | None = None  # global position; set by the feed reads
+
+
+class Commit(NamedTuple):
+    """One append transaction: events ``first_seq .. first_seq + count - 1`` of a run,
+    at global positions ``position .. position + count - 1``."""
+
+    position: int
+    run_id: UUID
+    first_seq: int
+    count: int
+    committed_at: datetime
+
+    @property
+    def last_position(self) -> int:
+        return self.position + self.count - 1
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+
+class RunHead(NamedTuple):
+    run_id: UUID
+    created_at: datetime
+    head: int
+
+
+class AppendResult(NamedTuple):
+    run_id: UUID
+    head: int  # the run's head after the call
+    appended: int  # events newly written (0 for a pure idempotent re-send)
+    first_seq: int  # seq of the batch's first event
+    position: int | None  # global position of the first newly written event
+
+
+class _DuplicateKey(EventStoreError):
+    """A concurrent writer took the same (run, seq) first; the append is re-decided."""
+
+
+class Recorder(ABC):
+    """The log's storage interface. One instance per database URL; thread-safe through
+    SQLAlchemy's pool."""
+
+    dialect_name: str
+
+    def __init__(self, engine: Engine, url: URL):
+        self.engine = engine
+        self.url = url
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked: the only form ever printed."""
+        return self.url.render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ backend hooks
+
+    @abstractmethod
+    def _begin_write(self, conn: Connection) -> None:
+        """Start a write transaction (SQLite: BEGIN IMMEDIATE)."""
+
+    @abstractmethod
+    def _begin_read(self, conn: Connection) -> None:
+        """Start a read transaction."""
+
+    @abstractmethod
+    def _lock_run(self, conn: Connection, run_id: UUID) -> None:
+        """Make sure the run's ``cs_runs`` row exists and serialise appends to the run until
+        the transaction ends."""
+
+    @abstractmethod
+    def _insert_events(self, conn: Connection, run_id: UUID, first_seq: int, batch: Batch) -> None:
+        """Insert the batch at seqs first_seq, first_seq + 1, ... (the fast path)."""
+
+    @abstractmethod
+    def _allocate_position(self, conn: Connection) -> int:
+        """The next global position, allocated so that commits become visible in order."""
+
+    @abstractmethod
+    def _after_append(self, conn: Connection, position: int) -> None:
+        """Hook run inside the append transaction after the commit row is written."""
+
+    @abstractmethod
+    def _immutability_ddl(self) -> list[str]:
+        """Statements that make the log tables reject UPDATE, DELETE (and TRUNCATE)."""
+
+    @abstractmethod
+    def _init_storage(self, conn: Connection) -> None:
+        """One-time storage settings (e.g. SQLite WAL); runs only on our own database."""
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        """A transaction; every driver error raised inside becomes an ``EventStoreError``."""
+        try:
+            with self.engine.connect() as conn:
+                (self._begin_write if write else self._begin_read)(conn)
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                else:
+                    conn.commit()
+        except sa_exc.DBAPIError as e:
+            raise self._convert(e) from e
+
+    def _convert(self, e: sa_exc.DBAPIError) -> Exception:
+        msg = str(e.orig) if e.orig is not None else str(e)
+        low = msg.lower()
+        where = self.display_url
+        if "append-only" in low:
+            return ImmutableLogError(msg.strip().splitlines()[0])
+        if isinstance(e, sa_exc.IntegrityError) and (
+            "unique" in low or "duplicate key" in low or "primary key" in low
+        ):
+            return _DuplicateKey(msg)
+        if "database is locked" in low or "database is busy" in low or "lock timeout" in low:
+            return DatabaseBusyError(f"{where}: the database is locked by another writer")
+        if "readonly" in low or "read-only" in low or "read only" in low:
+            return ReadOnlyDatabaseError(f"{where}: the database is read-only ({msg.strip()})")
+        if "file is not a database" in low or "not a database" in low:
+            return NotADatabaseError(f"{where} is not a SQLite database")
+        if "unable to open database file" in low:
+            return ReadOnlyDatabaseError(f"{where}: unable to open the database file")
+        if e.connection_invalidated or isinstance(e, sa_exc.OperationalError | sa_exc.InterfaceError):
+            first = msg.strip().splitlines()[0] if msg.strip() else type(e.orig).__name__
+            return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
+        first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+        return EventStoreError(f"database error at {where}: {first}")
+
+    # ------------------------------------------------------------------ schema
+
+    def initialise(self, *, allow_existing: bool = False) -> bool:
+        """Create the store's tables if they are missing. Returns True if it created them.
+
+        A database that already holds tables but no ``cs_meta`` belongs to someone else and
+        is refused unless ``allow_existing``; tables the store does not own are never touched.
+        """
+        with self.transaction(write=True) as conn:
+            names = set(inspect(conn).get_table_names())
+            if "cs_meta" in names:
+                self._check_meta(conn)
+                missing = schema.STORE_TABLES - names
+                if missing:
+                    raise SchemaError(
+                        f"{self.display_url}: the clusterstore tables {sorted(missing)} are "
+                        "missing; the database is damaged"
+                    )
+                return False
+            if names and not allow_existing:
+                shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+                raise ForeignDatabaseError(
+                    f"{self.display_url} already holds tables that are not clusterstore's "
+                    f"({shown}); use another database, or run `clusterstore init "
+                    "--allow-existing` to add the store beside them"
+                )
+            self._init_storage(conn)
+            schema.metadata.create_all(conn)
+            for ddl in self._immutability_ddl():
+                conn.exec_driver_sql(ddl)
+            conn.execute(
+                schema.meta.insert(),
+                [
+                    {"key": "application", "value": schema.APPLICATION},
+                    {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)},
+                    {"key": "created_at", "value": datetime.now(UTC).isoformat()},
+                ],
+            )
+            return True
+
+    def _check_meta(self, conn: Connection) -> None:
+        rows = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+        if rows.get("application") != schema.APPLICATION:
+            raise ForeignDatabaseError(f"{self.display_url} is not a clusterstore database")
+        version = int(rows.get("schema_version", "0"))
+        if version > schema.SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.display_url} has store schema version {version}, newer than this "
+                f"clusterstore supports ({schema.SCHEMA_VERSION}); upgrade clusterstore"
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ append
+
+    def append_events(
+        self, run_id: UUID, batch: Batch, *, expected_seq: int | None = None
+    ) -> AppendResult:
+        """Append ``batch`` to ``run_id`` at seqs ``expected_seq + 1 ...``, all or nothing.
+
+        - head == expected_seq: the batch is written.
+        - head > expected_seq: the stored overlap must be byte-identical (an idempotent
+          re-send: nothing changes for that part, the remainder, if any, is written);
+          otherwise ``EventConflictError``.
+        - head < expected_seq: ``ConcurrencyError`` (there would be a gap).
+        ``expected_seq=None`` appends at the current head.
+        A lock or a lost race is retried with backoff: safe, because the append is idempotent.
+        """
+        delay = 0.05
+        for attempt in range(APPEND_RETRIES):
+            try:
+                return self._append_once(run_id, batch, expected_seq)
+            except (_DuplicateKey, DatabaseBusyError):
+                if attempt == APPEND_RETRIES - 1:
+                    raise DatabaseBusyError(
+                        f"{self.display_url}: run {run_id} could not be appended to after "
+                        f"{APPEND_RETRIES} attempts; another writer keeps the database locked"
+                    ) from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _append_once(self, run_id: UUID, batch: Batch, expected_seq: int | None) -> AppendResult:
+        n = batch_len(batch)
+        if n == 0:
+            head = self.run_head(run_id)
+            if expected_seq is not None and expected_seq != head:
+                raise ConcurrencyError(run_id, expected_seq, head)
+            return AppendResult(run_id, head, 0, head + 1, None)
+        with self.transaction(write=True) as conn:
+            self._lock_run(conn, run_id)
+            head = self._head(conn, run_id)
+            expected = head if expected_seq is None else expected_seq
+            if expected < 0 or expected > head:
+                raise ConcurrencyError(run_id, expected, head)
+            overlap = min(head, expected + n) - expected
+            if overlap:
+                self._check_overlap(conn, run_id, expected, head, batch_slice(batch, 0, overlap))
+            rest = batch_slice(batch, overlap, n) if overlap else batch
+            if batch_len(rest) == 0:
+                return AppendResult(run_id, head, 0, expected + 1, None)
+            first_seq = head + 1
+            self._insert_events(conn, run_id, first_seq, rest)
+            position = self._allocate_position(conn)
+            conn.execute(
+                schema.commits.insert().values(
+                    position=position,
+                    run_id=run_id,
+                    first_seq=first_seq,
+                    count=batch_len(rest),
+                    committed_at=datetime.now(UTC),
+                )
+            )
+            self._after_append(conn, position)
+            return AppendResult(run_id, head + batch_len(rest), batch_len(rest), expected + 1,
+                                position)
+
+    def _check_overlap(
+        self, conn: Connection, run_id: UUID, expected: int, head: int, batch: Batch
+    ) -> None:
+        e = schema.events
+        stored = conn.execute(
+            select(e.c.seq, e.c.type, e.c.version, e.c.payload)
+            .where(e.c.run_id == run_id, e.c.seq > expected, e.c.seq <= expected + batch_len(batch))
+            .order_by(e.c.seq)
+        ).all()
+        for offset, (want, row) in enumerate(zip(batch_payloads(batch), stored, strict=True)):
+            if row.seq != expected + 1 + offset or (row.type, row.version, bytes(row.payload)) != want:
+                raise EventConflictError(run_id, expected + 1 + offset, expected, head)
+
+    def _head(self, conn: Connection, run_id: UUID) -> int:
+        e = schema.events
+        value = conn.execute(select(func.max(e.c.seq)).where(e.c.run_id == run_id)).scalar()
+        return int(value or 0)
+
+    # ------------------------------------------------------------------ reads
+
+    def run_head(self, run_id: UUID) -> int:
+        """The seq of the run's last event (0 when it has none)."""
+        with self.transaction() as conn:
+            return self._head(conn, run_id)
+
+    def list_runs(self) -> list[RunHead]:
+        """Every run with its head, oldest first."""
+        r, e = schema.runs, schema.events
+        head = select(func.max(e.c.seq)).where(e.c.run_id == r.c.run_id).scalar_subquery()
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(r.c.run_id, r.c.created_at, head).order_by(r.c.created_at, r.c.run_id)
+            ).all()
+        return [RunHead(row[0], _utc(row[1]), int(row[2] or 0)) for row in rows]
+
+    def find_runs(self, prefix: str) -> list[UUID]:
+        """Runs whose id (hex, dashes ignored) starts with ``prefix``; at most 10 returned."""
+        want = prefix.replace("-", "").lower()
+        with self.transaction() as conn:
+            ids = conn.execute(select(schema.runs.c.run_id)).scalars().all()
+        return [u for u in ids if u.hex.startswith(want)][:10]
+
+    def read_stream(
+        self, run_id: UUID, *, after: int = 0, until: int | None = None, limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[StoredEvent]:
+        """A run's events with seq > after (and <= until), in seq order, read in pages."""
+        for page in self.read_stream_pages(
+            run_id, after=after, until=until, limit=limit, page_size=page_size
+        ):
+            yield from page
+
+    def read_stream_pages(
+        self, run_id: UUID, *, after: int = 0, until: int | None = None, limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[list[StoredEvent]]:
+        """Like ``read_stream`` but yields lists of up to ``page_size`` events; each page is
+        one short transaction, so memory stays bounded and no long read blocks the writers."""
+        e = schema.events
+        remaining = limit
+        cursor = after
+        while remaining is None or remaining > 0:
+            size = page_size if remaining is None else min(page_size, remaining)
+            cond = [e.c.run_id == run_id, e.c.seq > cursor]
+            if until is not None:
+                cond.append(e.c.seq <= until)
+            with self.transaction() as conn:
+                rows = conn.execute(
+                    select(e.c.seq, e.c.type, e.c.version, e.c.payload)
+                    .where(and_(*cond))
+                    .order_by(e.c.seq)
+                    .limit(size)
+                ).all()
+            if not rows:
+                return
+            yield [StoredEvent(run_id, r[0], r[1], r[2], bytes(r[3])) for r in rows]
+            cursor = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < size:
+                return
+
+    def max_position(self) -> int:
+        """The global position of the last committed event (0 for an empty log)."""
+        c = schema.commits
+        with self.transaction() as conn:
+            row = conn.execute(
+                select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
+            ).first()
+        return 0 if row is None else int(row[0] + row[1] - 1)
+
+    def read_commits(self, *, after: int = 0, limit: int | None = None) -> list[Commit]:
+        """Commits that hold events at global positions > ``after``, in position order."""
+        c = schema.commits
+        query = (
+            select(c.c.position, c.c.run_id, c.c.first_seq, c.c.count, c.c.committed_at)
+            .where(c.c.position + c.c.count - 1 > after)
+            .order_by(c.c.position)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.transaction() as conn:
+            rows = conn.execute(query).all()
+        return [Commit(r[0], r[1], r[2], r[3], _utc(r[4])) for r in rows]
+
+    def read_all(self, *, after: int = 0, limit: int | None = None,
+                 page_size: int = PAGE_SIZE) -> Iterator[StoredEvent]:
+        """The global feed: every event with position > ``after``, in position order."""
+        for page in self.read_all_pages(after=after, limit=limit, page_size=page_size):
+            yield from page
+
+    def read_all_pages(self, *, after: int = 0, limit: int | None = None,
+                       page_size: int = PAGE_SIZE) -> Iterator[list[StoredEvent]]:
+        """The global feed in pages; a page never spans two runs (it is one stretch of one
+        commit), which lets consumers decode it as a block."""
+        remaining = limit
+        cursor = after
+        while remaining is None or remaining > 0:
+            commits = self.read_commits(after=cursor, limit=64)
+            if not commits:
+                return
+            for commit in commits:
+                start_seq = commit.first_seq + max(0, cursor - commit.position + 1)
+                for page in self.read_stream_pages(
+                    commit.run_id, after=start_seq - 1, until=commit.last_seq,
+                    limit=remaining, page_size=page_size,
+                ):
+                    delta = commit.position - commit.first_seq
+                    yield [ev._replace(position=ev.seq + delta) for ev in page]
+                    cursor = page[-1].seq + delta
+                    if remaining is not None:
+                        remaining -= len(page)
+                        if remaining <= 0:
+                            return
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value  # type: ignore[no-any-return]

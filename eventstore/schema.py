@@ -1,0 +1,106 @@
+"""The store's own tables, all on one MetaData.
+
+- ``cs_meta``: key/value facts about the store (application name, schema version).
+- ``cs_runs``: one row per run (stream), written once when its first event is appended.
+- ``cs_events``: the log, keyed by (run_id, seq); WITHOUT ROWID on SQLite. No random key.
+- ``cs_commits``: one row per append transaction. ``position`` is the global position of
+  the commit's first event; event ``seq`` of that commit has global position
+  ``position + (seq - first_seq)``. Positions are dense and allocated in commit order (see
+  the backend modules), which gives the ordered, never-skipping global feed without a
+  per-event position column (that column measured +45% disk on SQLite).
+
+Read models (projections) keep their own tables; nothing here knows about them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+SCHEMA_VERSION = 1
+APPLICATION = "clusterstore"
+
+
+class UUIDType(TypeDecorator[uuid.UUID]):
+    """A UUID: 16-byte BLOB on SQLite, native ``uuid`` on PostgreSQL."""
+
+    impl = LargeBinary(16)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.UUID(as_uuid=True))
+        return dialect.type_descriptor(LargeBinary(16))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, uuid.UUID):
+            value = uuid.UUID(str(value))
+        return value if dialect.name == "postgresql" else value.bytes
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
+        if value is None:
+            return None
+        if isinstance(value, uuid.UUID):
+            return value
+        return uuid.UUID(bytes=bytes(value))
+
+
+metadata = MetaData()
+
+meta = Table(
+    "cs_meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "cs_runs",
+    metadata,
+    Column("run_id", UUIDType, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+events = Table(
+    "cs_events",
+    metadata,
+    Column("run_id", UUIDType, nullable=False),
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("type", SmallInteger, nullable=False),
+    Column("version", SmallInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("run_id", "seq", name="cs_events_pk"),
+    sqlite_with_rowid=False,
+)
+
+commits = Table(
+    "cs_commits",
+    metadata,
+    Column("position", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("run_id", UUIDType, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("committed_at", DateTime(timezone=True), nullable=False),
+)
+
+STORE_TABLES = frozenset(t.name for t in metadata.sorted_tables)
+IMMUTABLE_TABLES = ("cs_events", "cs_commits", "cs_runs")

@@ -1,0 +1,121 @@
+"""SQLite: the embedded default (a file, zero set-up).
+
+- WAL journal (set once, when the store is created in the file), one writer at a time via
+  ``BEGIN IMMEDIATE``, a generous busy timeout; readers never block the writer.
+- The fast path hands SQLite one packed blob per batch and a single set-based statement
+  expands it into per-event rows (a recursive CTE over ``substr``): no Python work per
+  event. Measured ~3.5x raw ``executemany`` of pre-encoded rows (benchmarks/README.md).
+- Global positions: writers are serialised by ``BEGIN IMMEDIATE``, so ``MAX + 1`` inside
+  the write transaction is allocated and committed in order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy.engine import URL
+
+from . import schema
+from .codec import Batch, PackedEvents
+from .recorder import Recorder
+
+BUSY_TIMEOUT_MS = 60_000
+
+_EXPAND_PACKED = """
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :count)
+INSERT INTO cs_events (run_id, seq, type, version, payload)
+SELECT :run_id, :first_seq + i, :type, :version, substr(:data, i * :width + 1, :width) FROM n
+"""
+
+_INSERT_ONE = (
+    "INSERT INTO cs_events (run_id, seq, type, version, payload) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _append_only(table: str, op: str) -> str:
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'clusterstore: {table} is append-only; "
+        f"{op} is not allowed'); END"
+    )
+
+
+class SQLiteRecorder(Recorder):
+    dialect_name = "sqlite"
+
+    def __init__(self, url: URL):
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA cache_size = -65536")
+            cur.execute("PRAGMA temp_store = MEMORY")
+            cur.close()
+
+        super().__init__(engine, url)
+
+    def _begin_write(self, conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _begin_read(self, conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    def _lock_run(self, conn: Connection, run_id: UUID) -> None:
+        # BEGIN IMMEDIATE already serialises every writer; only the row is needed.
+        conn.execute(
+            schema.runs.insert()
+            .prefix_with("OR IGNORE")
+            .values(run_id=run_id, created_at=datetime.now(UTC))
+        )
+
+    def _insert_events(self, conn: Connection, run_id: UUID, first_seq: int, batch: Batch) -> None:
+        if isinstance(batch, PackedEvents):
+            conn.exec_driver_sql(
+                _EXPAND_PACKED,
+                {
+                    "count": batch.count,
+                    "run_id": run_id.bytes,
+                    "first_seq": first_seq,
+                    "type": batch.type,
+                    "version": batch.version,
+                    "data": batch.data,
+                    "width": batch.width,
+                },
+            )
+        else:
+            conn.exec_driver_sql(
+                _INSERT_ONE,
+                [
+                    (run_id.bytes, first_seq + i, ev.type, ev.version, ev.payload)
+                    for i, ev in enumerate(batch)
+                ],
+            )
+
+    def _allocate_position(self, conn: Connection) -> int:
+        c = schema.commits
+        row = conn.execute(
+            select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
+        ).first()
+        return 1 if row is None else int(row[0] + row[1])
+
+    def _after_append(self, conn: Connection, position: int) -> None:
+        """Nothing: followers poll (a SQLite file has no notifications)."""
+
+    def _immutability_ddl(self) -> list[str]:
+        return [
+            _append_only(table, op) for table in schema.IMMUTABLE_TABLES for op in ("UPDATE", "DELETE")
+        ]
+
+    def _init_storage(self, conn: Connection) -> None:
+        # journal_mode cannot change inside a transaction: commit the empty BEGIN first.
+        conn.exec_driver_sql("COMMIT")
+        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
