@@ -119,20 +119,28 @@ def encode_all(events: Iterable[Event]) -> list[RawEvent]:
 
 
 def decode(
-    type_code: int, version: int, payload: bytes, *, run_id: UUID | None = None,
+    type_code: int,
+    version: int,
+    payload: bytes,
+    *,
+    run_id: UUID | None = None,
     seq: int | None = None,
 ) -> Event:
     """Decode one stored event, upcasting older versions; errors name the run and seq."""
     cls = BY_CODE.get(type_code)
     if cls is None:
         raise UnknownEventTypeError(
-            run_id, seq, f"unknown event type code {type_code}; this clusterstore is too old "
-            "to read it (upgrade clusterstore)"
+            run_id,
+            seq,
+            f"unknown event type code {type_code}; this clusterstore is too old "
+            "to read it (upgrade clusterstore)",
         )
     if version > cls.VERSION:
         raise FutureEventVersionError(
-            run_id, seq, f"{cls.NAME} has schema version {version}, newer than this "
-            f"clusterstore reads ({cls.VERSION}); upgrade clusterstore"
+            run_id,
+            seq,
+            f"{cls.NAME} has schema version {version}, newer than this "
+            f"clusterstore reads ({cls.VERSION}); upgrade clusterstore",
         )
     try:
         if version == cls.VERSION:
@@ -160,13 +168,16 @@ def as_id_bytes(ids: npt.ArrayLike) -> npt.NDArray[np.void]:
     arr = np.asarray(ids)
     if arr.dtype == object:
         arr = np.frombuffer(b"".join(u.bytes for u in arr.tolist()), dtype="V16")
-    elif arr.dtype.kind == "u" and arr.ndim == 2 and arr.shape[1] == 16:
-        arr = np.ascontiguousarray(arr).view("V16").reshape(-1)
-    elif arr.dtype.itemsize == 16 and arr.dtype.kind in "VS":
+    elif _is_16_byte_rows(arr):
         arr = np.ascontiguousarray(arr).view("V16").reshape(-1)
     else:
         raise InputError(f"embedding ids must be 16-byte UUIDs, got an array of {arr.dtype}")
     return arr
+
+
+def _is_16_byte_rows(arr: np.ndarray) -> bool:
+    uint8_rows = arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] == 16
+    return bool(uint8_rows or (arr.dtype.itemsize == 16 and arr.dtype.kind in "VS"))
 
 
 def pack_assignments(
@@ -192,8 +203,9 @@ def pack_assignments(
     out["cluster"] = labels
     out["float32"] = 0xCA
     out["distance"] = dists
-    return PackedEvents(AssignmentRecorded.TYPE, AssignmentRecorded.VERSION, ASSIGNMENT_WIDTH,
-                        out.tobytes())
+    return PackedEvents(
+        AssignmentRecorded.TYPE, AssignmentRecorded.VERSION, ASSIGNMENT_WIDTH, out.tobytes()
+    )
 
 
 def unpack_assignments(data: bytes) -> npt.NDArray[np.void]:

@@ -73,7 +73,9 @@ def _sqlite_path_url(path: Path) -> URL:
         if header and header != SQLITE_HEADER:
             raise NotADatabaseError(f"{path} is not a SQLite database; it was left untouched")
     elif not path.parent.exists():
-        raise ConfigurationError(f"cannot create {path}: the directory {path.parent} does not exist")
+        raise ConfigurationError(
+            f"cannot create {path}: the directory {path.parent} does not exist"
+        )
     return URL.create("sqlite+pysqlite", database=str(path))
 
 

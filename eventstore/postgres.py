@@ -37,11 +37,16 @@ def copy_rows_dtype(width: int) -> np.dtype[Any]:
     return np.dtype(
         [
             ("nfields", ">i2"),
-            ("run_len", ">i4"), ("run_id", "V16"),
-            ("seq_len", ">i4"), ("seq", ">i8"),
-            ("type_len", ">i4"), ("type", ">i2"),
-            ("version_len", ">i4"), ("version", ">i2"),
-            ("payload_len", ">i4"), ("payload", f"V{width}"),
+            ("run_len", ">i4"),
+            ("run_id", "V16"),
+            ("seq_len", ">i4"),
+            ("seq", ">i8"),
+            ("type_len", ">i4"),
+            ("type", ">i2"),
+            ("version_len", ">i4"),
+            ("version", ">i2"),
+            ("payload_len", ">i4"),
+            ("payload", f"V{width}"),
         ]
     )
 

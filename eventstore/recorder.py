@@ -56,7 +56,7 @@ class Commit(NamedTuple):
     position: int
     run_id: UUID
     first_seq: int
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count
     committed_at: datetime
 
     @property
@@ -172,7 +172,9 @@ class Recorder(ABC):
             return NotADatabaseError(f"{where} is not a SQLite database")
         if "unable to open database file" in low:
             return ReadOnlyDatabaseError(f"{where}: unable to open the database file")
-        if e.connection_invalidated or isinstance(e, sa_exc.OperationalError | sa_exc.InterfaceError):
+        if e.connection_invalidated or isinstance(
+            e, sa_exc.OperationalError | sa_exc.InterfaceError
+        ):
             first = msg.strip().splitlines()[0] if msg.strip() else type(e.orig).__name__
             return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
         first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
@@ -293,8 +295,9 @@ class Recorder(ABC):
                 )
             )
             self._after_append(conn, position)
-            return AppendResult(run_id, head + batch_len(rest), batch_len(rest), expected + 1,
-                                position)
+            return AppendResult(
+                run_id, head + batch_len(rest), batch_len(rest), expected + 1, position
+            )
 
     def _check_overlap(
         self, conn: Connection, run_id: UUID, expected: int, head: int, batch: Batch
@@ -306,7 +309,10 @@ class Recorder(ABC):
             .order_by(e.c.seq)
         ).all()
         for offset, (want, row) in enumerate(zip(batch_payloads(batch), stored, strict=True)):
-            if row.seq != expected + 1 + offset or (row.type, row.version, bytes(row.payload)) != want:
+            if (
+                row.seq != expected + 1 + offset
+                or (row.type, row.version, bytes(row.payload)) != want
+            ):
                 raise EventConflictError(run_id, expected + 1 + offset, expected, head)
 
     def _head(self, conn: Connection, run_id: UUID) -> int:
@@ -339,7 +345,12 @@ class Recorder(ABC):
         return [u for u in ids if u.hex.startswith(want)][:10]
 
     def read_stream(
-        self, run_id: UUID, *, after: int = 0, until: int | None = None, limit: int | None = None,
+        self,
+        run_id: UUID,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        limit: int | None = None,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[StoredEvent]:
         """A run's events with seq > after (and <= until), in seq order, read in pages."""
@@ -349,7 +360,12 @@ class Recorder(ABC):
             yield from page
 
     def read_stream_pages(
-        self, run_id: UUID, *, after: int = 0, until: int | None = None, limit: int | None = None,
+        self,
+        run_id: UUID,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        limit: int | None = None,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[list[StoredEvent]]:
         """Like ``read_stream`` but yields lists of up to ``page_size`` events; each page is
@@ -401,14 +417,16 @@ class Recorder(ABC):
             rows = conn.execute(query).all()
         return [Commit(r[0], r[1], r[2], r[3], _utc(r[4])) for r in rows]
 
-    def read_all(self, *, after: int = 0, limit: int | None = None,
-                 page_size: int = PAGE_SIZE) -> Iterator[StoredEvent]:
+    def read_all(
+        self, *, after: int = 0, limit: int | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[StoredEvent]:
         """The global feed: every event with position > ``after``, in position order."""
         for page in self.read_all_pages(after=after, limit=limit, page_size=page_size):
             yield from page
 
-    def read_all_pages(self, *, after: int = 0, limit: int | None = None,
-                       page_size: int = PAGE_SIZE) -> Iterator[list[StoredEvent]]:
+    def read_all_pages(
+        self, *, after: int = 0, limit: int | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[list[StoredEvent]]:
         """The global feed in pages; a page never spans two runs (it is one stretch of one
         commit), which lets consumers decode it as a block."""
         remaining = limit
@@ -420,8 +438,11 @@ class Recorder(ABC):
             for commit in commits:
                 start_seq = commit.first_seq + max(0, cursor - commit.position + 1)
                 for page in self.read_stream_pages(
-                    commit.run_id, after=start_seq - 1, until=commit.last_seq,
-                    limit=remaining, page_size=page_size,
+                    commit.run_id,
+                    after=start_seq - 1,
+                    until=commit.last_seq,
+                    limit=remaining,
+                    page_size=page_size,
                 ):
                     delta = commit.position - commit.first_seq
                     yield [ev._replace(position=ev.seq + delta) for ev in page]

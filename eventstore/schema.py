@@ -94,8 +94,12 @@ events = Table(
 commits = Table(
     "cs_commits",
     metadata,
-    Column("position", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=False),
+    Column(
+        "position",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("run_id", UUIDType, nullable=False),
     Column("first_seq", BigInteger, nullable=False),
     Column("count", Integer, nullable=False),

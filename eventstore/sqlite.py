@@ -31,9 +31,7 @@ INSERT INTO cs_events (run_id, seq, type, version, payload)
 SELECT :run_id, :first_seq + i, :type, :version, substr(:data, i * :width + 1, :width) FROM n
 """
 
-_INSERT_ONE = (
-    "INSERT INTO cs_events (run_id, seq, type, version, payload) VALUES (?, ?, ?, ?, ?)"
-)
+_INSERT_ONE = "INSERT INTO cs_events (run_id, seq, type, version, payload) VALUES (?, ?, ?, ?, ?)"
 
 
 def _append_only(table: str, op: str) -> str:
@@ -61,6 +59,11 @@ class SQLiteRecorder(Recorder):
             cur.close()
 
         super().__init__(engine, url)
+
+    @property
+    def display_url(self) -> str:
+        """A SQLite store is shown as its file path."""
+        return str(self.url.database)
 
     def _begin_write(self, conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -111,7 +114,9 @@ class SQLiteRecorder(Recorder):
 
     def _immutability_ddl(self) -> list[str]:
         return [
-            _append_only(table, op) for table in schema.IMMUTABLE_TABLES for op in ("UPDATE", "DELETE")
+            _append_only(table, op)
+            for table in schema.IMMUTABLE_TABLES
+            for op in ("UPDATE", "DELETE")
         ]
 
     def _init_storage(self, conn: Connection) -> None:

@@ -68,7 +68,10 @@ class EventStore:
     # ------------------------------------------------------------------ writes
 
     def append(
-        self, run_id: UUID, events: Sequence[Event] | PackedEvents, *,
+        self,
+        run_id: UUID,
+        events: Sequence[Event] | PackedEvents,
+        *,
         expected_seq: int | None = None,
     ) -> AppendResult:
         """Append events (or a packed batch) at ``expected_seq + 1 ...``; see
@@ -94,7 +97,9 @@ class EventStore:
                 raise RunNotFoundError(f"{ref!r} is not a run id (hex digits, dashes allowed)")
             candidates = self.recorder.find_runs(text)
         if not candidates:
-            raise RunNotFoundError(f"no run matches {str(ref)!r}; `clusterstore runs list` shows them")
+            raise RunNotFoundError(
+                f"no run matches {str(ref)!r}; `clusterstore runs list` shows them"
+            )
         if len(candidates) > 1:
             shown = ", ".join(str(c) for c in candidates[:3])
             raise AmbiguousRunError(

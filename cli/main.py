@@ -1,0 +1,80 @@
+"""``clusterstore``: the group, the global ``--db`` option and the error contract.
+
+Every command parses its options, opens the store, calls one library function and prints.
+Library errors (``EventStoreError``) become ``Error: ...`` with exit code 1, converted here
+in one place; click's usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from eventstore import EventStore, EventStoreError, __version__
+from eventstore.config import ENV_VAR
+
+
+class StoreGroup(click.Group):
+    """A group that turns library errors into one-line ``Error: ...`` messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EventStoreError as e:
+            raise click.ClickException(str(e)) from e
+
+
+class StoreContext:
+    """Carries ``--db`` to the commands; the store is opened on first use."""
+
+    def __init__(self, db: str | None):
+        self.db = db
+        self._store: EventStore | None = None
+
+    def open(self, *, allow_existing: bool = False) -> EventStore:
+        if self._store is None:
+            self._store = EventStore.open(self.db, allow_existing=allow_existing)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+pass_store = click.make_pass_decorator(StoreContext)
+
+
+@click.group(cls=StoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    metavar="URL|PATH",
+    envvar=ENV_VAR,
+    show_envvar=True,
+    help="SQLite file path or SQLAlchemy URL (postgresql://...). Default: ./clusterstore.db",
+)
+@click.version_option(__version__, prog_name="clusterstore")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
+    """An event-sourced, append-only store for clustering runs."""
+    state = StoreContext(db)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+@cli.command()
+@click.option(
+    "--allow-existing",
+    is_flag=True,
+    help="Add the store to a database that already holds other tables (never touched).",
+)
+@pass_store
+def init(state: StoreContext, allow_existing: bool) -> None:
+    """Create the store's tables (safe to run again)."""
+    store = state.open(allow_existing=allow_existing)
+    click.echo(f"clusterstore ready at {store.display_url}")
+
+
+def main() -> None:
+    cli(prog_name="clusterstore")

@@ -1,0 +1,298 @@
+"""The run lifecycle: start, record assignments in batches, complete or fail, resume.
+
+    with start_run(store, model="all-mpnet-base-v2", algorithm="kmeans-l2", k=100,
+                   n_embeddings=n, dim=d, seed=7) as run:
+        run.record_centroids(centroids)
+        for lo in range(0, n, chunk):
+            run.record(ids[lo:hi], labels[lo:hi], distances[lo:hi])
+    # leaving the block completes the run (RunCompleted with count and digest);
+    # an exception appends RunFailed and propagates.
+
+The seq of input row ``row`` is ``base + row`` (``base`` = the seq after the preamble, or
+after the last RunResumed), so any batch can be rebuilt from the input and re-sent: the
+store takes an identical re-send as a no-op and refuses a different one. What was appended
+before a crash stays; ``resume_run`` continues from the first missing row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+import uuid_utils.compat as uuid7
+
+from .codec import AssignmentDigest, pack_assignments, unpack_assignments
+from .errors import EventStoreError, InputError
+from .events import (
+    AssignmentRecorded,
+    CentroidsComputed,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
+from .store import EventStore, decode_stored
+
+DEFAULT_BATCH_SIZE = 100_000
+ProgressFn = Callable[[int], None]
+
+
+def new_run_id() -> UUID:
+    """A UUIDv7: time-ordered, made once per run (never on the per-event hot path)."""
+    return uuid7.uuid7()
+
+
+@dataclass
+class RunWriter:
+    """Appends one run's events. Not thread-safe; one writer per run at a time."""
+
+    store: EventStore
+    run_id: UUID
+    started: RunStarted
+    head: int
+    batch_size: int = DEFAULT_BATCH_SIZE
+    rows_done: int = 0
+    base: int | None = None  # seq of row 0 in the current segment
+    has_centroids: bool = False
+    digest: AssignmentDigest = field(default_factory=AssignmentDigest)
+    sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    finished: bool = False
+    on_progress: ProgressFn | None = None
+
+    # ------------------------------------------------------------------ writing
+
+    def record_centroids(
+        self, centroids: npt.ArrayLike, *, objective: float | None = None,
+        iterations: int | None = None, train_seconds: float | None = None,
+    ) -> None:
+        """Record the k x dim centroids; must come before any assignment."""
+        if self.base is not None or self.has_centroids:
+            raise InputError(f"run {self.run_id}: centroids must be recorded once, before "
+                             "any assignment")
+        c = np.ascontiguousarray(np.asarray(centroids, dtype="<f4"))
+        if c.ndim != 2 or c.shape != (self.started.k, self.started.dim):
+            raise InputError(
+                f"run {self.run_id}: centroids must be {self.started.k} x {self.started.dim}, "
+                f"got {'x'.join(map(str, c.shape))}"
+            )
+        event = CentroidsComputed(
+            k=c.shape[0], dim=c.shape[1], centroids=c.tobytes(), objective=objective,
+            iterations=iterations, train_seconds=train_seconds,
+        )
+        self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
+        self.has_centroids = True
+
+    def seq_of(self, row: int) -> int:
+        if self.base is None:
+            self.base = self.head + 1 - self.rows_done
+        return self.base + row
+
+    def record(
+        self, embedding_ids: npt.ArrayLike, labels: npt.ArrayLike, distances: npt.ArrayLike,
+        *, start_row: int | None = None,
+    ) -> int:
+        """Record assignments for rows ``start_row ...`` (default: the next row), in batches.
+
+        Rows already recorded may be re-sent (an idempotent no-op when identical).
+        Returns the number of newly written assignments.
+        """
+        if self.finished:
+            raise InputError(f"run {self.run_id} is already finished")
+        packed = pack_assignments(embedding_ids, labels, distances)
+        labels_arr = np.asarray(labels)
+        if packed.count and int(labels_arr.max()) >= self.started.k:
+            raise InputError(f"cluster labels must be below k={self.started.k}, "
+                             f"got {int(labels_arr.max())}")
+        start = self.rows_done if start_row is None else start_row
+        if start > self.rows_done:
+            raise InputError(f"run {self.run_id}: rows {self.rows_done}..{start - 1} are missing; "
+                             "record rows in order")
+        if start + packed.count > self.started.n_embeddings:
+            raise InputError(f"run {self.run_id}: row {start + packed.count - 1} is beyond the "
+                             f"{self.started.n_embeddings} embeddings the run declared")
+        written = 0
+        for lo in range(0, packed.count, self.batch_size):
+            hi = min(lo + self.batch_size, packed.count)
+            chunk = packed.slice(lo, hi)
+            result = self.store.append(self.run_id, chunk,
+                                       expected_seq=self.seq_of(start + lo) - 1)
+            if result.appended:
+                fresh = chunk.slice(chunk.count - result.appended, chunk.count)
+                self._account(fresh.data, result.appended)
+                self.rows_done = start + hi
+                written += result.appended
+            self.head = max(self.head, result.head)
+            if self.on_progress is not None:
+                self.on_progress(hi - lo)
+        return written
+
+    def _account(self, data: bytes, count: int) -> None:
+        self.digest.update(data, count)
+        rec = unpack_assignments(data)
+        counts = np.bincount(rec["cluster"].astype(np.int64), minlength=self.started.k)
+        if self.sizes.shape[0] < counts.shape[0]:
+            self.sizes = np.pad(self.sizes, (0, counts.shape[0] - self.sizes.shape[0]))
+        self.sizes[: counts.shape[0]] += counts
+
+    def complete(self) -> RunCompleted:
+        """Append RunCompleted with the count, digest and cluster sizes."""
+        if self.rows_done != self.started.n_embeddings:
+            raise InputError(
+                f"run {self.run_id}: {self.rows_done} of {self.started.n_embeddings} "
+                "assignments recorded; cannot complete"
+            )
+        sizes = np.pad(self.sizes, (0, max(0, self.started.k - self.sizes.shape[0])))
+        event = RunCompleted(
+            count=self.rows_done, digest=self.digest.hexdigest(), finished_at=_now(),
+            cluster_sizes=[int(x) for x in sizes],
+        )
+        self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
+        self.finished = True
+        return event
+
+    def fail(self, error: BaseException | str) -> None:
+        """Append RunFailed; never raises (the original error matters more)."""
+        if self.finished:
+            return
+        text = str(error) if str(error) else type(error).__name__
+        event = RunFailed(error=text[:2000], last_seq=self.head, failed_at=_now(),
+                          error_type="" if isinstance(error, str) else type(error).__name__)
+        try:
+            self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
+            self.finished = True
+        except EventStoreError:
+            pass
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if ev is None:
+            if not self.finished:
+                self.complete()
+        elif isinstance(ev, KeyboardInterrupt):
+            self.fail("interrupted (Ctrl-C)")
+        else:
+            self.fail(ev)
+
+
+def start_run(
+    store: EventStore, *, model: str, algorithm: str, n_embeddings: int, dim: int, k: int,
+    seed: int | None = None, params: dict[str, Any] | None = None, input_digest: str = "",
+    run_id: UUID | None = None, batch_size: int = DEFAULT_BATCH_SIZE, **extra: Any,
+) -> RunWriter:
+    """Append RunStarted for a new run and return its writer."""
+    if not model:
+        raise InputError("a run needs a model name")
+    if n_embeddings < 0 or dim < 0:
+        raise InputError("n_embeddings and dim must not be negative")
+    if not 1 <= k <= max(n_embeddings, 1):
+        raise InputError(f"k must be between 1 and the number of embeddings ({n_embeddings}), "
+                         f"got {k}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    run_id = run_id or new_run_id()
+    started = RunStarted(
+        model=model, algorithm=algorithm, params=params or {}, n_embeddings=n_embeddings,
+        dim=dim, k=k, seed=seed, input_digest=input_digest, started_at=_now(), **extra,
+    )
+    head = store.append(run_id, [started], expected_seq=0).head
+    return RunWriter(store, run_id, started, head, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """What the log says about a run, read in one streaming pass."""
+
+    started: RunStarted
+    centroids: CentroidsComputed | None
+    rows_done: int
+    head: int
+    completed: RunCompleted | None
+    failed: RunFailed | None  # the last RunFailed not followed by a RunResumed
+
+
+def read_progress(store: EventStore, run_id: UUID) -> tuple[RunProgress, RunWriter]:
+    """Replay a run's log into its state and a writer positioned at the next row."""
+    started: RunStarted | None = None
+    centroids = None
+    completed = None
+    failed = None
+    rows = 0
+    head = 0
+    digest = AssignmentDigest()
+    sizes = np.zeros(0, dtype=np.int64)
+    base: int | None = None
+    for page in store.recorder.read_stream_pages(run_id):
+        assign = [ev for ev in page if ev.type == AssignmentRecorded.TYPE]
+        if assign:
+            data = b"".join(ev.payload for ev in assign)
+            digest.update(data, len(assign))
+            labels = unpack_assignments(data)["cluster"].astype(np.int64)
+            counts = np.bincount(labels)
+            sizes = np.pad(sizes, (0, max(0, counts.shape[0] - sizes.shape[0])))
+            sizes[: counts.shape[0]] += counts
+            if base is None:
+                base = assign[0].seq - rows
+            rows += len(assign)
+        for ev in page:
+            if ev.type == AssignmentRecorded.TYPE:
+                continue
+            event = decode_stored(ev)
+            match event:
+                case RunStarted():
+                    started = event
+                case CentroidsComputed():
+                    centroids = event
+                case RunCompleted():
+                    completed = event
+                case RunFailed():
+                    failed = event
+                case RunResumed():
+                    failed = None
+                    base = ev.seq + 1 - rows
+        head = page[-1].seq
+    if started is None:
+        from .errors import RunNotFoundError
+
+        raise RunNotFoundError(f"run {run_id} has no RunStarted event")
+    progress = RunProgress(started, centroids, rows, head, completed, failed)
+    writer = RunWriter(store, run_id, started, head, rows_done=rows, base=base,
+                       has_centroids=centroids is not None, digest=digest, sizes=sizes,
+                       finished=completed is not None)
+    return progress, writer
+
+
+def resume_run(
+    store: EventStore, run_id: UUID, *, input_digest: str = "",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tuple[RunProgress, RunWriter]:
+    """Continue an interrupted run: appends RunResumed and returns a writer at the next row."""
+    progress, writer = read_progress(store, run_id)
+    if progress.completed is not None:
+        raise InputError(f"run {run_id} is already completed; nothing to resume")
+    if input_digest and progress.started.input_digest and (
+        input_digest != progress.started.input_digest
+    ):
+        raise InputError(
+            f"run {run_id}: the input has changed since the run started (digest "
+            f"{input_digest[:12]} != {progress.started.input_digest[:12]}); refusing to resume"
+        )
+    event = RunResumed(from_row=progress.rows_done, resumed_at=_now(),
+                       input_digest=input_digest)
+    writer.head = store.append(run_id, [event], expected_seq=writer.head).head
+    writer.base = writer.head + 1 - progress.rows_done
+    writer.batch_size = batch_size
+    return progress, writer
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

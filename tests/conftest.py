@@ -1,0 +1,119 @@
+"""Fixtures shared by the whole suite.
+
+Every test that takes ``db_url`` or ``store`` runs once per backend: a SQLite file in a
+temporary directory, and PostgreSQL in a fresh schema of the database named by
+``$CLUSTERSTORE_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``),
+dropped afterwards. PostgreSQL cases skip when no server answers, except in CI (``$CI``
+set), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from eventstore import EventStore
+
+PG_ENV = "CLUSTERSTORE_TEST_PG_URL"
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pg_base_url() -> URL:
+    return make_url(os.environ.get(PG_ENV) or PG_DEFAULT).set(drivername="postgresql+psycopg")
+
+
+_pg_state: dict[str, object] = {}
+
+
+def pg_available() -> tuple[bool, str]:
+    if "ok" not in _pg_state:
+        try:
+            engine = create_engine(pg_base_url(), connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            _pg_state.update(ok=True, why="")
+        except Exception as e:  # any failure to connect means "no server here"
+            _pg_state.update(ok=False, why=f"{type(e).__name__}: {str(e).splitlines()[0]}")
+    return bool(_pg_state["ok"]), str(_pg_state["why"])
+
+
+def require_pg() -> None:
+    ok, why = pg_available()
+    if not ok:
+        message = f"PostgreSQL is not reachable at {pg_base_url().render_as_string()}: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (PostgreSQL is required in CI)")
+        pytest.skip(message)
+
+
+def make_pg_schema_url() -> tuple[str, str]:
+    """A URL whose search_path is a new, empty schema: isolation per test."""
+    require_pg()
+    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(pg_base_url())
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    engine.dispose()
+    url = pg_base_url().update_query_dict({"options": f"-csearch_path={name}"})
+    return url.render_as_string(hide_password=False), name
+
+
+def drop_pg_schema(name: str) -> None:
+    engine = create_engine(pg_base_url())
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    engine.dispose()
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "postgres" and request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite-only case")
+    if name == "sqlite" and request.node.get_closest_marker("postgres_only"):
+        pytest.skip("PostgreSQL-only case")
+    return name
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for the backend: a file path or a PostgreSQL URL."""
+    if backend == "sqlite":
+        yield str(tmp_path / "store.db")
+        return
+    url, schema_name = make_pg_schema_url()
+    try:
+        yield url
+    finally:
+        drop_pg_schema(schema_name)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    s = EventStore.open(db_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes that import the project from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.pop("CLUSTERSTORE_DB", None)
+    return env
