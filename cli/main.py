@@ -76,5 +76,13 @@ def init(state: StoreContext, allow_existing: bool) -> None:
     click.echo(f"clusterstore ready at {store.display_url}")
 
 
+@cli.group()
+def runs() -> None:
+    """Run history: list, show, events, verify, compare, resume."""
+
+
+# Command modules register here: one import and one add_command line each.
+
+
 def main() -> None:
     cli(prog_name="clusterstore")
