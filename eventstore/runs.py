@@ -68,13 +68,18 @@ class RunWriter:
     # ------------------------------------------------------------------ writing
 
     def record_centroids(
-        self, centroids: npt.ArrayLike, *, objective: float | None = None,
-        iterations: int | None = None, train_seconds: float | None = None,
+        self,
+        centroids: npt.ArrayLike,
+        *,
+        objective: float | None = None,
+        iterations: int | None = None,
+        train_seconds: float | None = None,
     ) -> None:
         """Record the k x dim centroids; must come before any assignment."""
         if self.base is not None or self.has_centroids:
-            raise InputError(f"run {self.run_id}: centroids must be recorded once, before "
-                             "any assignment")
+            raise InputError(
+                f"run {self.run_id}: centroids must be recorded once, before any assignment"
+            )
         c = np.ascontiguousarray(np.asarray(centroids, dtype="<f4"))
         if c.ndim != 2 or c.shape != (self.started.k, self.started.dim):
             raise InputError(
@@ -82,8 +87,12 @@ class RunWriter:
                 f"got {'x'.join(map(str, c.shape))}"
             )
         event = CentroidsComputed(
-            k=c.shape[0], dim=c.shape[1], centroids=c.tobytes(), objective=objective,
-            iterations=iterations, train_seconds=train_seconds,
+            k=c.shape[0],
+            dim=c.shape[1],
+            centroids=c.tobytes(),
+            objective=objective,
+            iterations=iterations,
+            train_seconds=train_seconds,
         )
         self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
         self.has_centroids = True
@@ -94,8 +103,12 @@ class RunWriter:
         return self.base + row
 
     def record(
-        self, embedding_ids: npt.ArrayLike, labels: npt.ArrayLike, distances: npt.ArrayLike,
-        *, start_row: int | None = None,
+        self,
+        embedding_ids: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        distances: npt.ArrayLike,
+        *,
+        start_row: int | None = None,
     ) -> int:
         """Record assignments for rows ``start_row ...`` (default: the next row), in batches.
 
@@ -107,21 +120,25 @@ class RunWriter:
         packed = pack_assignments(embedding_ids, labels, distances)
         labels_arr = np.asarray(labels)
         if packed.count and int(labels_arr.max()) >= self.started.k:
-            raise InputError(f"cluster labels must be below k={self.started.k}, "
-                             f"got {int(labels_arr.max())}")
+            raise InputError(
+                f"cluster labels must be below k={self.started.k}, got {int(labels_arr.max())}"
+            )
         start = self.rows_done if start_row is None else start_row
         if start > self.rows_done:
-            raise InputError(f"run {self.run_id}: rows {self.rows_done}..{start - 1} are missing; "
-                             "record rows in order")
+            raise InputError(
+                f"run {self.run_id}: rows {self.rows_done}..{start - 1} are missing; "
+                "record rows in order"
+            )
         if start + packed.count > self.started.n_embeddings:
-            raise InputError(f"run {self.run_id}: row {start + packed.count - 1} is beyond the "
-                             f"{self.started.n_embeddings} embeddings the run declared")
+            raise InputError(
+                f"run {self.run_id}: row {start + packed.count - 1} is beyond the "
+                f"{self.started.n_embeddings} embeddings the run declared"
+            )
         written = 0
         for lo in range(0, packed.count, self.batch_size):
             hi = min(lo + self.batch_size, packed.count)
             chunk = packed.slice(lo, hi)
-            result = self.store.append(self.run_id, chunk,
-                                       expected_seq=self.seq_of(start + lo) - 1)
+            result = self.store.append(self.run_id, chunk, expected_seq=self.seq_of(start + lo) - 1)
             if result.appended:
                 fresh = chunk.slice(chunk.count - result.appended, chunk.count)
                 self._account(fresh.data, result.appended)
@@ -149,7 +166,9 @@ class RunWriter:
             )
         sizes = np.pad(self.sizes, (0, max(0, self.started.k - self.sizes.shape[0])))
         event = RunCompleted(
-            count=self.rows_done, digest=self.digest.hexdigest(), finished_at=_now(),
+            count=self.rows_done,
+            digest=self.digest.hexdigest(),
+            finished_at=_now(),
             cluster_sizes=[int(x) for x in sizes],
         )
         self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
@@ -161,8 +180,12 @@ class RunWriter:
         if self.finished:
             return
         text = str(error) if str(error) else type(error).__name__
-        event = RunFailed(error=text[:2000], last_seq=self.head, failed_at=_now(),
-                          error_type="" if isinstance(error, str) else type(error).__name__)
+        event = RunFailed(
+            error=text[:2000],
+            last_seq=self.head,
+            failed_at=_now(),
+            error_type="" if isinstance(error, str) else type(error).__name__,
+        )
         try:
             self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
             self.finished = True
@@ -185,9 +208,19 @@ class RunWriter:
 
 
 def start_run(
-    store: EventStore, *, model: str, algorithm: str, n_embeddings: int, dim: int, k: int,
-    seed: int | None = None, params: dict[str, Any] | None = None, input_digest: str = "",
-    run_id: UUID | None = None, batch_size: int = DEFAULT_BATCH_SIZE, **extra: Any,
+    store: EventStore,
+    *,
+    model: str,
+    algorithm: str,
+    n_embeddings: int,
+    dim: int,
+    k: int,
+    seed: int | None = None,
+    params: dict[str, Any] | None = None,
+    input_digest: str = "",
+    run_id: UUID | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    **extra: Any,
 ) -> RunWriter:
     """Append RunStarted for a new run and return its writer."""
     if not model:
@@ -195,14 +228,23 @@ def start_run(
     if n_embeddings < 0 or dim < 0:
         raise InputError("n_embeddings and dim must not be negative")
     if not 1 <= k <= max(n_embeddings, 1):
-        raise InputError(f"k must be between 1 and the number of embeddings ({n_embeddings}), "
-                         f"got {k}")
+        raise InputError(
+            f"k must be between 1 and the number of embeddings ({n_embeddings}), got {k}"
+        )
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     run_id = run_id or new_run_id()
     started = RunStarted(
-        model=model, algorithm=algorithm, params=params or {}, n_embeddings=n_embeddings,
-        dim=dim, k=k, seed=seed, input_digest=input_digest, started_at=_now(), **extra,
+        model=model,
+        algorithm=algorithm,
+        params=params or {},
+        n_embeddings=n_embeddings,
+        dim=dim,
+        k=k,
+        seed=seed,
+        input_digest=input_digest,
+        started_at=_now(),
+        **extra,
     )
     head = store.append(run_id, [started], expected_seq=0).head
     return RunWriter(store, run_id, started, head, batch_size=batch_size)
@@ -265,29 +307,42 @@ def read_progress(store: EventStore, run_id: UUID) -> tuple[RunProgress, RunWrit
 
         raise RunNotFoundError(f"run {run_id} has no RunStarted event")
     progress = RunProgress(started, centroids, rows, head, completed, failed)
-    writer = RunWriter(store, run_id, started, head, rows_done=rows, base=base,
-                       has_centroids=centroids is not None, digest=digest, sizes=sizes,
-                       finished=completed is not None)
+    writer = RunWriter(
+        store,
+        run_id,
+        started,
+        head,
+        rows_done=rows,
+        base=base,
+        has_centroids=centroids is not None,
+        digest=digest,
+        sizes=sizes,
+        finished=completed is not None,
+    )
     return progress, writer
 
 
 def resume_run(
-    store: EventStore, run_id: UUID, *, input_digest: str = "",
+    store: EventStore,
+    run_id: UUID,
+    *,
+    input_digest: str = "",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tuple[RunProgress, RunWriter]:
     """Continue an interrupted run: appends RunResumed and returns a writer at the next row."""
     progress, writer = read_progress(store, run_id)
     if progress.completed is not None:
         raise InputError(f"run {run_id} is already completed; nothing to resume")
-    if input_digest and progress.started.input_digest and (
-        input_digest != progress.started.input_digest
+    if (
+        input_digest
+        and progress.started.input_digest
+        and (input_digest != progress.started.input_digest)
     ):
         raise InputError(
             f"run {run_id}: the input has changed since the run started (digest "
             f"{input_digest[:12]} != {progress.started.input_digest[:12]}); refusing to resume"
         )
-    event = RunResumed(from_row=progress.rows_done, resumed_at=_now(),
-                       input_digest=input_digest)
+    event = RunResumed(from_row=progress.rows_done, resumed_at=_now(), input_digest=input_digest)
     writer.head = store.append(run_id, [event], expected_seq=writer.head).head
     writer.base = writer.head + 1 - progress.rows_done
     writer.batch_size = batch_size

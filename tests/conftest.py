@@ -112,8 +112,6 @@ def store(db_url: str) -> Iterator[EventStore]:
 def subprocess_env() -> dict[str, str]:
     """Environment for child processes that import the project from this checkout."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("CLUSTERSTORE_DB", None)
     return env

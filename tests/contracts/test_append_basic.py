@@ -18,14 +18,21 @@ from eventstore import (
 
 
 def started(n: int = 10) -> RunStarted:
-    return RunStarted(model="m", algorithm="kmeans-l2", n_embeddings=n, dim=4, k=2,
-                      started_at=datetime(2026, 1, 1, tzinfo=UTC))
+    return RunStarted(
+        model="m",
+        algorithm="kmeans-l2",
+        n_embeddings=n,
+        dim=4,
+        k=2,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 def assignments(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
-    return pack_assignments(rng.integers(0, 256, (n, 16), dtype=np.uint8),
-                            rng.integers(0, 2, n), rng.random(n))
+    return pack_assignments(
+        rng.integers(0, 256, (n, 16), dtype=np.uint8), rng.integers(0, 2, n), rng.random(n)
+    )
 
 
 def test_append_and_read_back(store: EventStore) -> None:
