@@ -79,6 +79,7 @@ def progress(label: str, length: int | None, *, quiet: bool) -> Iterator[Progres
     if not progress_enabled(quiet):
         yield _Silent()
         return
+    bar: Any
     with click.progressbar(
         length=length, label=label, file=sys.stderr, show_pos=True, show_eta=True
     ) as bar:
