@@ -188,16 +188,12 @@ class Recorder(ABC):
         A database that already holds tables but no ``cs_meta`` belongs to someone else and
         is refused unless ``allow_existing``; tables the store does not own are never touched.
         """
+        with self.transaction() as conn:  # the usual case reads only: no write lock taken
+            if self._check_existing(conn, set(inspect(conn).get_table_names())):
+                return False
         with self.transaction(write=True) as conn:
             names = set(inspect(conn).get_table_names())
-            if "cs_meta" in names:
-                self._check_meta(conn)
-                missing = schema.STORE_TABLES - names
-                if missing:
-                    raise SchemaError(
-                        f"{self.display_url}: the clusterstore tables {sorted(missing)} are "
-                        "missing; the database is damaged"
-                    )
+            if self._check_existing(conn, names):  # another process created it meanwhile
                 return False
             if names and not allow_existing:
                 shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
@@ -219,6 +215,19 @@ class Recorder(ABC):
                 ],
             )
             return True
+
+    def _check_existing(self, conn: Connection, names: set[str]) -> bool:
+        """True if the store's tables exist (and are usable); False if they must be made."""
+        if "cs_meta" not in names:
+            return False
+        self._check_meta(conn)
+        missing = schema.STORE_TABLES - names
+        if missing:
+            raise SchemaError(
+                f"{self.display_url}: the clusterstore tables {sorted(missing)} are missing; "
+                "the database is damaged"
+            )
+        return True
 
     def _check_meta(self, conn: Connection) -> None:
         rows = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
