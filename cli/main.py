@@ -82,6 +82,12 @@ def runs() -> None:
 
 
 # Command modules register here: one import and one add_command line each.
+from .export import export  # noqa: E402
+from .runs_audit import COMMANDS as RUNS_AUDIT  # noqa: E402
+
+for _command in RUNS_AUDIT:
+    runs.add_command(_command)
+cli.add_command(export)
 
 
 def main() -> None:
