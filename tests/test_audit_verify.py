@@ -236,3 +236,22 @@ def test_an_assignment_after_an_unresumed_failure(store: EventStore) -> None:
     make_run(store, RUN_A, end="fail", rows=20)  # seqs 1-22, RunFailed at 23
     insert_row(store, RUN_A, 24, stored_payload(store, RUN_A, 10))
     assert kinds(store) == [("after_failure", 24), ("uncommitted", 24)]
+
+
+@pytest.mark.sqlite_only
+def test_a_payload_rewritten_as_text_is_read_as_bytes(store: EventStore) -> None:
+    """SQLite's || makes TEXT of BLOBs: the natural SQL edit must not break the reader."""
+    make_run(store, RUN_A)
+    drop_triggers(store)
+    low = stored_payload(store, RUN_A, 10)[23]
+    with store.recorder.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE cs_events SET payload = substr(payload, 1, 23) || ? || substr(payload, 25) "
+            "WHERE run_id = ? AND seq = 10",
+            (bytes([low ^ 1]), RUN_A.bytes),
+        )
+        kind = conn.exec_driver_sql(
+            "SELECT typeof(payload) FROM cs_events WHERE run_id = ? AND seq = 10", (RUN_A.bytes,)
+        ).scalar()
+    assert kind == "text"
+    assert kinds(store) == [("digest_mismatch", END), ("sizes_mismatch", END)]
