@@ -65,7 +65,7 @@ def list_runs(
         ]
         for r in runs
     ]
-    headers = ["run", "model", "algorithm", "k", "n", "status", "started", "duration"]
+    headers = ["run id", "model", "algorithm", "k", "n", "status", "started", "duration"]
     click.echo(render_table(headers, rows))
     for r in runs:
         if r.problem:

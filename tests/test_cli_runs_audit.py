@@ -47,7 +47,7 @@ def run(db_url: str, *args: str) -> Result:
 # ---------------------------------------------------------------- runs list
 
 LIST = """\
-run            model   algorithm  k   n  status      started              duration
+run id         model   algorithm  k   n  status      started              duration
 -------------  ------  ---------  -  --  ----------  -------------------  --------
 0190aaaa-0003  minilm  kmeans-l2  4  50  incomplete  2026-01-02 03:04:11  -
 0190aaaa-0002  mpnet   kmeans-l2  4  50  failed      2026-01-02 03:04:08  1.5s
@@ -64,7 +64,7 @@ def test_list_filters(history: EventStore, db_url: str) -> None:
     lines = LIST.splitlines(keepends=True)
     failed = run(db_url, "runs", "list", "--status", "failed")
     assert failed.stdout == (
-        "run            model  algorithm  k   n  status  started              duration\n"
+        "run id         model  algorithm  k   n  status  started              duration\n"
         "-------------  -----  ---------  -  --  ------  -------------------  --------\n"
         "0190aaaa-0002  mpnet  kmeans-l2  4  50  failed  2026-01-02 03:04:08  1.5s\n"
     )
