@@ -15,7 +15,9 @@ from eventstore import EventStoreError, __version__
 from eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
+from .export import export
 from .import_legacy import import_legacy_command
+from .runs_audit import COMMANDS as RUNS_AUDIT
 
 
 class StoreGroup(click.Group):
@@ -63,9 +65,10 @@ def runs() -> None:
     """Run history: list, show, events, verify, compare, resume."""
 
 
-# Command modules register here: one import and one add_command line each.
-
-
+# Command modules register here.
+for _command in RUNS_AUDIT:
+    runs.add_command(_command)
+cli.add_command(export)
 cli.add_command(import_legacy_command)
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, and_, func, inspect, select
+from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -389,7 +389,9 @@ class Recorder(ABC):
                 cond.append(e.c.seq <= until)
             with self.transaction() as conn:
                 rows = conn.execute(
-                    select(e.c.seq, e.c.type, e.c.version, e.c.payload)
+                    # SQLite keeps the type a value was written with: a payload rewritten
+                    # around the store as TEXT (e.g. with ||) must still read as its bytes.
+                    select(e.c.seq, e.c.type, e.c.version, cast(e.c.payload, LargeBinary))
                     .where(and_(*cond))
                     .order_by(e.c.seq)
                     .limit(size)
