@@ -172,6 +172,8 @@ def decode(
 def as_id_bytes(ids: npt.ArrayLike) -> npt.NDArray[np.void]:
     """Embedding ids as a 1-D array of 16-byte values (accepts V16, S16, (n, 16) uint8, UUIDs)."""
     arr = np.asarray(ids)
+    if arr.size == 0:
+        return np.empty(0, dtype="V16")  # [] has no dtype worth checking
     if arr.dtype == object:
         arr = np.frombuffer(b"".join(u.bytes for u in arr.tolist()), dtype="V16")
     elif _is_16_byte_rows(arr):
