@@ -274,11 +274,12 @@ class Recorder(ABC):
 
     def _append_once(self, run_id: UUID, batch: Batch, expected_seq: int | None) -> AppendResult:
         n = batch_len(batch)
-        if n == 0:
+        if n == 0:  # the general rule with an empty overlap: only a gap is refused
             head = self.run_head(run_id)
-            if expected_seq is not None and expected_seq != head:
-                raise ConcurrencyError(run_id, expected_seq, head)
-            return AppendResult(run_id, head, 0, head + 1, None)
+            expected = head if expected_seq is None else expected_seq
+            if expected < 0 or expected > head:
+                raise ConcurrencyError(run_id, expected, head)
+            return AppendResult(run_id, head, 0, expected + 1, None)
         with self.transaction(write=True) as conn:
             self._lock_run(conn, run_id)
             head = self._head(conn, run_id)
