@@ -136,6 +136,11 @@ class Recorder(ABC):
     def _init_storage(self, conn: Connection) -> None:
         """One-time storage settings (e.g. SQLite WAL); runs only on our own database."""
 
+    @abstractmethod
+    def _lock_schema(self, conn: Connection) -> None:
+        """Serialise concurrent ``initialise`` calls on one database until the transaction
+        ends."""
+
     # ------------------------------------------------------------------ transactions
 
     @contextmanager
@@ -187,11 +192,26 @@ class Recorder(ABC):
 
         A database that already holds tables but no ``cs_meta`` belongs to someone else and
         is refused unless ``allow_existing``; tables the store does not own are never touched.
+        Safe to call from several processes at once: a lost race is retried (SQLite refuses
+        a concurrent switch to WAL with "database is locked" without waiting).
         """
+        delay = 0.05
+        for attempt in range(APPEND_RETRIES):
+            try:
+                return self._initialise_once(allow_existing)
+            except DatabaseBusyError:
+                if attempt == APPEND_RETRIES - 1:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _initialise_once(self, allow_existing: bool) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
             if self._check_existing(conn, set(inspect(conn).get_table_names())):
                 return False
         with self.transaction(write=True) as conn:
+            self._lock_schema(conn)
             names = set(inspect(conn).get_table_names())
             if self._check_existing(conn, names):  # another process created it meanwhile
                 return False
@@ -203,6 +223,9 @@ class Recorder(ABC):
                     "--allow-existing` to add the store beside them"
                 )
             self._init_storage(conn)
+            # SQLite's _init_storage commits and begins again: look once more
+            if self._check_existing(conn, set(inspect(conn).get_table_names())):
+                return False
             schema.metadata.create_all(conn)
             for ddl in self._immutability_ddl():
                 conn.exec_driver_sql(ddl)

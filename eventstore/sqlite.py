@@ -126,6 +126,9 @@ class SQLiteRecorder(Recorder):
             for op in ("UPDATE", "DELETE")
         ]
 
+    def _lock_schema(self, conn: Connection) -> None:
+        """Nothing: BEGIN IMMEDIATE already serialises initialisers."""
+
     def _init_storage(self, conn: Connection) -> None:
         # journal_mode cannot change inside a transaction: commit the empty BEGIN first.
         conn.exec_driver_sql("COMMIT")
