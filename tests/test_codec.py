@@ -31,7 +31,7 @@ def test_every_event_type_has_a_strategy() -> None:
     assert set(STRATEGIES) == set(EVENT_TYPES)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(ANY_EVENT)
 def test_encode_decode_round_trip(event: Event) -> None:
     raw = encode(event)
@@ -40,6 +40,7 @@ def test_encode_decode_round_trip(event: Event) -> None:
     assert encode(decode(*raw)) == raw  # encoding is deterministic: re-sends are identical
 
 
+@settings(deadline=None)
 @given(st.uuids(), CLUSTERS, FLOAT32)
 def test_assignment_has_the_canonical_29_byte_layout(
     embedding_id: uuid.UUID, cluster: int, distance: float
@@ -62,6 +63,7 @@ def test_assignment_has_the_canonical_29_byte_layout(
     assert decode(raw.type, raw.version, generic) == decode(*raw)
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.tuples(st.uuids(), CLUSTERS, FLOAT32), max_size=50),
 )
