@@ -27,7 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
-from .codec import AssignmentDigest, pack_assignments, unpack_assignments
+from .codec import (
+    AssignmentDigest,
+    assignments_from_payloads,
+    pack_assignments,
+    unpack_assignments,
+)
 from .errors import EventStoreError, InputError
 from .events import (
     AssignmentRecorded,
@@ -37,6 +42,7 @@ from .events import (
     RunResumed,
     RunStarted,
 )
+from .recorder import StoredEvent
 from .store import EventStore, decode_stored
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -271,62 +277,80 @@ class RunProgress:
 
 def read_progress(store: EventStore, run_id: UUID) -> tuple[RunProgress, RunWriter]:
     """Replay a run's log into its state and a writer positioned at the next row."""
-    started: RunStarted | None = None
-    centroids = None
-    completed = None
-    failed = None
-    rows = 0
+    state = _Replay()
     head = 0
-    digest = AssignmentDigest()
-    sizes = np.zeros(0, dtype=np.int64)
-    base: int | None = None
     for page in store.recorder.read_stream_pages(run_id):
-        assign = [ev for ev in page if ev.type == AssignmentRecorded.TYPE]
-        if assign:
-            data = b"".join(ev.payload for ev in assign)
-            digest.update(data, len(assign))
-            labels = unpack_assignments(data)["cluster"].astype(np.int64)
-            counts = np.bincount(labels)
-            sizes = np.pad(sizes, (0, max(0, counts.shape[0] - sizes.shape[0])))
-            sizes[: counts.shape[0]] += counts
-            if base is None:
-                base = assign[0].seq - rows
-            rows += len(assign)
-        for ev in page:
-            if ev.type == AssignmentRecorded.TYPE:
-                continue
-            event = decode_stored(ev)
-            match event:
-                case RunStarted():
-                    started = event
-                case CentroidsComputed():
-                    centroids = event
-                case RunCompleted():
-                    completed = event
-                case RunFailed():
-                    failed = event
-                case RunResumed():
-                    failed = None
-                    base = ev.seq + 1 - rows
+        # Events are replayed in seq order; runs of assignments are accounted as one block.
+        start = 0
+        for i, ev in enumerate(page):
+            if ev.type != AssignmentRecorded.TYPE:
+                state.assignments(page[start:i])
+                state.event(ev)
+                start = i + 1
+        state.assignments(page[start:])
         head = page[-1].seq
-    if started is None:
+    if state.started is None:
         from .errors import RunNotFoundError
 
         raise RunNotFoundError(f"run {run_id} has no RunStarted event")
-    progress = RunProgress(started, centroids, rows, head, completed, failed)
+    progress = RunProgress(
+        state.started, state.centroids, state.rows, head, state.completed, state.failed
+    )
     writer = RunWriter(
         store,
         run_id,
-        started,
+        state.started,
         head,
-        rows_done=rows,
-        base=base,
-        has_centroids=centroids is not None,
-        digest=digest,
-        sizes=sizes,
-        finished=completed is not None,
+        rows_done=state.rows,
+        base=state.base,
+        has_centroids=state.centroids is not None,
+        digest=state.digest,
+        sizes=state.sizes,
+        finished=state.completed is not None,
     )
     return progress, writer
+
+
+@dataclass
+class _Replay:
+    """The state ``read_progress`` folds a run's events into."""
+
+    started: RunStarted | None = None
+    centroids: CentroidsComputed | None = None
+    completed: RunCompleted | None = None
+    failed: RunFailed | None = None
+    rows: int = 0
+    base: int | None = None
+    digest: AssignmentDigest = field(default_factory=AssignmentDigest)
+    sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def assignments(self, block: list[StoredEvent]) -> None:
+        if not block:
+            return
+        payloads = [ev.payload for ev in block]
+        self.digest.update(b"".join(payloads), len(block))
+        labels = assignments_from_payloads(payloads)["cluster"]  # any layout (legacy too)
+        counts = np.bincount(labels.astype(np.int64))
+        self.sizes = np.pad(self.sizes, (0, max(0, counts.shape[0] - self.sizes.shape[0])))
+        self.sizes[: counts.shape[0]] += counts
+        if self.base is None:
+            self.base = block[0].seq - self.rows
+        self.rows += len(block)
+
+    def event(self, ev: StoredEvent) -> None:
+        event = decode_stored(ev)
+        match event:
+            case RunStarted():
+                self.started = event
+            case CentroidsComputed():
+                self.centroids = event
+            case RunCompleted():
+                self.completed = event
+            case RunFailed():
+                self.failed = event
+            case RunResumed():
+                self.failed = None
+                self.base = ev.seq + 1 - self.rows
 
 
 def resume_run(
@@ -338,6 +362,21 @@ def resume_run(
 ) -> tuple[RunProgress, RunWriter]:
     """Continue an interrupted run: appends RunResumed and returns a writer at the next row."""
     progress, writer = read_progress(store, run_id)
+    resume_writer(progress, writer, input_digest=input_digest, batch_size=batch_size)
+    return progress, writer
+
+
+def resume_writer(
+    progress: RunProgress,
+    writer: RunWriter,
+    *,
+    input_digest: str = "",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> None:
+    """The second half of ``resume_run``, for callers that already read the progress (and
+    checked their input against it): appends RunResumed and moves the writer to a new
+    segment that starts at the next row."""
+    run_id = writer.run_id
     if progress.completed is not None:
         raise InputError(f"run {run_id} is already completed; nothing to resume")
     if (
@@ -350,10 +389,9 @@ def resume_run(
             f"{input_digest[:12]} != {progress.started.input_digest[:12]}); refusing to resume"
         )
     event = RunResumed(from_row=progress.rows_done, resumed_at=_now(), input_digest=input_digest)
-    writer.head = store.append(run_id, [event], expected_seq=writer.head).head
+    writer.head = writer.store.append(run_id, [event], expected_seq=writer.head).head
     writer.base = writer.head + 1 - progress.rows_done
     writer.batch_size = batch_size
-    return progress, writer
 
 
 def _now() -> datetime:
