@@ -1,0 +1,346 @@
+"""Embedding inputs: ``.npy`` and ``.npz`` files (or in-memory arrays), read in row chunks.
+
+A file is never loaded whole. Rows are read with positioned reads into one reused buffer
+per pass (not a memory map: the pages of a map that a pass touches count toward the
+process's resident memory, up to the whole file), so a 10M x 1024 input costs the buffer,
+not 40 GB of RSS. ``.npz`` members are streamed through ``zipfile`` (stored or deflated).
+
+The input digest is the sha256 of the array's ``.npy`` serialisation as stored:
+- a ``.npy`` file: ``sha256sum file.npy`` (for a file that holds nothing after the array);
+- a ``.npz``: the digest of its member ``NAME.npy`` (``unzip -p x.npz NAME.npy | sha256sum``);
+- an in-memory array: the digest of what ``np.save(f, np.ascontiguousarray(x))`` writes.
+It is computed in the same streamed pass that checks every value (``scan``), before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from eventstore.errors import InputError
+
+FLOAT_KINDS = ("float16", "float32", "float64")
+CHUNK_BYTES = 128 * 1024 * 1024
+MIN_CHUNK_ROWS = 65_536
+MAX_CHUNK_ROWS = 262_144
+
+F32Array = npt.NDArray[np.float32]
+
+
+class _Stream(Protocol):
+    """A binary file (``FileIO``) or a zip member (``ZipExtFile``)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+ProgressFn = Callable[[int], None]
+
+
+def default_chunk_rows(dim: int) -> int:
+    """Rows per chunk: ~128 MiB of float32, kept within 64k-256k rows (multiple of 1024)."""
+    rows = CHUNK_BYTES // (4 * max(dim, 1))
+    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows // 1024 * 1024))
+
+
+class EmbeddingSource:
+    """An N x d floating-point array that can be read a chunk of rows at a time."""
+
+    label: str  # how error messages name the input
+    path: Path | None
+    npz_key: str | None
+    n: int
+    dim: int
+    dtype: np.dtype[np.floating]
+
+    def __init__(self, label: str, n: int, dim: int, dtype: np.dtype[np.floating]):
+        self.label = label
+        self.path = None
+        self.npz_key = None
+        self.n = n
+        self.dim = dim
+        self.dtype = dtype
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dim * self.dtype.itemsize
+
+    def header(self) -> bytes:
+        """The ``.npy`` header bytes that precede the data (part of the digest)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[int, npt.NDArray[np.floating]], None]]:
+        """A function ``read(lo, out)`` filling ``out`` (m x d, source dtype) with rows
+        ``lo .. lo + m - 1``; reads are fastest in increasing row order."""
+        raise NotImplementedError
+        yield
+
+    def chunks(
+        self, start: int = 0, *, chunk_rows: int, raw_out: bool = False
+    ) -> Iterator[tuple[int, F32Array, npt.NDArray[np.floating]]]:
+        """(lo, float32 rows, raw rows) for chunks ``[lo, lo + chunk_rows)`` aligned to
+        multiples of ``chunk_rows`` (the first one starts at ``start``'s chunk). The arrays
+        are views of reused buffers, valid until the next chunk."""
+        m = max(1, min(chunk_rows, self.n))
+        raw = np.empty((m, self.dim), dtype=self.dtype)
+        same = self.dtype == np.dtype("<f4") or self.dtype == np.dtype("=f4")
+        f32 = raw if same else np.empty((m, self.dim), dtype=np.float32)
+        with self.reader() as read:
+            for lo in range(start // chunk_rows * chunk_rows, self.n, chunk_rows):
+                hi = min(self.n, lo + chunk_rows)
+                read(lo, raw[: hi - lo])
+                if not same:
+                    with np.errstate(over="ignore"):
+                        np.copyto(f32[: hi - lo], raw[: hi - lo], casting="same_kind")
+                yield lo, f32[: hi - lo], raw[: hi - lo]  # type: ignore[misc]
+
+
+class ArraySource(EmbeddingSource):
+    """An in-memory (or memory-mapped) numpy array."""
+
+    def __init__(self, array: npt.ArrayLike, label: str = "embeddings"):
+        arr = np.asarray(array)
+        _check_layout(label, arr.dtype, arr.shape, fortran_order=False)
+        super().__init__(label, arr.shape[0], arr.shape[1], arr.dtype)
+        self.array = arr
+
+    def header(self) -> bytes:
+        """The header ``np.save(path, np.ascontiguousarray(array))`` writes."""
+        buf = io.BytesIO()
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        header = {"descr": descr, "fortran_order": False, "shape": self.array.shape}
+        np.lib.format.write_array_header_1_0(buf, header)
+        return buf.getvalue()
+
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[int, npt.NDArray[np.floating]], None]]:
+        def read(lo: int, out: npt.NDArray[np.floating]) -> None:
+            out[...] = self.array[lo : lo + out.shape[0]]
+
+        yield read
+
+
+class NpyStreamSource(EmbeddingSource):
+    """A ``.npy`` file, or the ``NAME.npy`` member of a ``.npz`` archive."""
+
+    def __init__(self, path: Path, npz_key: str | None = None):
+        self.file_path = path
+        self.member = None if npz_key is None else f"{npz_key}.npy"
+        label = path.name if npz_key is None else f"{path.name}[{npz_key}]"
+        with self._open() as (f, size):
+            shape, fortran, dtype, offset = _read_npy_header(label, f)
+        _check_layout(label, dtype, shape, fortran_order=fortran)
+        super().__init__(label, shape[0], shape[1], dtype)
+        self.path = path
+        self.npz_key = npz_key
+        self.offset = offset
+        expected = offset + self.n * self.row_bytes
+        if size < expected:
+            raise InputError(
+                f"{label} is truncated: {size} bytes, but its header promises {expected}"
+            )
+
+    @contextmanager
+    def _open(self) -> Iterator[tuple[_Stream, int]]:
+        try:
+            if self.member is None:
+                with self.file_path.open("rb", buffering=0) as f:
+                    yield f, self.file_path.stat().st_size  # type: ignore[misc]
+            else:
+                with zipfile.ZipFile(self.file_path) as z, z.open(self.member) as m:
+                    yield m, z.getinfo(self.member).file_size  # type: ignore[misc]
+        except OSError as e:
+            raise InputError(f"cannot read {self.file_path}: {e.strerror or e}") from e
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise InputError(f"cannot read {self.file_path}: {e}") from e
+
+    def header(self) -> bytes:
+        with self._open() as (f, _):
+            return _read_exact(self.label, f, self.offset)
+
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[int, npt.NDArray[np.floating]], None]]:
+        with self._open() as (f, _):
+
+            def read(lo: int, out: npt.NDArray[np.floating]) -> None:
+                pos = self.offset + lo * self.row_bytes
+                if f.tell() != pos:
+                    f.seek(pos)
+                _read_into(self.label, f, out.reshape(-1).view(np.uint8).data)
+
+            yield read
+
+
+def open_source(path: str | Path, npz_key: str | None = None) -> EmbeddingSource:
+    """The embeddings in ``path`` (``.npy``, or ``.npz`` with ``npz_key`` unless it holds a
+    single array); checks format, dtype and shape, reads no data."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        if npz_key is not None:
+            raise InputError(f"{p.name} is a .npy file; --npz-key only applies to .npz files")
+        return NpyStreamSource(p)
+    if suffix == ".npz":
+        return NpyStreamSource(p, _choose_member(p, npz_key))
+    raise InputError(f"{p.name}: unsupported input format; give a .npy or .npz file")
+
+
+def _choose_member(path: Path, key: str | None) -> str:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"{path.name} is not a .npz archive ({e})") from e
+    shown = ", ".join(names) if names else "no arrays"
+    if key is None:
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise InputError(f"{path.name} holds no arrays")
+        raise InputError(f"{path.name} holds several arrays ({shown}); choose one with --npz-key")
+    if key not in names:
+        raise InputError(f"{path.name} has no array {key!r} (it holds: {shown})")
+    return key
+
+
+def _read_npy_header(
+    label: str, f: _Stream
+) -> tuple[tuple[int, ...], bool, np.dtype[np.floating], int]:
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    except (ValueError, EOFError, SyntaxError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{label} is not a readable .npy array ({first})") from e
+    return shape, fortran, dtype, f.tell()
+
+
+def _check_layout(
+    label: str, dtype: np.dtype, shape: tuple[int, ...], *, fortran_order: bool
+) -> None:
+    if dtype.name not in FLOAT_KINDS:
+        raise InputError(
+            f"{label} holds {dtype.name} values; embeddings must be float16, float32 or float64"
+        )
+    if len(shape) != 2:
+        raise InputError(
+            f"{label} has shape {tuple(shape)}; embeddings must be a 2-D array (N x d)"
+        )
+    if shape[0] == 0:
+        raise InputError(f"{label} holds no embeddings (0 rows)")
+    if shape[1] == 0:
+        raise InputError(f"{label} has dimension 0; embeddings need at least one column")
+    if fortran_order and shape[0] > 1 and shape[1] > 1:
+        raise InputError(
+            f"{label} is stored column-major (Fortran order); save it row-major with "
+            "np.save(path, np.ascontiguousarray(x))"
+        )
+
+
+def _read_into(label: str, f: _Stream, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            raise InputError(f"{label} ended early; the file is truncated")
+        got += n
+
+
+def _read_exact(label: str, f: _Stream, size: int) -> bytes:
+    buf = bytearray(size)
+    _read_into(label, f, memoryview(buf))
+    return bytes(buf)
+
+
+# ---------------------------------------------------------------- the checking pass
+
+
+@dataclass
+class ScanResult:
+    digest: str
+    sample: F32Array | None  # the training rows, float32 (normalised when spherical)
+
+
+def scan(
+    source: EmbeddingSource,
+    *,
+    chunk_rows: int,
+    sample_rows: npt.NDArray[np.int64] | None = None,
+    spherical: bool = False,
+    on_rows: ProgressFn | None = None,
+) -> ScanResult:
+    """One streamed pass over every row: the input digest, a check that every value is
+    finite as float32 (and, for spherical k-means, that no row is all zeros), and a copy
+    of the rows in ``sample_rows`` (sorted). Raises ``InputError`` naming the first bad row."""
+    h = hashlib.sha256(source.header())
+    sample = None
+    if sample_rows is not None:
+        sample = np.empty((sample_rows.shape[0], source.dim), dtype=np.float32)
+    taken = 0
+    for lo, x, raw in source.chunks(0, chunk_rows=chunk_rows):
+        h.update(raw.reshape(-1).view(np.uint8).data)
+        _check_values(source, lo, x, raw, spherical)
+        if sample is not None and sample_rows is not None:
+            end = int(np.searchsorted(sample_rows, lo + x.shape[0]))
+            sample[taken:end] = x[sample_rows[taken:end] - lo]
+            taken = end
+        if on_rows is not None:
+            on_rows(x.shape[0])
+    if sample is not None and spherical:
+        from .kmeans import normalize_rows
+
+        normalize_rows(sample)
+    return ScanResult(h.hexdigest(), sample)
+
+
+def _check_values(
+    source: EmbeddingSource,
+    lo: int,
+    x: F32Array,
+    raw: npt.NDArray[np.floating],
+    spherical: bool,
+) -> None:
+    finite = np.isfinite(x)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        values = x[row][~finite[row]]
+        if np.isnan(values).any():
+            what = "NaN"
+        elif np.isfinite(raw[row]).all():
+            what = "a value outside the float32 range"
+        else:
+            what = "infinity"
+        raise InputError(
+            f"{source.label} row {lo + row} contains {what}; embeddings must be finite"
+        )
+    if spherical:
+        zero = ~x.any(axis=1)
+        if zero.any():
+            row = int(np.flatnonzero(zero)[0])
+            raise InputError(
+                f"{source.label} row {lo + row} is all zeros; spherical (cosine) k-means "
+                "cannot normalise it"
+            )

@@ -1,0 +1,529 @@
+"""Clustering runs: from an embeddings input to a completed, resumable run in the log.
+
+    result = cluster_file(store, "emb.npy", ClusterSettings(model="all-MiniLM-L6-v2", k=100))
+
+1. Everything is checked before anything is written: the input's format, dtype and shape,
+   the settings (``1 <= k <= n`` ...), the ids (count, syntax, uniqueness), and then, in one
+   streamed pass, every value (finite as float32; no all-zero row for spherical k-means),
+   while the same pass computes the input digest and copies out the training sample.
+2. ``RunStarted`` records the model, k, seed, input path and digest, ids digest, training
+   size, faiss version and thread count. Training runs on ``min(n, k * train_per_centroid)``
+   rows chosen by a seeded generator (sorted, so the pass reads forward only).
+3. ``CentroidsComputed`` is appended before any assignment: a resume never retrains.
+4. Rows are assigned in chunks aligned to multiples of ``chunk_rows`` (a resume recomputes
+   exactly the chunks of the original run, so its labels and distances are bit-identical)
+   by a worker thread, while this thread appends the assignments in batches of
+   ``batch_size`` (faiss and the database drivers release the GIL, so they overlap).
+   Memory: two chunk buffers, the training sample, and at most two chunks of labels.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+
+from eventstore.errors import InputError
+from eventstore.events import RunCompleted
+from eventstore.runs import DEFAULT_BATCH_SIZE, RunWriter, read_progress, resume_writer, start_run
+from eventstore.store import EventStore
+
+from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest, load_ids
+from .inputs import EmbeddingSource, default_chunk_rows, open_source, scan
+from .kmeans import MAX_SEED, MIN_POINTS_PER_CENTROID, Assigner, faiss_version, train
+
+ALGORITHMS = {False: "kmeans-l2", True: "kmeans-spherical"}
+DEFAULT_ITERATIONS = 25
+DEFAULT_THREADS = 1
+DEFAULT_TRAIN_PER_CENTROID = 256
+TINY_FRACTION = 0.1  # a non-empty cluster below this fraction of the mean size is "tiny"
+
+Tick = Callable[[int], None]
+
+
+class Reporter(Protocol):
+    """Where a run reports its stages (progress bars in the CLI) and its warnings."""
+
+    def stage(self, name: str, total: int) -> AbstractContextManager[Tick]: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    @contextmanager
+    def stage(self, name: str, total: int) -> Iterator[Tick]:
+        yield lambda n: None
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    model: str
+    k: int
+    spherical: bool = False
+    seed: int | None = None  # None: a random seed, recorded in RunStarted
+    iterations: int = DEFAULT_ITERATIONS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threads: int = DEFAULT_THREADS
+    train_per_centroid: int = DEFAULT_TRAIN_PER_CENTROID
+    chunk_rows: int | None = None  # None: ~128 MiB of float32 rows, 64k-256k rows
+
+
+@dataclass
+class ClusterResult:
+    run_id: UUID
+    status: str
+    model: str
+    algorithm: str
+    k: int
+    n_embeddings: int
+    dim: int
+    seed: int | None
+    train_size: int | None
+    threads: int | None
+    digest: str
+    cluster_sizes: list[int]
+    n_written: int  # assignments this call appended
+    resumed_from: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_assignments(self) -> int:
+        return sum(self.cluster_sizes)
+
+    @property
+    def tiny_limit(self) -> int:
+        return max(2, int(TINY_FRACTION * self.n_embeddings / self.k))
+
+    @property
+    def empty_clusters(self) -> list[int]:
+        return [i for i, s in enumerate(self.cluster_sizes) if s == 0]
+
+    @property
+    def tiny_clusters(self) -> list[int]:
+        return [i for i, s in enumerate(self.cluster_sizes) if 0 < s < self.tiny_limit]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["run_id"] = str(self.run_id)
+        out.update(
+            n_assignments=self.n_assignments,
+            empty_clusters=self.empty_clusters,
+            tiny_clusters=self.tiny_clusters,
+            tiny_limit=self.tiny_limit,
+        )
+        return out
+
+
+# ---------------------------------------------------------------- new runs
+
+
+def cluster_file(
+    store: EventStore,
+    path: str | Path,
+    settings: ClusterSettings,
+    *,
+    ids: str | Path | None = None,
+    npz_key: str | None = None,
+    reporter: Reporter | None = None,
+) -> ClusterResult:
+    """Cluster the embeddings in a ``.npy``/``.npz`` file (ids from ``ids`` or derived)."""
+    return cluster(store, open_source(path, npz_key), settings, ids=ids, reporter=reporter)
+
+
+def cluster(
+    store: EventStore,
+    source: EmbeddingSource,
+    settings: ClusterSettings,
+    *,
+    ids: str | Path | npt.ArrayLike | None = None,
+    reporter: Reporter | None = None,
+) -> ClusterResult:
+    """Validate, record RunStarted, train, record the centroids, assign and write, complete."""
+    rep = reporter or SilentReporter()
+    t_start = time.perf_counter()
+    n, k = source.n, settings.k
+    _check_settings(settings, n)
+    id_array, ids_path = _load_ids(ids, n)
+    seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    chunk_rows = settings.chunk_rows or default_chunk_rows(source.dim)
+    train_size = min(n, k * settings.train_per_centroid)
+    warnings = _size_warnings(n, k, train_size)
+    for message in warnings:
+        rep.warn(message)
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n) if train_size == n else np.sort(rng.choice(n, train_size, replace=False))
+
+    t0 = time.perf_counter()
+    with rep.stage("checking input", n) as tick:
+        scanned = scan(
+            source,
+            chunk_rows=chunk_rows,
+            sample_rows=rows,
+            spherical=settings.spherical,
+            on_rows=tick,
+        )
+    timings = {"validate_s": time.perf_counter() - t0}
+    assert scanned.sample is not None
+    params: dict[str, Any] = {
+        "iterations": settings.iterations,
+        "train_per_centroid": settings.train_per_centroid,
+        "distance": "cosine" if settings.spherical else "squared_l2",
+        "batch_size": settings.batch_size,
+        "chunk_rows": chunk_rows,
+        "npz_key": source.npz_key,
+        "ids": "derived" if id_array is None else "given",
+        "ids_path": None if ids_path is None else str(ids_path.resolve()),
+        "warnings": warnings,
+    }
+    writer = start_run(
+        store,
+        model=settings.model,
+        algorithm=ALGORITHMS[settings.spherical],
+        n_embeddings=n,
+        dim=source.dim,
+        k=k,
+        seed=seed,
+        params=params,
+        input_digest=scanned.digest,
+        batch_size=settings.batch_size,
+        input_path=None if source.path is None else str(source.path.resolve()),
+        ids_digest=None if id_array is None else ids_digest(id_array),
+        train_size=train_size,
+        faiss_version=faiss_version(),
+        threads=settings.threads,
+    )
+    with writer:
+        with rep.stage("training", 1) as tick:
+            trained = train(
+                scanned.sample,
+                k,
+                spherical=settings.spherical,
+                iterations=settings.iterations,
+                seed=seed,
+                threads=settings.threads,
+            )
+            tick(1)
+        del scanned
+        timings["train_s"] = trained.seconds
+        writer.record_centroids(
+            trained.centroids,
+            objective=trained.objective,
+            iterations=trained.iterations,
+            train_seconds=round(trained.seconds, 3),
+        )
+        assigner = Assigner(
+            trained.centroids, spherical=settings.spherical, threads=settings.threads
+        )
+        ids_for = _ids_for(id_array, writer.started.input_digest)
+        timings.update(
+            _assign_and_write(
+                writer, source, ids_for, assigner, start_row=0, chunk_rows=chunk_rows, reporter=rep
+            )
+        )
+        completed = writer.complete()
+    timings["total_s"] = time.perf_counter() - t_start
+    return _result(writer, completed, n_written=n, timings=timings, warnings=warnings)
+
+
+def _check_settings(s: ClusterSettings, n: int) -> None:
+    if not s.model.strip():
+        raise InputError("a run needs a model name (--model)")
+    if not 1 <= s.k <= n:
+        raise InputError(f"k must be between 1 and the number of embeddings ({n}), got {s.k}")
+    if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
+        raise InputError(f"the seed must be between 0 and {MAX_SEED}, got {s.seed}")
+    for name, value in (
+        ("iterations", s.iterations),
+        ("batch size", s.batch_size),
+        ("threads", s.threads),
+        ("train-per-centroid", s.train_per_centroid),
+    ):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    if s.chunk_rows is not None and s.chunk_rows < 1:
+        raise InputError(f"chunk rows must be at least 1, got {s.chunk_rows}")
+
+
+def _load_ids(ids: str | Path | npt.ArrayLike | None, n: int) -> tuple[IdArray | None, Path | None]:
+    if ids is None:
+        return None, None
+    if isinstance(ids, str | Path):
+        return load_ids(ids, n), Path(ids)
+    arr = as_ids(ids)
+    if arr.shape[0] != n:
+        raise InputError(f"{arr.shape[0]} ids given but the embeddings have {n} rows")
+    check_unique(arr, "the ids")
+    return arr, None
+
+
+def _size_warnings(n: int, k: int, train_size: int) -> list[str]:
+    """The policy for too few points per cluster: warn (faiss only prints to stderr), run."""
+    need = MIN_POINTS_PER_CENTROID * k
+    if n < need:
+        return [
+            f"{n} embeddings for k={k} is fewer than {MIN_POINTS_PER_CENTROID} per cluster "
+            f"({need}); the centroids will be poorly estimated, consider a smaller k"
+        ]
+    if train_size < need:
+        return [
+            f"training on {train_size} rows for k={k} is fewer than "
+            f"{MIN_POINTS_PER_CENTROID} per cluster ({need}); raise --train-per-centroid"
+        ]
+    return []
+
+
+def _ids_for(id_array: IdArray | None, digest: str) -> Callable[[int, int], IdArray]:
+    if id_array is None:
+        return lambda lo, hi: derived_ids(digest, lo, hi)
+    return lambda lo, hi: id_array[lo:hi]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def resume(
+    store: EventStore,
+    run: str | UUID,
+    *,
+    embeddings: str | Path | None = None,
+    ids: str | Path | None = None,
+    reporter: Reporter | None = None,
+) -> ClusterResult:
+    """Continue a run that stopped after its centroids were recorded: re-read the input
+    (the path in RunStarted unless given), check its digest, append the missing rows."""
+    rep = reporter or SilentReporter()
+    t_start = time.perf_counter()
+    run_id = store.resolve_run(run)
+    progress, writer = read_progress(store, run_id)
+    started, params = progress.started, progress.started.params
+    if progress.completed is not None:
+        raise InputError(f"run {run_id} is already completed; nothing to resume")
+    if started.algorithm not in ALGORITHMS.values():
+        raise InputError(
+            f"run {run_id} ({started.algorithm}) was not made by `clusterstore cluster`; "
+            "resume it with the code that started it"
+        )
+    if progress.centroids is None:
+        raise InputError(
+            f"run {run_id} stopped before its centroids were recorded, so it cannot be "
+            "resumed; start a new run"
+        )
+    path = embeddings or started.input_path
+    if path is None:
+        raise InputError(f"run {run_id} does not record its input; pass --embeddings PATH")
+    source = open_source(path, params.get("npz_key"))
+    if (source.n, source.dim) != (started.n_embeddings, started.dim):
+        raise InputError(
+            f"{source.label} holds {source.n} x {source.dim} embeddings but run {run_id} "
+            f"was started on {started.n_embeddings} x {started.dim}; pass its input"
+        )
+    id_array = _resume_ids(run_id, params, started.ids_digest, ids, source.n)
+    chunk_rows = int(params.get("chunk_rows") or default_chunk_rows(source.dim))
+    spherical = started.algorithm == ALGORITHMS[True]
+    t0 = time.perf_counter()
+    with rep.stage("checking input", source.n) as tick:
+        digest = scan(source, chunk_rows=chunk_rows, spherical=spherical, on_rows=tick).digest
+    timings = {"validate_s": time.perf_counter() - t0}
+    if digest != started.input_digest:
+        raise InputError(
+            f"{source.label} is not the input of run {run_id}: its digest {digest[:12]} "
+            f"differs from the recorded {started.input_digest[:12]}; pass the original file"
+        )
+    start_row = progress.rows_done
+    batch_size = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
+    resume_writer(progress, writer, input_digest=digest, batch_size=batch_size)
+    with writer:
+        centroids = np.frombuffer(progress.centroids.centroids, dtype="<f4").reshape(
+            progress.centroids.k, progress.centroids.dim
+        )
+        threads = started.threads or DEFAULT_THREADS
+        assigner = Assigner(centroids, spherical=spherical, threads=threads)
+        ids_for = _ids_for(id_array, started.input_digest)
+        timings.update(
+            _assign_and_write(
+                writer,
+                source,
+                ids_for,
+                assigner,
+                start_row=start_row,
+                chunk_rows=chunk_rows,
+                reporter=rep,
+            )
+        )
+        completed = writer.complete()
+    timings["total_s"] = time.perf_counter() - t_start
+    return _result(
+        writer,
+        completed,
+        n_written=source.n - start_row,
+        timings=timings,
+        warnings=list(params.get("warnings") or []),
+        resumed_from=start_row,
+    )
+
+
+def _resume_ids(
+    run_id: UUID, params: dict[str, Any], digest: str | None, ids: str | Path | None, n: int
+) -> IdArray | None:
+    if params.get("ids") != "given":
+        if ids is not None:
+            raise InputError(f"run {run_id} derived its ids from the input; --ids does not apply")
+        return None
+    path = ids or params.get("ids_path")
+    if path is None:
+        raise InputError(f"run {run_id} was given its ids in memory; pass --ids PATH")
+    id_array = load_ids(path, n)
+    if digest and ids_digest(id_array) != digest:
+        raise InputError(f"{Path(path).name} is not the ids file run {run_id} was started with")
+    return id_array
+
+
+# ---------------------------------------------------------------- assign and write
+
+
+_DONE = object()
+
+
+def _assign_and_write(
+    writer: RunWriter,
+    source: EmbeddingSource,
+    ids_for: Callable[[int, int], IdArray],
+    assigner: Assigner,
+    *,
+    start_row: int,
+    chunk_rows: int,
+    reporter: Reporter,
+) -> dict[str, float]:
+    """Assign rows ``start_row ..`` on a worker thread while this thread appends them."""
+    if start_row >= source.n:
+        return {"assign_s": 0.0, "write_s": 0.0, "assign_write_s": 0.0}
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    busy = {"assign_s": 0.0, "write_s": 0.0}
+
+    def produce() -> None:
+        try:
+            t = time.perf_counter()
+            for lo, x, _ in source.chunks(start_row, chunk_rows=chunk_rows):
+                labels, dist = assigner.assign(x)
+                cut = max(0, start_row - lo)
+                busy["assign_s"] += time.perf_counter() - t
+                if not _put(chunks, (lo + cut, labels[cut:], dist[cut:]), stop):
+                    return
+                t = time.perf_counter()
+            _put(chunks, _DONE, stop)
+        except BaseException as e:  # handed to the writing thread, which re-raises it
+            _put(chunks, e, stop)
+
+    worker = threading.Thread(target=produce, name="clusterstore-assign", daemon=True)
+    batches = _Batcher(writer.batch_size)
+    t0 = time.perf_counter()
+    with reporter.stage("assigning and writing", source.n - start_row) as tick:
+        writer.on_progress = tick
+        worker.start()
+        try:
+            while (item := chunks.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                lo, labels, dist = item
+                t = time.perf_counter()
+                for block in batches.add(ids_for(lo, lo + labels.shape[0]), labels, dist):
+                    writer.record(*block)
+                busy["write_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            for block in batches.rest():
+                writer.record(*block)
+            busy["write_s"] += time.perf_counter() - t
+        finally:
+            stop.set()
+            while not chunks.empty():
+                chunks.get_nowait()
+            worker.join()
+            writer.on_progress = None
+    return {**busy, "assign_write_s": time.perf_counter() - t0}
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _Batcher:
+    """Regroups chunks of rows into blocks whose length is a multiple of the batch size, so
+    every append but the last holds exactly ``size`` rows, whatever the chunk size."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.count = 0
+
+    def add(self, ids: np.ndarray, labels: np.ndarray, dist: np.ndarray) -> Iterator[tuple]:
+        self.parts.append((ids, labels, dist))
+        self.count += labels.shape[0]
+        if self.count < self.size:
+            return
+        joined = self._join()
+        full = self.count // self.size * self.size
+        yield tuple(a[:full] for a in joined)
+        self.parts = [tuple(a[full:] for a in joined)] if full < self.count else []  # type: ignore[list-item]
+        self.count -= full
+
+    def rest(self) -> Iterator[tuple]:
+        if self.count:
+            yield self._join()
+        self.parts, self.count = [], 0
+
+    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(self.parts) == 1:
+            return self.parts[0]
+        ids, labels, dist = zip(*self.parts, strict=True)
+        return np.concatenate(ids), np.concatenate(labels), np.concatenate(dist)
+
+
+def _result(
+    writer: RunWriter,
+    completed: RunCompleted,
+    *,
+    n_written: int,
+    timings: dict[str, float],
+    warnings: list[str],
+    resumed_from: int | None = None,
+) -> ClusterResult:
+    s = writer.started
+    return ClusterResult(
+        run_id=writer.run_id,
+        status="completed",
+        model=s.model,
+        algorithm=s.algorithm,
+        k=s.k,
+        n_embeddings=s.n_embeddings,
+        dim=s.dim,
+        seed=s.seed,
+        train_size=s.train_size,
+        threads=s.threads,
+        digest=completed.digest,
+        cluster_sizes=list(completed.cluster_sizes),
+        n_written=n_written,
+        resumed_from=resumed_from,
+        warnings=warnings,
+        timings={key: round(value, 3) for key, value in timings.items()},
+    )
