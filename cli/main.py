@@ -15,6 +15,7 @@ from eventstore import EventStoreError, __version__
 from eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
+from .cluster import cluster_command, demo_command, resume_command
 from .export import export
 from .import_legacy import import_legacy_command
 from .runs_audit import COMMANDS as RUNS_AUDIT
@@ -70,6 +71,9 @@ for _command in RUNS_AUDIT:
     runs.add_command(_command)
 cli.add_command(export)
 cli.add_command(import_legacy_command)
+cli.add_command(cluster_command)
+cli.add_command(demo_command)
+runs.add_command(resume_command)
 
 
 def main() -> None:

@@ -1,0 +1,219 @@
+"""``clusterstore cluster``, ``clusterstore runs resume`` and ``clusterstore demo``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from clustering import (
+    ClusterResult,
+    ClusterSettings,
+    cluster_file,
+    run_demo,
+    run_rows,
+    unique_prefix_length,
+)
+from clustering import (
+    resume as resume_run,
+)
+from clustering.kmeans import MAX_SEED
+from clustering.runner import DEFAULT_ITERATIONS, DEFAULT_THREADS, DEFAULT_TRAIN_PER_CENTROID
+from eventstore.runs import DEFAULT_BATCH_SIZE
+from eventstore.store import EventStore
+
+from ._context import StoreContext, pass_store
+from ._options import output_options, quiet_option
+from ._output import echo_json, progress, render_table
+
+
+class CliReporter:
+    """Progress bars on a terminal (one per stage), warnings on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    @contextmanager
+    def stage(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
+        with progress(name, total, quiet=self.quiet) as bar:
+            yield bar.update
+
+    def warn(self, message: str) -> None:
+        click.echo(f"Warning: {message}", err=True)
+
+
+@click.command("cluster")
+@click.argument("embeddings", type=click.Path(dir_okay=False))
+@click.option(
+    "--ids",
+    "ids",
+    type=click.Path(dir_okay=False),
+    help="Embedding ids: .npy (16-byte UUIDs or UUID strings) or a text file, one "
+    "UUID per line. Default: derived from the input digest and row number.",
+)
+@click.option("--npz-key", metavar="NAME", help="The array to use in a .npz input.")
+@click.option("--model", required=True, help="The embedding model's name.")
+@click.option("--k", "k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
+@click.option("--spherical", is_flag=True, help="Cosine (spherical) k-means instead of L2.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    help="Random seed (default: a random one, recorded in the run).",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=DEFAULT_ITERATIONS,
+    show_default=True,
+    help="k-means iterations.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Assignments per append transaction.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="faiss threads (labels can differ between counts).",
+)
+@click.option(
+    "--train-per-centroid",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TRAIN_PER_CENTROID,
+    show_default=True,
+    help="Training rows per cluster (sampled, seeded).",
+)
+@output_options
+@pass_store
+def cluster_command(
+    state: StoreContext,
+    embeddings: str,
+    ids: str | None,
+    npz_key: str | None,
+    model: str,
+    k: int,
+    spherical: bool,
+    seed: int | None,
+    iterations: int,
+    batch_size: int,
+    threads: int,
+    train_per_centroid: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Cluster EMBEDDINGS (.npy or .npz, N x d floats) and record every assignment."""
+    store = state.open()
+    settings = ClusterSettings(
+        model=model,
+        k=k,
+        spherical=spherical,
+        seed=seed,
+        iterations=iterations,
+        batch_size=batch_size,
+        threads=threads,
+        train_per_centroid=train_per_centroid,
+    )
+    result = cluster_file(
+        store,
+        embeddings,
+        settings,
+        ids=ids,
+        npz_key=npz_key,
+        reporter=CliReporter(quiet or as_json),
+    )
+    _print_result(result, as_json=as_json, quiet=quiet)
+
+
+@click.command("resume")
+@click.argument("run")
+@click.option(
+    "--embeddings",
+    type=click.Path(dir_okay=False),
+    help="The run's input, if it moved (default: the path recorded in the run).",
+)
+@click.option(
+    "--ids", "ids", type=click.Path(dir_okay=False), help="The run's ids file, if it moved."
+)
+@output_options
+@pass_store
+def resume_command(
+    state: StoreContext,
+    run: str,
+    embeddings: str | None,
+    ids: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
+    store = state.open()
+    result = resume_run(
+        store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
+    )
+    _print_result(result, as_json=as_json, quiet=quiet)
+
+
+@click.command("demo")
+@quiet_option
+@pass_store
+def demo_command(state: StoreContext, quiet: bool) -> None:
+    """Cluster synthetic embeddings for three models and show the runs."""
+    store = state.open()
+    if not quiet:
+        click.echo(f"clusterstore demo at {store.display_url}", err=True)
+    run_demo(store, reporter=CliReporter(quiet))
+    _catch_up_projections(store)
+    rows = run_rows(store)
+    width = unique_prefix_length([r.run_id for r in rows])
+    table = [(r.run_id.hex[:width], r.model, r.algorithm, r.k, r.n, r.status) for r in rows]
+    click.echo(render_table(["run", "model", "algorithm", "k", "n", "status"], table))
+
+
+def _catch_up_projections(store: EventStore) -> None:
+    """Bring the read models up to date when the projections package provides them."""
+    try:
+        catch_up_all: Any = importlib.import_module("projections").catch_up_all
+    except (ImportError, AttributeError):
+        return
+    catch_up_all(store)
+
+
+def _print_result(result: ClusterResult, *, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    if quiet:
+        click.echo(str(result.run_id))
+        return
+    sizes = sorted(result.cluster_sizes)
+    t = result.timings
+    how = (
+        f"resumed at row {result.resumed_from:,}, wrote {result.n_written:,}"
+        if result.resumed_from is not None
+        else f"trained on {result.train_size:,} rows"
+    )
+    lines = [
+        f"run {result.run_id} {result.status}",
+        f"  {result.model}: {result.algorithm}, k={result.k}, "
+        f"{result.n_embeddings:,} x {result.dim} embeddings, seed {result.seed}",
+        f"  {how}; {result.n_assignments:,} assignments; {t.get('total_s', 0):.1f} s",
+        f"  cluster sizes: min {sizes[0]:,}, median {sizes[len(sizes) // 2]:,}, "
+        f"max {sizes[-1]:,}; empty: {_list(result.empty_clusters)}; "
+        f"tiny (<{result.tiny_limit:,}): {_list(result.tiny_clusters)}",
+        f"  digest {result.digest}",
+    ]
+    click.echo("\n".join(lines))
+
+
+def _list(clusters: list[int]) -> str:
+    if not clusters:
+        return "none"
+    shown = ", ".join(map(str, clusters[:10]))
+    return f"{len(clusters)} ({shown}{', ...' if len(clusters) > 10 else ''})"
