@@ -16,7 +16,10 @@ before a crash stays; ``resume_run`` continues from the first missing row.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -47,6 +50,33 @@ from .store import EventStore, decode_stored
 
 DEFAULT_BATCH_SIZE = 100_000
 ProgressFn = Callable[[int], None]
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise ``KeyboardInterrupt``.
+
+    Every append of a run goes through this: a ``KeyboardInterrupt`` raised inside the
+    database driver or SQLAlchemy's pool can leave a connection mid-transaction (measured:
+    a Ctrl-C during ``clusterstore cluster`` left SQLite's write lock held, and the RunFailed
+    append then waited on it), or land after COMMIT but before the writer saw the new head.
+    Only the main thread receives SIGINT; elsewhere, or under a custom handler, this is a
+    no-op.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def new_run_id() -> UUID:
@@ -101,8 +131,9 @@ class RunWriter:
             iterations=iterations,
             train_seconds=train_seconds,
         )
-        self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
-        self.has_centroids = True
+        with deferred_interrupt():
+            self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
+            self.has_centroids = True
 
     def seq_of(self, row: int) -> int:
         if self.base is None:
@@ -145,16 +176,18 @@ class RunWriter:
         for lo in range(0, packed.count, self.batch_size):
             hi = min(lo + self.batch_size, packed.count)
             chunk = packed.slice(lo, hi)
-            result = self.store.append(self.run_id, chunk, expected_seq=self.seq_of(start + lo) - 1)
-            # Every row of the chunk is now in the log with these bytes: newly written, or
-            # already stored (verified identical), e.g. by an earlier attempt whose commit
-            # succeeded although the caller saw an error. Account each row exactly once.
-            new_from = max(self.rows_done, start + lo) - (start + lo)
-            if new_from < chunk.count:
-                self._account(chunk.slice(new_from, chunk.count).data, chunk.count - new_from)
-                self.rows_done = start + hi
-            written += result.appended
-            self.head = max(self.head, result.head)
+            with deferred_interrupt():
+                expected = self.seq_of(start + lo) - 1
+                result = self.store.append(self.run_id, chunk, expected_seq=expected)
+                # Every row of the chunk is now in the log with these bytes: newly written, or
+                # already stored (verified identical), e.g. by an earlier attempt whose commit
+                # succeeded although the caller saw an error. Account each row exactly once.
+                new_from = max(self.rows_done, start + lo) - (start + lo)
+                if new_from < chunk.count:
+                    self._account(chunk.slice(new_from, chunk.count).data, chunk.count - new_from)
+                    self.rows_done = start + hi
+                written += result.appended
+                self.head = max(self.head, result.head)
             if self.on_progress is not None:
                 self.on_progress(hi - lo)
         return written
@@ -182,8 +215,9 @@ class RunWriter:
             cluster_sizes=[int(x) for x in sizes],
         )
         self.completion = event
-        self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
-        self.finished = True
+        with deferred_interrupt():
+            self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
+            self.finished = True
         return event
 
     def fail(self, error: BaseException | str) -> None:
@@ -200,8 +234,9 @@ class RunWriter:
                 failed_at=_now(),
                 error_type="" if isinstance(error, str) else type(error).__name__,
             )
-            self.head = self.store.append(self.run_id, [event], expected_seq=head).head
-            self.finished = True
+            with deferred_interrupt():
+                self.head = self.store.append(self.run_id, [event], expected_seq=head).head
+                self.finished = True
         except EventStoreError:
             pass
 
@@ -259,7 +294,8 @@ def start_run(
         started_at=_now(),
         **extra,
     )
-    head = store.append(run_id, [started], expected_seq=0).head
+    with deferred_interrupt():
+        head = store.append(run_id, [started], expected_seq=0).head
     return RunWriter(store, run_id, started, head, batch_size=batch_size)
 
 
@@ -389,7 +425,8 @@ def resume_writer(
             f"{input_digest[:12]} != {progress.started.input_digest[:12]}); refusing to resume"
         )
     event = RunResumed(from_row=progress.rows_done, resumed_at=_now(), input_digest=input_digest)
-    writer.head = writer.store.append(run_id, [event], expected_seq=writer.head).head
+    with deferred_interrupt():
+        writer.head = writer.store.append(run_id, [event], expected_seq=writer.head).head
     writer.base = writer.head + 1 - progress.rows_done
     writer.batch_size = batch_size
 

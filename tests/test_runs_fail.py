@@ -1,0 +1,54 @@
+"""Ctrl-C in the middle of an append: the append finishes, then RunFailed is recorded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from eventstore import AssignmentRecorded, EventStore, RunFailed
+from eventstore.runs import start_run
+
+
+def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.zeros((hi - lo, 2), dtype=">u8")
+    ids[:, 1] = np.arange(lo, hi)
+    return ids.view(np.uint8).reshape(-1, 16), np.arange(lo, hi) % 2, np.zeros(hi - lo)
+
+
+def ctrl_c_during_append(store: EventStore, monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
+    """SIGINT arrives while the nth append is running (here: right after its COMMIT)."""
+    calls = {"n": 0}
+    real = store.append
+
+    def append(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == nth:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # without deferral, KeyboardInterrupt is raised here
+        return result
+
+    monkeypatch.setattr(store, "append", append)
+
+
+def test_ctrl_c_during_an_append_waits_for_it_then_records_run_failed(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = start_run(
+        store, model="m", algorithm="kmeans-l2", n_embeddings=30, dim=2, k=2, batch_size=10
+    )
+    writer.record_centroids(np.zeros((2, 2)))
+    ctrl_c_during_append(store, monkeypatch, nth=2)
+    with pytest.raises(KeyboardInterrupt), writer:
+        writer.record(*rows(0, 30))
+    events = list(store.read(writer.run_id))
+    assert sum(isinstance(e.event, AssignmentRecorded) for e in events) == 20
+    last = events[-1]
+    assert isinstance(last.event, RunFailed)
+    assert (last.seq, last.event.last_seq, last.event.error) == (23, 22, "interrupted (Ctrl-C)")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
