@@ -309,6 +309,7 @@ def resume(
     t_start = time.perf_counter()
     run_id = store.resolve_run(run)
     progress, writer = read_progress(store, run_id)
+    read_log_s = time.perf_counter() - t_start
     started, params = progress.started, progress.started.params
     if progress.completed is not None:
         raise InputError(f"run {run_id} is already completed; nothing to resume")
@@ -337,7 +338,7 @@ def resume(
     t0 = time.perf_counter()
     with rep.stage("checking input", source.n) as tick:
         digest = scan(source, chunk_rows=chunk_rows, spherical=spherical, on_rows=tick).digest
-    timings = {"validate_s": time.perf_counter() - t0}
+    timings = {"read_log_s": read_log_s, "validate_s": time.perf_counter() - t0}
     if digest != started.input_digest:
         raise InputError(
             f"{source.label} is not the input of run {run_id}: its digest {digest[:12]} "
