@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,49 +61,22 @@ def catch_up(store: Any) -> float | None:
     return round(time.perf_counter() - t0, 3)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from clustering import ClusterSettings, cluster_file
+def measured(db: str, work: Callable[[Any], Any]) -> dict[str, Any]:
+    """Run ``work(store)``, then the projection catch-up; wall time and peak RSS."""
     from eventstore import EventStore
 
     baseline = peak_rss_mb()
-    with EventStore.open(args.db) as store:
-        settings = ClusterSettings(
-            model="bench",
-            k=args.k,
-            seed=args.seed,
-            threads=args.threads,
-            batch_size=args.batch_size,
-        )
+    with EventStore.open(db) as store:
         t0 = time.perf_counter()
-        result = cluster_file(store, args.input, settings)
+        result = work(store)
         wall = time.perf_counter() - t0
         projection_s = catch_up(store)
+        backend = store.backend
     return {
         "run_id": str(result.run_id),
+        "backend": backend,
         "n": result.n_embeddings,
         "k": result.k,
-        "backend": store.backend,
-        "digest": result.digest,
-        "wall_s": round(wall, 3),
-        "timings": result.timings,
-        "projection_s": projection_s,
-        "rss_after_imports_mb": round(baseline, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-
-
-def resume_child(args: argparse.Namespace) -> dict[str, Any]:
-    from clustering import resume
-    from eventstore import EventStore
-
-    baseline = peak_rss_mb()
-    with EventStore.open(args.db) as store:
-        t0 = time.perf_counter()
-        result = resume(store, args.run)
-        wall = time.perf_counter() - t0
-        projection_s = catch_up(store)
-    return {
-        "run_id": str(result.run_id),
         "resumed_from": result.resumed_from,
         "n_written": result.n_written,
         "digest": result.digest,
@@ -112,6 +86,25 @@ def resume_child(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_imports_mb": round(baseline, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from clustering import ClusterSettings, cluster_file
+
+    settings = ClusterSettings(
+        model="bench",
+        k=args.k,
+        seed=args.seed,
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
+    return measured(args.db, lambda store: cluster_file(store, args.input, settings))
+
+
+def resume_child(args: argparse.Namespace) -> dict[str, Any]:
+    from clustering import resume
+
+    return measured(args.db, lambda store: resume(store, args.run))
 
 
 def kill_resume(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -13,12 +13,10 @@ from clustering import (
     ClusterResult,
     ClusterSettings,
     cluster_file,
+    resume,
     run_demo,
     run_rows,
     unique_prefix_length,
-)
-from clustering import (
-    resume as resume_run,
 )
 from clustering.kmeans import MAX_SEED
 from clustering.runner import DEFAULT_ITERATIONS, DEFAULT_THREADS, DEFAULT_TRAIN_PER_CENTROID
@@ -28,6 +26,8 @@ from eventstore.store import EventStore
 from ._context import StoreContext, pass_store
 from ._options import output_options, quiet_option
 from ._output import echo_json, progress, render_table
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliReporter:
@@ -43,6 +43,13 @@ class CliReporter:
 
     def warn(self, message: str) -> None:
         click.echo(f"Warning: {message}", err=True)
+
+
+def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
+    """An option taking an integer >= 1 (0 or less is a usage error, exit 2)."""
+    return click.option(
+        name, type=click.IntRange(min=1), default=default, show_default=True, help=help
+    )
 
 
 @click.command("cluster")
@@ -63,33 +70,11 @@ class CliReporter:
     type=click.IntRange(0, MAX_SEED),
     help="Random seed (default: a random one, recorded in the run).",
 )
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    default=DEFAULT_ITERATIONS,
-    show_default=True,
-    help="k-means iterations.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Assignments per append transaction.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=DEFAULT_THREADS,
-    show_default=True,
-    help="faiss threads (labels can differ between counts).",
-)
-@click.option(
-    "--train-per-centroid",
-    type=click.IntRange(min=1),
-    default=DEFAULT_TRAIN_PER_CENTROID,
-    show_default=True,
-    help="Training rows per cluster (sampled, seeded).",
+@_positive("--iterations", DEFAULT_ITERATIONS, "k-means iterations.")
+@_positive("--batch-size", DEFAULT_BATCH_SIZE, "Assignments per append transaction.")
+@_positive("--threads", DEFAULT_THREADS, "faiss threads (labels can differ between counts).")
+@_positive(
+    "--train-per-centroid", DEFAULT_TRAIN_PER_CENTROID, "Training rows per cluster (sampled)."
 )
 @output_options
 @pass_store
@@ -154,7 +139,7 @@ def resume_command(
 ) -> None:
     """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
     store = state.open()
-    result = resume_run(
+    result = resume(
         store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
     )
     _print_result(result, as_json=as_json, quiet=quiet)
