@@ -35,6 +35,7 @@ MIN_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 262_144
 
 F32Array = npt.NDArray[np.float32]
+ProgressFn = Callable[[int], None]
 
 
 class _Stream(Protocol):
@@ -47,9 +48,6 @@ class _Stream(Protocol):
     def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
     def tell(self) -> int: ...
-
-
-ProgressFn = Callable[[int], None]
 
 
 def default_chunk_rows(dim: int) -> int:
@@ -92,7 +90,7 @@ class EmbeddingSource:
         yield
 
     def chunks(
-        self, start: int = 0, *, chunk_rows: int, raw_out: bool = False
+        self, start: int = 0, *, chunk_rows: int
     ) -> Iterator[tuple[int, F32Array, npt.NDArray[np.floating]]]:
         """(lo, float32 rows, raw rows) for chunks ``[lo, lo + chunk_rows)`` aligned to
         multiples of ``chunk_rows`` (the first one starts at ``start``'s chunk). The arrays

@@ -10,18 +10,13 @@
    size, faiss version and thread count. Training runs on ``min(n, k * train_per_centroid)``
    rows chosen by a seeded generator (sorted, so the pass reads forward only).
 3. ``CentroidsComputed`` is appended before any assignment: a resume never retrains.
-4. Rows are assigned in chunks aligned to multiples of ``chunk_rows`` (a resume recomputes
-   exactly the chunks of the original run, so its labels and distances are bit-identical)
-   by a worker thread, while this thread appends the assignments in batches of
-   ``batch_size`` (faiss and the database drivers release the GIL, so they overlap).
-   Memory: two chunk buffers, the training sample, and at most two chunks of labels.
+4. Rows are assigned and appended by ``assign.assign_and_write``: chunks on a worker
+   thread, batches of ``batch_size`` on this one.
 """
 
 from __future__ import annotations
 
-import queue
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -38,6 +33,7 @@ from eventstore.events import RunCompleted
 from eventstore.runs import DEFAULT_BATCH_SIZE, RunWriter, read_progress, resume_writer, start_run
 from eventstore.store import EventStore
 
+from .assign import assign_and_write
 from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest, load_ids
 from .inputs import EmbeddingSource, default_chunk_rows, open_source, scan
 from .kmeans import MAX_SEED, MIN_POINTS_PER_CENTROID, Assigner, faiss_version, train
@@ -230,7 +226,7 @@ def cluster(
         )
         ids_for = _ids_for(id_array, writer.started.input_digest)
         timings.update(
-            _assign_and_write(
+            assign_and_write(
                 writer, source, ids_for, assigner, start_row=0, chunk_rows=chunk_rows, reporter=rep
             )
         )
@@ -355,7 +351,7 @@ def resume(
         assigner = Assigner(centroids, spherical=spherical, threads=threads)
         ids_for = _ids_for(id_array, started.input_digest)
         timings.update(
-            _assign_and_write(
+            assign_and_write(
                 writer,
                 source,
                 ids_for,
@@ -391,113 +387,6 @@ def _resume_ids(
     if digest and ids_digest(id_array) != digest:
         raise InputError(f"{Path(path).name} is not the ids file run {run_id} was started with")
     return id_array
-
-
-# ---------------------------------------------------------------- assign and write
-
-
-_DONE = object()
-
-
-def _assign_and_write(
-    writer: RunWriter,
-    source: EmbeddingSource,
-    ids_for: Callable[[int, int], IdArray],
-    assigner: Assigner,
-    *,
-    start_row: int,
-    chunk_rows: int,
-    reporter: Reporter,
-) -> dict[str, float]:
-    """Assign rows ``start_row ..`` on a worker thread while this thread appends them."""
-    if start_row >= source.n:
-        return {"assign_s": 0.0, "write_s": 0.0, "assign_write_s": 0.0}
-    chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    busy = {"assign_s": 0.0, "write_s": 0.0}
-
-    def produce() -> None:
-        try:
-            t = time.perf_counter()
-            for lo, x, _ in source.chunks(start_row, chunk_rows=chunk_rows):
-                labels, dist = assigner.assign(x)
-                cut = max(0, start_row - lo)
-                busy["assign_s"] += time.perf_counter() - t
-                if not _put(chunks, (lo + cut, labels[cut:], dist[cut:]), stop):
-                    return
-                t = time.perf_counter()
-            _put(chunks, _DONE, stop)
-        except BaseException as e:  # handed to the writing thread, which re-raises it
-            _put(chunks, e, stop)
-
-    worker = threading.Thread(target=produce, name="clusterstore-assign", daemon=True)
-    batches = _Batcher(writer.batch_size)
-    t0 = time.perf_counter()
-    with reporter.stage("assigning and writing", source.n - start_row) as tick:
-        writer.on_progress = tick
-        worker.start()
-        try:
-            while (item := chunks.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                lo, labels, dist = item
-                t = time.perf_counter()
-                for block in batches.add(ids_for(lo, lo + labels.shape[0]), labels, dist):
-                    writer.record(*block)
-                busy["write_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            for block in batches.rest():
-                writer.record(*block)
-            busy["write_s"] += time.perf_counter() - t
-        finally:
-            stop.set()
-            while not chunks.empty():
-                chunks.get_nowait()
-            worker.join()
-            writer.on_progress = None
-    return {**busy, "assign_write_s": time.perf_counter() - t0}
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-class _Batcher:
-    """Regroups chunks of rows into blocks whose length is a multiple of the batch size, so
-    every append but the last holds exactly ``size`` rows, whatever the chunk size."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.count = 0
-
-    def add(self, ids: np.ndarray, labels: np.ndarray, dist: np.ndarray) -> Iterator[tuple]:
-        self.parts.append((ids, labels, dist))
-        self.count += labels.shape[0]
-        if self.count < self.size:
-            return
-        joined = self._join()
-        full = self.count // self.size * self.size
-        yield tuple(a[:full] for a in joined)
-        self.parts = [tuple(a[full:] for a in joined)] if full < self.count else []  # type: ignore[list-item]
-        self.count -= full
-
-    def rest(self) -> Iterator[tuple]:
-        if self.count:
-            yield self._join()
-        self.parts, self.count = [], 0
-
-    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if len(self.parts) == 1:
-            return self.parts[0]
-        ids, labels, dist = zip(*self.parts, strict=True)
-        return np.concatenate(ids), np.concatenate(labels), np.concatenate(dist)
 
 
 def _result(
