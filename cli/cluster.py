@@ -15,8 +15,6 @@ from clustering import (
     cluster_file,
     resume,
     run_demo,
-    run_rows,
-    unique_prefix_length,
 )
 from clustering.kmeans import MAX_SEED
 from clustering.runner import DEFAULT_ITERATIONS, DEFAULT_THREADS, DEFAULT_TRAIN_PER_CENTROID
@@ -25,7 +23,8 @@ from eventstore.store import EventStore
 
 from ._context import StoreContext, pass_store
 from ._options import output_options, quiet_option
-from ._output import echo_json, progress, render_table
+from ._output import echo_json, progress
+from .runs_audit import list_runs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,18 +146,16 @@ def resume_command(
 
 @click.command("demo")
 @quiet_option
-@pass_store
-def demo_command(state: StoreContext, quiet: bool) -> None:
+@click.pass_context
+def demo_command(ctx: click.Context, quiet: bool) -> None:
     """Cluster synthetic embeddings for three models and show the runs."""
+    state: StoreContext = ctx.obj
     store = state.open()
     if not quiet:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
     run_demo(store, reporter=CliReporter(quiet))
     _catch_up_projections(store)
-    rows = run_rows(store)
-    width = unique_prefix_length([r.run_id for r in rows])
-    table = [(r.run_id.hex[:width], r.model, r.algorithm, r.k, r.n, r.status) for r in rows]
-    click.echo(render_table(["run", "model", "algorithm", "k", "n", "status"], table))
+    ctx.invoke(list_runs, status=None, model=None, as_json=False, quiet=quiet)
 
 
 def _catch_up_projections(store: EventStore) -> None:

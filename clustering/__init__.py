@@ -8,7 +8,7 @@ See ``runner`` for the steps, ``inputs`` for the input formats and the input dig
 ``ids`` for embedding ids, ``kmeans`` for the faiss settings and the measurements behind them.
 """
 
-from .demo import DEMO_BATCH_SIZE, DEMO_MODELS, run_demo, run_rows, unique_prefix_length
+from .demo import DEMO_BATCH_SIZE, DEMO_MODELS, run_demo
 from .ids import derived_ids, load_ids
 from .inputs import ArraySource, EmbeddingSource, open_source
 from .kmeans import faiss_version
@@ -41,6 +41,4 @@ __all__ = [
     "open_source",
     "resume",
     "run_demo",
-    "run_rows",
-    "unique_prefix_length",
 ]

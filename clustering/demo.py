@@ -9,17 +9,13 @@ Everything is seeded: the demo makes the same embeddings, ids and assignments ev
 
 from __future__ import annotations
 
-import itertools
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
-from uuid import UUID
 
 import numpy as np
 
-from eventstore.events import RunCompleted, RunFailed, RunStarted
 from eventstore.store import EventStore
 
 from .runner import ClusterResult, ClusterSettings, Reporter, cluster_file
@@ -91,41 +87,3 @@ def run_demo(store: EventStore, *, reporter: Reporter | None = None) -> list[Clu
             )
             results.append(cluster_file(store, path, settings, ids=ids, reporter=reporter))
     return results
-
-
-class RunRow(NamedTuple):
-    run_id: UUID
-    model: str
-    algorithm: str
-    k: int
-    n: int
-    status: str
-
-
-def run_rows(store: EventStore) -> list[RunRow]:
-    """One row per run, oldest first, from each run's first and last event (a stopgap
-    until the runs read model is merged; it reads two events per run)."""
-    rows = []
-    for head in store.runs():
-        first = next(iter(store.read(head.run_id, limit=1)), None)
-        last = next(iter(store.read(head.run_id, after=head.head - 1)), None)
-        if first is None or not isinstance(first.event, RunStarted):
-            continue
-        s = first.event
-        status = "incomplete"
-        if last is not None and isinstance(last.event, RunCompleted):
-            status = "completed"
-        elif last is not None and isinstance(last.event, RunFailed):
-            status = "failed"
-        rows.append(RunRow(head.run_id, s.model, s.algorithm, s.k, s.n_embeddings, status))
-    return rows
-
-
-def unique_prefix_length(ids: list[UUID], minimum: int = 8) -> int:
-    """The shortest hex prefix length (at least ``minimum``) that tells the ids apart."""
-    hexes = sorted(u.hex for u in ids)
-    length = minimum
-    for a, b in itertools.pairwise(hexes):
-        common = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), 32)
-        length = max(length, common + 1)
-    return min(length, 32)

@@ -4,6 +4,7 @@ exit codes, exact messages, and a log left unchanged by every refused input."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from clustering import DEMO_MODELS
+from clustering import DEMO_BATCH_SIZE, DEMO_MODELS
 from eventstore import EventStore, RunCompleted
 
 
@@ -190,15 +191,23 @@ def test_demo_makes_three_completed_runs_and_prints_the_table(
     result = run(db_url, "demo", "--quiet")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["run", "model", "algorithm", "k", "n", "status"]
-    rows = [line.split() for line in lines[2:]]
-    assert [(r[1], int(r[3]), int(r[4]), r[5]) for r in rows] == [
-        (m.name, m.k, m.n, "completed") for m in DEMO_MODELS
+    assert re.split(r"\s{2,}", lines[0]) == [
+        "run id",
+        "model",
+        "algorithm",
+        "k",
+        "n",
+        "status",
+        "started",
+        "duration",
     ]
-    prefixes = [r[0] for r in rows]
-    assert len(set(prefixes)) == 3
-    for head, prefix in zip(store.runs(), prefixes, strict=True):
-        assert head.run_id.hex.startswith(prefix)
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[2:]]
+    assert [(r[1], int(r[3]), int(r[4]), r[5]) for r in rows] == [
+        (m.name, m.k, m.n, "completed") for m in reversed(DEMO_MODELS)
+    ]
+    heads = store.runs()
+    for head, row in zip(reversed(heads), rows, strict=True):
+        assert store.resolve_run(row[0]) == head.run_id
         last = next(iter(store.read(head.run_id, after=head.head - 1))).event
         assert isinstance(last, RunCompleted) and last.count == head.head - 3
-    assert {m.n % 5000 for m in DEMO_MODELS} >= {0, 1}
+    assert {m.n % DEMO_BATCH_SIZE for m in DEMO_MODELS} >= {0, 1}
