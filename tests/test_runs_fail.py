@@ -52,3 +52,5 @@ def test_ctrl_c_during_an_append_waits_for_it_then_records_run_failed(
     assert isinstance(last.event, RunFailed)
     assert (last.seq, last.event.last_seq, last.event.error) == (23, 22, "interrupted (Ctrl-C)")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # raised after the append's bookkeeping, not inside the driver call
+    assert (writer.rows_done, writer.head) == (20, 23)
