@@ -82,6 +82,9 @@ def runs() -> None:
 
 
 # Command modules register here: one import and one add_command line each.
+from .bench import bench  # noqa: E402
+
+cli.add_command(bench)
 
 
 def main() -> None:
