@@ -15,7 +15,7 @@ from eventstore import EventStore
 from eventstore.runs import start_run
 
 from .core import Clock, Measurement, StepSkipped, require
-from .synthetic import DIM, K, assignments, embeddings
+from .synthetic import DIM, K, assignment_batches, embedding_ids, embeddings
 
 
 def _projections() -> Any:
@@ -28,11 +28,11 @@ def _projections() -> Any:
 
 def _record_run(store: EventStore, n: int) -> None:
     """A completed run of n assignments (RunStarted, n AssignmentRecorded, RunCompleted)."""
-    data = assignments(n)
     with start_run(
         store, model="bench", algorithm="kmeans-l2", n_embeddings=n, dim=DIM, k=K, seed=0
     ) as run:
-        run.record(data.ids, data.labels, data.distances)
+        for batch in assignment_batches(n):
+            run.record(batch.ids, batch.labels, batch.distances)
 
 
 def replay(backend: str, n: int, db_url: str) -> Measurement:
@@ -72,7 +72,7 @@ def end_to_end(backend: str, n: int, db_url: str) -> Measurement:
     require("clustering", "end_to_end needs the clustering package")
     projections = _projections()
     vectors = embeddings(n)
-    ids = assignments(n).ids
+    ids = embedding_ids(n)
     clock = Clock()
     with EventStore.open(db_url) as store, clock.running():
         _run_clustering(store, vectors, ids, k=K, seed=0)

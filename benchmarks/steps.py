@@ -1,10 +1,10 @@
 """Step ``append``: the same N assignments through clusterstore's public API.
 
-Before the clock: the store is created (``EventStore.open``) and the assignments are encoded
-once (``pack_assignments``) and cut into ``PackedEvents`` batches of 100k. On the clock:
-``EventStore.append(run_id, batch, expected_seq=head)`` per batch, each one transaction
-(SQLite: one set-based statement per batch; PostgreSQL: one binary COPY per batch, plus the
-commit row and position allocation under the table lock).
+Off the clock: the store is created (``EventStore.open``) and each batch of 100k is
+generated and encoded (``pack_assignments`` -> ``PackedEvents``). On the clock:
+``EventStore.append(run_id, batch, expected_seq=head)`` per batch, each its own
+transaction (SQLite: one set-based statement per batch; PostgreSQL: one binary COPY per
+batch, then the commit row and position allocation under the table lock).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import uuid_utils.compat as uu
 from eventstore import EventStore
 
 from .core import Clock, Measurement
-from .synthetic import assignments, packed_batches
+from .synthetic import assignment_batches, packed
 
 
 def append(backend: str, n: int, db_url: str) -> Measurement:
-    batches = packed_batches(assignments(n))
     run_id = uu.uuid7()
     clock = Clock()
+    head = 0
     with EventStore.open(db_url) as store:
-        head = 0
-        with clock.running():
-            for batch in batches:
+        for rows in assignment_batches(n):
+            batch = packed(rows)
+            with clock.running():
                 head = store.append(run_id, batch, expected_seq=head).head
     if head != n:
         raise AssertionError(f"append wrote {head} events, expected {n}")

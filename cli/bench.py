@@ -9,6 +9,7 @@ import click
 
 from benchmarks import runner
 from benchmarks.databases import PG_DEFAULT, PG_ENV
+from benchmarks.legacy import CAP as LEGACY_CAP
 from benchmarks.runner import BACKENDS, STEPS, BenchConfig, run_bench
 
 from ._options import output_options
@@ -28,15 +29,14 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     return names
 
 
+def _count(name: str, default: int, help: str) -> Any:
+    return click.option(
+        name, type=click.IntRange(min=1), default=default, show_default=True, help=help
+    )
+
+
 @click.command()
-@click.option(
-    "--n",
-    "n",
-    type=click.IntRange(min=1),
-    default=1_000_000,
-    show_default=True,
-    help="Assignments per step (the legacy ORM step is capped at 200,000).",
-)
+@_count("--n", 1_000_000, f"Assignments per step (the legacy ORM step: at most {LEGACY_CAP:,}).")
 @click.option(
     "--backend",
     type=click.Choice([*BACKENDS, "all"]),
@@ -45,13 +45,7 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     help="Where to measure; with 'all' an unreachable PostgreSQL is reported as "
     "skipped, with 'postgres' it is an error.",
 )
-@click.option(
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Repetitions per step (median, min and max are reported).",
-)
+@_count("--repeat", 3, "Repetitions per step (median, min and max are reported).")
 @click.option(
     "--steps",
     callback=_steps,
