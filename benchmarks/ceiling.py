@@ -88,7 +88,7 @@ def _read_rows(n: int, as_hex: bool) -> Iterator[Iterator[tuple[Any, ...]]]:
         yield zip(ids, emb, results, clusters, labels, batch.distances.tolist(), strict=True)
 
 
-def _sqlite_load(path: str, ddl: str, insert: str, rows: Iterable[Iterator[Any]]) -> float:
+def _sqlite_load(path: str, ddl: str, insert: str, rows: Iterable[Iterator[Any]]) -> Clock:
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in _SQLITE_PRAGMAS:
         conn.execute(pragma)
@@ -100,10 +100,10 @@ def _sqlite_load(path: str, ddl: str, insert: str, rows: Iterable[Iterator[Any]]
             conn.executemany(insert, batch)
             conn.execute("COMMIT")
     conn.close()
-    return clock.seconds
+    return clock
 
 
-def _pg_load(db_url: str, ddl: str, copy_sql: str, types: list[str], rows: Iterable[Any]) -> float:
+def _pg_load(db_url: str, ddl: str, copy_sql: str, types: list[str], rows: Iterable[Any]) -> Clock:
     import psycopg
 
     clock = Clock()
@@ -117,7 +117,7 @@ def _pg_load(db_url: str, ddl: str, copy_sql: str, types: list[str], rows: Itera
                     for row in batch:
                         copy.write_row(row)
                 conn.commit()
-    return clock.seconds
+    return clock
 
 
 def run(backend: str, n: int, db_url: str) -> Measurement:
@@ -125,11 +125,11 @@ def run(backend: str, n: int, db_url: str) -> Measurement:
     run_id = uuid.uuid4()
     if backend == "sqlite":
         insert = "INSERT INTO ev VALUES (?, ?, ?, ?, ?)"
-        return Measurement(
-            n, _sqlite_load(db_url, _SQLITE_EVENTS, insert, _event_rows(run_id.bytes, n))
-        )
-    copy = "COPY ev (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
-    return Measurement(n, _pg_load(db_url, _PG_EVENTS, copy, _EVENT_TYPES, _event_rows(run_id, n)))
+        clock = _sqlite_load(db_url, _SQLITE_EVENTS, insert, _event_rows(run_id.bytes, n))
+    else:
+        copy = "COPY ev (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
+        clock = _pg_load(db_url, _PG_EVENTS, copy, _EVENT_TYPES, _event_rows(run_id, n))
+    return clock.measurement(n)
 
 
 def run_read_model(backend: str, n: int, db_url: str) -> Measurement:
@@ -137,9 +137,11 @@ def run_read_model(backend: str, n: int, db_url: str) -> Measurement:
     rows = _read_rows(n, as_hex=backend == "sqlite")
     if backend == "sqlite":
         insert = "INSERT INTO embeddingcluster VALUES (?, ?, ?, ?, ?, ?)"
-        return Measurement(n, _sqlite_load(db_url, _SQLITE_READ, insert, rows))
-    copy = (
-        "COPY embeddingcluster (id, embedding_id, clustering_result_id, cluster_id, cluster, "
-        "distance) FROM STDIN (FORMAT BINARY)"
-    )
-    return Measurement(n, _pg_load(db_url, _PG_READ, copy, _READ_TYPES, rows))
+        clock = _sqlite_load(db_url, _SQLITE_READ, insert, rows)
+    else:
+        copy = (
+            "COPY embeddingcluster (id, embedding_id, clustering_result_id, cluster_id, "
+            "cluster, distance) FROM STDIN (FORMAT BINARY)"
+        )
+        clock = _pg_load(db_url, _PG_READ, copy, _READ_TYPES, rows)
+    return clock.measurement(n)

@@ -3,7 +3,7 @@
     python -m benchmarks.child '{"target": "benchmarks.steps:append", "backend": "sqlite",
                                  "n": 1000, "db_url": "/tmp/x.db"}'
 
-Prints one JSON line: ``{"ok": {events, seconds, note, peak_rss_mb, db_bytes}}`` or
+Prints one JSON line: ``{"ok": {events, seconds, cpu_seconds, note, peak_rss_mb, db_bytes}}`` or
 ``{"skipped": reason}``. Any other failure is a traceback on stderr and exit status 1.
 A subprocess (not ``multiprocessing``) so the parent's ``__main__`` is never re-imported
 and the peak RSS (``getrusage`` here) is this step's alone.
@@ -40,6 +40,7 @@ def run(target: str, backend: str, n: int, db_url: str) -> dict[str, Any]:
         "ok": {
             "events": m.events,
             "seconds": m.seconds,
+            "cpu_seconds": m.cpu_seconds,
             "note": m.note,
             "peak_rss_mb": peak_rss_mb(),
             "db_bytes": databases.db_bytes(backend, db_url),

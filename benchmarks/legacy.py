@@ -80,4 +80,4 @@ def run(backend: str, n: int, db_url: str) -> Measurement:
                 session.flush()
         session.commit()
     engine.dispose()
-    return Measurement(n, clock.seconds)
+    return clock.measurement(n)

@@ -45,7 +45,7 @@ def replay(backend: str, n: int, db_url: str) -> Measurement:
         _record_run(store, n)
         with clock.running():
             projections.catch_up_all(store)
-    return Measurement(n, clock.seconds)
+    return clock.measurement(n)
 
 
 def _run_clustering(
@@ -77,4 +77,4 @@ def end_to_end(backend: str, n: int, db_url: str) -> Measurement:
     with EventStore.open(db_url) as store, clock.running():
         _run_clustering(store, vectors, ids, k=K, seed=0)
         projections.catch_up_all(store)
-    return Measurement(n, clock.seconds)
+    return clock.measurement(n)

@@ -28,4 +28,4 @@ def append(backend: str, n: int, db_url: str) -> Measurement:
                 head = store.append(run_id, batch, expected_seq=head).head
     if head != n:
         raise AssertionError(f"append wrote {head} events, expected {n}")
-    return Measurement(n, clock.seconds)
+    return clock.measurement(n)

@@ -48,8 +48,9 @@ def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
         if r["skipped"]:
             assert r["events_per_s"] is None
             continue
-        rate = r["events_per_s"]
-        assert 0 < rate["min"] <= rate["median"] <= rate["max"], r
+        for key in ("events_per_s", "events_per_cpu_s"):
+            rate = r[key]
+            assert 0 < rate["min"] <= rate["median"] <= rate["max"], r
         assert r["repetitions"] == report["repeat"]
         assert r["peak_rss_mb"] > 0
         assert r["db_mb"] > 0
@@ -60,6 +61,7 @@ def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
         assert set(ratios) == set(runner.RATIOS)
         assert ratios["append_vs_legacy"] > 0
         assert ratios["append_vs_ceiling"] > 0
+    assert set(report["cpu_ratios"]) == set(backends) & {"sqlite"}
     machine = report["machine"]
     assert machine["cpu_count"] >= 1
     assert machine["sqlite"] and machine["python"]
@@ -145,6 +147,7 @@ def test_runner_report_skips_caps_and_ratios(fake_steps: None) -> None:
             "replay_vs_ceiling_replay": None,
         }
     }
+    assert rows["append"]["events_per_cpu_s"] is None  # the fake step measures no CPU time
     # rounds alternate direction: legacy, append, replay, then append, legacy
     started = [text.split()[2] for text, done in lines if not done]
     assert started == ["legacy", "append", "replay", "append", "legacy"]
