@@ -11,8 +11,14 @@ from typing import Any
 
 import click
 
-from eventstore import EventStore, EventStoreError, __version__
+from eventstore import EventStoreError, __version__
 from eventstore.config import ENV_VAR
+
+from ._context import StoreContext, pass_store
+from .bench import bench
+from .export import export
+from .import_legacy import import_legacy_command
+from .runs_audit import COMMANDS as RUNS_AUDIT
 
 
 class StoreGroup(click.Group):
@@ -23,27 +29,6 @@ class StoreGroup(click.Group):
             return super().invoke(ctx)
         except EventStoreError as e:
             raise click.ClickException(str(e)) from e
-
-
-class StoreContext:
-    """Carries ``--db`` to the commands; the store is opened on first use."""
-
-    def __init__(self, db: str | None):
-        self.db = db
-        self._store: EventStore | None = None
-
-    def open(self, *, allow_existing: bool = False) -> EventStore:
-        if self._store is None:
-            self._store = EventStore.open(self.db, allow_existing=allow_existing)
-        return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-
-pass_store = click.make_pass_decorator(StoreContext)
 
 
 @click.group(cls=StoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,9 +66,11 @@ def runs() -> None:
     """Run history: list, show, events, verify, compare, resume."""
 
 
-# Command modules register here: one import and one add_command line each.
-from .bench import bench  # noqa: E402
-
+# Command modules register here.
+for _command in RUNS_AUDIT:
+    runs.add_command(_command)
+cli.add_command(export)
+cli.add_command(import_legacy_command)
 cli.add_command(bench)
 
 

@@ -1,5 +1,6 @@
 """clusterstore's event log: append-only runs keyed by (run, seq), on SQLite and PostgreSQL."""
 
+from . import codec
 from .codec import AssignmentDigest, PackedEvents, RawEvent, pack_assignments, unpack_assignments
 from .errors import (
     AmbiguousRunError,
@@ -70,6 +71,7 @@ __all__ = [
     "StoredEvent",
     "UnknownEventTypeError",
     "__version__",
+    "codec",
     "pack_assignments",
     "unpack_assignments",
 ]

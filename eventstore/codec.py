@@ -7,6 +7,8 @@ reads for whole batches at once (no Python loop per event):
     0x93 | 0xc4 0x10 <16-byte embedding id> | 0xce <uint32 BE cluster> | 0xca <float32 BE distance>
 
 It is ordinary msgpack (a 3-element array), so msgspec decodes it like any other event.
+An assignment imported from a legacy database also keeps its legacy row id: a 4-element
+array, 47 bytes, the same layout followed by ``0xc4 0x10 <16-byte legacy id>``.
 Every assignment written by clusterstore uses this layout, which makes a re-sent batch
 byte-identical to the original and the run digest (sha256 over the assignment payloads in
 sequence order) independent of how the assignments were batched.
@@ -15,7 +17,7 @@ sequence order) independent of how the assignments were batched.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -25,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import EventDecodeError, FutureEventVersionError, InputError, UnknownEventTypeError
-from .events import BY_CODE, AssignmentRecorded, Event
+from .events import BY_CODE, UPCASTERS, AssignmentRecorded, Event
 
 ASSIGNMENT_WIDTH = 29
 ASSIGNMENT_DTYPE = np.dtype(
@@ -40,16 +42,17 @@ ASSIGNMENT_DTYPE = np.dtype(
     ]
 )
 assert ASSIGNMENT_DTYPE.itemsize == ASSIGNMENT_WIDTH
+LEGACY_ASSIGNMENT_WIDTH = 47
+LEGACY_ASSIGNMENT_DTYPE = np.dtype(
+    [*ASSIGNMENT_DTYPE.descr, ("legacy_bin", "u1", (2,)), ("legacy_id", "V16")]
+)
+assert LEGACY_ASSIGNMENT_DTYPE.itemsize == LEGACY_ASSIGNMENT_WIDTH
 
 _ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
 _DECODERS: dict[int, msgspec.msgpack.Decoder[Any]] = {
     code: msgspec.msgpack.Decoder(cls) for code, cls in BY_CODE.items()
 }
 _RAW_DECODER = msgspec.msgpack.Decoder()
-
-# (type code, from_version) -> function turning the decoded v(n) object into v(n+1).
-Upcaster = Callable[[Any], Any]
-UPCASTERS: dict[tuple[int, int], Upcaster] = {}
 
 
 class RawEvent(NamedTuple):
@@ -109,6 +112,9 @@ def encode(event: Event) -> RawEvent:
             np.frombuffer(event.embedding_id.bytes, dtype="V16"),
             np.array([event.cluster]),
             np.array([event.distance]),
+            legacy_ids=None
+            if event.legacy_id is None
+            else np.frombuffer(event.legacy_id.bytes, dtype="V16"),
         )
         return RawEvent(packed.type, packed.version, packed.data)
     return RawEvent(type(event).TYPE, type(event).VERSION, _ENCODER.encode(event))
@@ -166,6 +172,8 @@ def decode(
 def as_id_bytes(ids: npt.ArrayLike) -> npt.NDArray[np.void]:
     """Embedding ids as a 1-D array of 16-byte values (accepts V16, S16, (n, 16) uint8, UUIDs)."""
     arr = np.asarray(ids)
+    if arr.size == 0:
+        return np.empty(0, dtype="V16")  # [] has no dtype worth checking
     if arr.dtype == object:
         arr = np.frombuffer(b"".join(u.bytes for u in arr.tolist()), dtype="V16")
     elif _is_16_byte_rows(arr):
@@ -181,9 +189,14 @@ def _is_16_byte_rows(arr: np.ndarray) -> bool:
 
 
 def pack_assignments(
-    embedding_ids: npt.ArrayLike, clusters: npt.ArrayLike, distances: npt.ArrayLike
+    embedding_ids: npt.ArrayLike,
+    clusters: npt.ArrayLike,
+    distances: npt.ArrayLike,
+    *,
+    legacy_ids: npt.ArrayLike | None = None,
 ) -> PackedEvents:
-    """Encode n assignments into one contiguous block of canonical 29-byte payloads."""
+    """Encode n assignments into one contiguous block of canonical 29-byte payloads
+    (47-byte payloads when ``legacy_ids`` are given)."""
     ids = as_id_bytes(embedding_ids)
     labels = np.asarray(clusters)
     dists = np.asarray(distances)
@@ -195,7 +208,10 @@ def pack_assignments(
         )
     if n and (labels.min() < 0 or labels.max() > 0xFFFFFFFF):
         raise InputError("cluster labels must be between 0 and 2**32-1")
-    out = np.empty(n, dtype=ASSIGNMENT_DTYPE)
+    legacy = None if legacy_ids is None else as_id_bytes(legacy_ids)
+    if legacy is not None and legacy.shape != (n,):
+        raise InputError(f"legacy ids must have the same length as the ids ({n})")
+    out = np.empty(n, dtype=ASSIGNMENT_DTYPE if legacy is None else LEGACY_ASSIGNMENT_DTYPE)
     out["array"] = 0x93
     out["bin"] = (0xC4, 0x10)
     out["embedding_id"] = ids
@@ -203,29 +219,77 @@ def pack_assignments(
     out["cluster"] = labels
     out["float32"] = 0xCA
     out["distance"] = dists
+    if legacy is not None:
+        out["array"] = 0x94
+        out["legacy_bin"] = (0xC4, 0x10)
+        out["legacy_id"] = legacy
     return PackedEvents(
-        AssignmentRecorded.TYPE, AssignmentRecorded.VERSION, ASSIGNMENT_WIDTH, out.tobytes()
+        AssignmentRecorded.TYPE, AssignmentRecorded.VERSION, out.dtype.itemsize, out.tobytes()
     )
 
 
-def unpack_assignments(data: bytes) -> npt.NDArray[np.void]:
+def unpack_assignments(data: bytes, *, legacy: bool = False) -> npt.NDArray[np.void]:
     """A block of canonical assignment payloads as a structured array (fields
-    ``embedding_id``, ``cluster``, ``distance``). Raises ``EventDecodeError`` if any record
-    is not in the canonical layout."""
-    if len(data) % ASSIGNMENT_WIDTH:
+    ``embedding_id``, ``cluster``, ``distance``; with ``legacy`` the 47-byte layout and a
+    ``legacy_id`` field). Raises ``EventDecodeError`` if any record is not in that layout."""
+    dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
+    if len(data) % dtype.itemsize:
         raise EventDecodeError(None, None, "assignment block is not a whole number of records")
-    rec = np.frombuffer(data, dtype=ASSIGNMENT_DTYPE)
+    rec = np.frombuffer(data, dtype=dtype)
     ok = (
-        (rec["array"] == 0x93)
+        (rec["array"] == (0x94 if legacy else 0x93))
         & (rec["bin"][:, 0] == 0xC4)
         & (rec["bin"][:, 1] == 0x10)
         & (rec["uint32"] == 0xCE)
         & (rec["float32"] == 0xCA)
     )
+    if legacy:
+        ok &= (rec["legacy_bin"][:, 0] == 0xC4) & (rec["legacy_bin"][:, 1] == 0x10)
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         raise EventDecodeError(None, None, f"assignment record {bad} is not in canonical layout")
     return rec
+
+
+ASSIGNMENT_FIELDS = np.dtype(
+    [("embedding_id", "V16"), ("cluster", "<u4"), ("distance", "<f4"), ("legacy_id", "V16")]
+)
+
+
+def assignments_from_payloads(payloads: Sequence[bytes]) -> npt.NDArray[np.void]:
+    """Decode any list of AssignmentRecorded payloads into one structured array
+    (``ASSIGNMENT_FIELDS``; ``legacy_id`` is 16 zero bytes where there is none).
+
+    Whole blocks in either fixed layout are decoded with numpy; anything else (e.g. a
+    payload written by a newer release with more fields) goes through msgspec one by one.
+    """
+    out = np.zeros(len(payloads), dtype=ASSIGNMENT_FIELDS)
+    widths = {len(p) for p in payloads}
+    if widths <= {ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH} and len(widths) == 1:
+        legacy = widths == {LEGACY_ASSIGNMENT_WIDTH}
+        try:
+            rec = unpack_assignments(b"".join(payloads), legacy=legacy)
+        except EventDecodeError:
+            rec = None
+        if rec is not None:
+            for name in ("embedding_id", "cluster", "distance"):
+                out[name] = rec[name]
+            if legacy:
+                out["legacy_id"] = rec["legacy_id"]
+            return out
+    decoder = _DECODERS[AssignmentRecorded.TYPE]
+    for i, payload in enumerate(payloads):
+        try:
+            ev = decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise EventDecodeError(None, None, f"assignment {i} does not decode: {e}") from e
+        out[i] = (
+            ev.embedding_id.bytes,
+            ev.cluster,
+            ev.distance,
+            ev.legacy_id.bytes if ev.legacy_id else bytes(16),
+        )
+    return out
 
 
 def is_canonical_assignment(payload: bytes) -> bool:

@@ -31,7 +31,7 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
         return _sqlite_path_url(Path(value))
     try:
         url = make_url(value)
-    except ArgumentError as e:
+    except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
         raise ConfigurationError(f"cannot parse the database URL {_mask(value)}: {e}") from e
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
@@ -56,7 +56,7 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
 def _mask(value: str) -> str:
     try:
         return make_url(value).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable URL>"
 
 

@@ -9,7 +9,11 @@ Schema evolution rules (msgspec ``docs/schema-evolution.rst``):
 - never change a field's type, a type code or a name; never reorder fields of an
   array-like Struct (``AssignmentRecorded``);
 - a change that needs more than a default bumps ``VERSION`` and registers an upcaster from
-  the previous version in ``codec.UPCASTERS``.
+  the previous version with ``@upcaster(EventType, from_version=n)`` below the event type;
+  ``codec.decode`` runs the chain v(n) -> v(n+1) -> ... -> ``VERSION`` on read.
+- an unknown type code or a version newer than the code is a clear error naming the run
+  and seq (``UnknownEventTypeError``, ``FutureEventVersionError``), never a crash.
+  ``tests/fixtures/log_v1.*`` is a log written by the first release: it must stay readable.
 
 Layout of a run's stream (seq starts at 1):
     1            RunStarted
@@ -22,6 +26,7 @@ Layout of a run's stream (seq starts at 1):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -57,6 +62,7 @@ class RunStarted(Event, frozen=True, kw_only=True):
     threads: int | None = None
     imported_from: str | None = None
     legacy_id: UUID | None = None
+    legacy_cluster_ids: list[UUID] | None = None  # imported runs: cluster index -> legacy UUID
 
 
 class CentroidsComputed(Event, frozen=True, kw_only=True):
@@ -74,7 +80,11 @@ class CentroidsComputed(Event, frozen=True, kw_only=True):
 
 
 class AssignmentRecorded(Event, frozen=True, array_like=True):
-    """One embedding's cluster. Array-like: the hot path encodes it with numpy (``codec``)."""
+    """One embedding's cluster. Array-like: the hot path encodes it with numpy (``codec``).
+
+    ``legacy_id`` (added after the first release, at the end, with a default) keeps the row
+    id of an assignment imported from a legacy ``embeddingcluster`` table.
+    """
 
     TYPE: ClassVar[int] = 3
     NAME: ClassVar[str] = "AssignmentRecorded"
@@ -82,6 +92,7 @@ class AssignmentRecorded(Event, frozen=True, array_like=True):
     embedding_id: UUID
     cluster: int
     distance: float
+    legacy_id: UUID | None = None
 
 
 class RunCompleted(Event, frozen=True, kw_only=True):
@@ -113,6 +124,25 @@ class RunResumed(Event, frozen=True, kw_only=True):
     from_row: int
     resumed_at: datetime
     input_digest: str = ""
+
+
+Upcaster = Callable[[Any], Any]
+# (type code, from_version) -> a function turning the decoded v(n) object (the plain dict or
+# list msgpack gives) into v(n+1).
+UPCASTERS: dict[tuple[int, int], Upcaster] = {}
+
+
+def upcaster(event_type: type[Event], *, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register ``fn`` as the upcaster of ``event_type`` from ``from_version`` to the next."""
+
+    def register(fn: Upcaster) -> Upcaster:
+        key = (event_type.TYPE, from_version)
+        if key in UPCASTERS:
+            raise ValueError(f"{event_type.NAME} already has an upcaster from v{from_version}")
+        UPCASTERS[key] = fn
+        return fn
+
+    return register
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

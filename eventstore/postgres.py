@@ -156,3 +156,11 @@ class PostgresRecorder(Recorder):
 
     def _init_storage(self, conn: Connection) -> None:
         """Nothing: PostgreSQL needs no per-database settings."""
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Concurrent CREATE TABLEs of a new store would collide: one initialiser per schema
+        at a time (READ COMMITTED: the next one then sees the tables)."""
+        conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(hashtext('clusterstore:' || "
+            "coalesce(current_schema(), '')))"
+        )

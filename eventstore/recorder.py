@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, and_, func, inspect, select
+from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -136,6 +136,11 @@ class Recorder(ABC):
     def _init_storage(self, conn: Connection) -> None:
         """One-time storage settings (e.g. SQLite WAL); runs only on our own database."""
 
+    @abstractmethod
+    def _lock_schema(self, conn: Connection) -> None:
+        """Serialise concurrent ``initialise`` calls on one database until the transaction
+        ends."""
+
     # ------------------------------------------------------------------ transactions
 
     @contextmanager
@@ -187,17 +192,28 @@ class Recorder(ABC):
 
         A database that already holds tables but no ``cs_meta`` belongs to someone else and
         is refused unless ``allow_existing``; tables the store does not own are never touched.
+        Safe to call from several processes at once: a lost race is retried (SQLite refuses
+        a concurrent switch to WAL with "database is locked" without waiting).
         """
+        delay = 0.05
+        for attempt in range(APPEND_RETRIES):
+            try:
+                return self._initialise_once(allow_existing)
+            except DatabaseBusyError:
+                if attempt == APPEND_RETRIES - 1:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _initialise_once(self, allow_existing: bool) -> bool:
+        with self.transaction() as conn:  # the usual case reads only: no write lock taken
+            if self._check_existing(conn, set(inspect(conn).get_table_names())):
+                return False
         with self.transaction(write=True) as conn:
+            self._lock_schema(conn)
             names = set(inspect(conn).get_table_names())
-            if "cs_meta" in names:
-                self._check_meta(conn)
-                missing = schema.STORE_TABLES - names
-                if missing:
-                    raise SchemaError(
-                        f"{self.display_url}: the clusterstore tables {sorted(missing)} are "
-                        "missing; the database is damaged"
-                    )
+            if self._check_existing(conn, names):  # another process created it meanwhile
                 return False
             if names and not allow_existing:
                 shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
@@ -207,6 +223,9 @@ class Recorder(ABC):
                     "--allow-existing` to add the store beside them"
                 )
             self._init_storage(conn)
+            # SQLite's _init_storage commits and begins again: look once more
+            if self._check_existing(conn, set(inspect(conn).get_table_names())):
+                return False
             schema.metadata.create_all(conn)
             for ddl in self._immutability_ddl():
                 conn.exec_driver_sql(ddl)
@@ -219,6 +238,19 @@ class Recorder(ABC):
                 ],
             )
             return True
+
+    def _check_existing(self, conn: Connection, names: set[str]) -> bool:
+        """True if the store's tables exist (and are usable); False if they must be made."""
+        if "cs_meta" not in names:
+            return False
+        self._check_meta(conn)
+        missing = schema.STORE_TABLES - names
+        if missing:
+            raise SchemaError(
+                f"{self.display_url}: the clusterstore tables {sorted(missing)} are missing; "
+                "the database is damaged"
+            )
+        return True
 
     def _check_meta(self, conn: Connection) -> None:
         rows = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
@@ -265,11 +297,12 @@ class Recorder(ABC):
 
     def _append_once(self, run_id: UUID, batch: Batch, expected_seq: int | None) -> AppendResult:
         n = batch_len(batch)
-        if n == 0:
+        if n == 0:  # the general rule with an empty overlap: only a gap is refused
             head = self.run_head(run_id)
-            if expected_seq is not None and expected_seq != head:
-                raise ConcurrencyError(run_id, expected_seq, head)
-            return AppendResult(run_id, head, 0, head + 1, None)
+            expected = head if expected_seq is None else expected_seq
+            if expected < 0 or expected > head:
+                raise ConcurrencyError(run_id, expected, head)
+            return AppendResult(run_id, head, 0, expected + 1, None)
         with self.transaction(write=True) as conn:
             self._lock_run(conn, run_id)
             head = self._head(conn, run_id)
@@ -380,7 +413,9 @@ class Recorder(ABC):
                 cond.append(e.c.seq <= until)
             with self.transaction() as conn:
                 rows = conn.execute(
-                    select(e.c.seq, e.c.type, e.c.version, e.c.payload)
+                    # SQLite keeps the type a value was written with: a payload rewritten
+                    # around the store as TEXT (e.g. with ||) must still read as its bytes.
+                    select(e.c.seq, e.c.type, e.c.version, cast(e.c.payload, LargeBinary))
                     .where(and_(*cond))
                     .order_by(e.c.seq)
                     .limit(size)

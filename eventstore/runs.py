@@ -64,6 +64,7 @@ class RunWriter:
     sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     finished: bool = False
     on_progress: ProgressFn | None = None
+    completion: RunCompleted | None = None  # built once, so a retried complete() re-sends it
 
     # ------------------------------------------------------------------ writing
 
@@ -139,11 +140,14 @@ class RunWriter:
             hi = min(lo + self.batch_size, packed.count)
             chunk = packed.slice(lo, hi)
             result = self.store.append(self.run_id, chunk, expected_seq=self.seq_of(start + lo) - 1)
-            if result.appended:
-                fresh = chunk.slice(chunk.count - result.appended, chunk.count)
-                self._account(fresh.data, result.appended)
+            # Every row of the chunk is now in the log with these bytes: newly written, or
+            # already stored (verified identical), e.g. by an earlier attempt whose commit
+            # succeeded although the caller saw an error. Account each row exactly once.
+            new_from = max(self.rows_done, start + lo) - (start + lo)
+            if new_from < chunk.count:
+                self._account(chunk.slice(new_from, chunk.count).data, chunk.count - new_from)
                 self.rows_done = start + hi
-                written += result.appended
+            written += result.appended
             self.head = max(self.head, result.head)
             if self.on_progress is not None:
                 self.on_progress(hi - lo)
@@ -165,12 +169,13 @@ class RunWriter:
                 "assignments recorded; cannot complete"
             )
         sizes = np.pad(self.sizes, (0, max(0, self.started.k - self.sizes.shape[0])))
-        event = RunCompleted(
+        event = self.completion or RunCompleted(
             count=self.rows_done,
             digest=self.digest.hexdigest(),
             finished_at=_now(),
             cluster_sizes=[int(x) for x in sizes],
         )
+        self.completion = event
         self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
         self.finished = True
         return event
@@ -180,14 +185,16 @@ class RunWriter:
         if self.finished:
             return
         text = str(error) if str(error) else type(error).__name__
-        event = RunFailed(
-            error=text[:2000],
-            last_seq=self.head,
-            failed_at=_now(),
-            error_type="" if isinstance(error, str) else type(error).__name__,
-        )
         try:
-            self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
+            # the log's head, not ours: the failed append may have committed unseen
+            head = self.store.head(self.run_id)
+            event = RunFailed(
+                error=text[:2000],
+                last_seq=head,
+                failed_at=_now(),
+                error_type="" if isinstance(error, str) else type(error).__name__,
+            )
+            self.head = self.store.append(self.run_id, [event], expected_seq=head).head
             self.finished = True
         except EventStoreError:
             pass

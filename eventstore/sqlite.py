@@ -5,6 +5,10 @@
 - The fast path hands SQLite one packed blob per batch and a single set-based statement
   expands it into per-event rows (``substr`` over a TEMP table of row numbers): no Python
   work per event. Measured ~3.5x raw ``executemany`` of pre-encoded rows (benchmarks/README.md).
+- Immutability: triggers reject UPDATE and DELETE; ``recursive_triggers`` (set on every
+  connection) makes ``INSERT OR REPLACE`` over a stored row fire the DELETE trigger too.
+  A connection opened by another tool without that pragma could still REPLACE a row: a
+  per-row BEFORE INSERT check that would close it measured ~40% off the append rate.
 - Global positions: writers are serialised by ``BEGIN IMMEDIATE``, so ``MAX + 1`` inside
   the write transaction is allocated and committed in order.
 """
@@ -92,6 +96,9 @@ class SQLiteRecorder(Recorder):
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA cache_size = -65536")
             cur.execute("PRAGMA temp_store = MEMORY")
+            # INSERT OR REPLACE deletes the row it overwrites; only with recursive triggers
+            # does that delete fire the append-only trigger (costs nothing on plain inserts).
+            cur.execute("PRAGMA recursive_triggers = ON")
             cur.close()
 
         super().__init__(engine, url)
@@ -145,6 +152,9 @@ class SQLiteRecorder(Recorder):
             for table in schema.IMMUTABLE_TABLES
             for op in ("UPDATE", "DELETE")
         ]
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Nothing: BEGIN IMMEDIATE already serialises initialisers."""
 
     def _init_storage(self, conn: Connection) -> None:
         # journal_mode cannot change inside a transaction: commit the empty BEGIN first.

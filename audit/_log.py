@@ -1,0 +1,175 @@
+"""Read-only access to the log that the audit needs beyond ``EventStore``'s reads.
+
+The few queries here are SQLAlchemy Core over ``eventstore.schema``, run inside
+``Recorder.transaction`` (which converts driver errors), and all of them are cheap for a
+big run: point reads by primary key (run_id, seq), a count over one run's key range, and
+the run's rows of ``cs_commits`` (one row per append transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, select, tuple_
+
+from eventstore import EventStore, StoredEvent
+from eventstore.codec import ASSIGNMENT_DTYPE, ASSIGNMENT_WIDTH
+from eventstore.errors import EventDecodeError
+from eventstore.events import AssignmentRecorded
+from eventstore.schema import commits, events
+
+ASSIGNMENT = AssignmentRecorded.TYPE
+PAGE_SIZE = 20_000
+# Sequences start at 1; reading from here also shows rows written around the store at 0 or
+# below (a tampered log), which ``after=0`` would hide.
+BEFORE_ALL = -(2**62)
+_IN_CHUNK = 400
+
+ProgressFn = Callable[[int], None]
+
+
+class CommitRange(NamedTuple):
+    first_seq: int
+    events: int
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.events - 1
+
+
+def events_at(
+    store: EventStore, keys: Sequence[tuple[UUID, int]]
+) -> dict[tuple[UUID, int], StoredEvent]:
+    """The stored events at the given (run_id, seq) keys (missing keys are left out)."""
+    out: dict[tuple[UUID, int], StoredEvent] = {}
+    e = events
+    for lo in range(0, len(keys), _IN_CHUNK):
+        chunk = list(keys[lo : lo + _IN_CHUNK])
+        with store.recorder.transaction() as conn:
+            rows = conn.execute(
+                select(e.c.run_id, e.c.seq, e.c.type, e.c.version, e.c.payload).where(
+                    tuple_(e.c.run_id, e.c.seq).in_(chunk)
+                )
+            ).all()
+        for r in rows:
+            out[(r[0], r[1])] = StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+    return out
+
+
+def count_assignments(store: EventStore, run_id: UUID) -> int:
+    """AssignmentRecorded rows of a run: a count over the run's primary-key range."""
+    e = events
+    with store.recorder.transaction() as conn:
+        value = conn.execute(
+            select(func.count()).where(e.c.run_id == run_id, e.c.type == ASSIGNMENT)
+        ).scalar()
+    return int(value or 0)
+
+
+def committed_heads(store: EventStore) -> dict[UUID, int]:
+    """Each run's last committed seq, from ``cs_commits`` (rows inserted into the log
+    around the store are not covered by any commit)."""
+    c = commits
+    last = func.max(c.c.first_seq + c.c.count - 1)
+    with store.recorder.transaction() as conn:
+        rows = conn.execute(select(c.c.run_id, last).group_by(c.c.run_id)).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def run_commits(store: EventStore, run_id: UUID) -> list[CommitRange]:
+    """The run's append transactions as (first_seq, count), in seq order."""
+    c = commits
+    with store.recorder.transaction() as conn:
+        rows = conn.execute(
+            select(c.c.first_seq, c.c.count).where(c.c.run_id == run_id).order_by(c.c.first_seq)
+        ).all()
+    return [CommitRange(int(r[0]), int(r[1])) for r in rows]
+
+
+def pages(
+    store: EventStore,
+    run_id: UUID,
+    *,
+    after: int = BEFORE_ALL,
+    limit: int | None = None,
+    page_size: int = PAGE_SIZE,
+) -> Iterator[list[StoredEvent]]:
+    """The run's stored events in seq order, one short read transaction per page."""
+    return store.recorder.read_stream_pages(run_id, after=after, limit=limit, page_size=page_size)
+
+
+def canonical_mask(
+    payloads: Sequence[bytes], versions: Sequence[int], data: bytes | None = None
+) -> npt.NDArray[np.bool_]:
+    """Which assignment payloads are in the canonical layout (vectorised). ``data``, if
+    given, is ``b"".join(payloads)``, already made by the caller."""
+    n = len(payloads)
+    lengths = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=n)
+    ok = (lengths == ASSIGNMENT_WIDTH) & (
+        np.asarray(versions, dtype=np.int64) == AssignmentRecorded.VERSION
+    )
+    if not ok.any():
+        return ok
+    idx = np.flatnonzero(ok)
+    if data is None or len(idx) != n:
+        data = b"".join(payloads[i] for i in idx.tolist())
+    rec = np.frombuffer(data, dtype=ASSIGNMENT_DTYPE)
+    ok[idx] = (
+        (rec["array"] == 0x93)
+        & (rec["bin"][:, 0] == 0xC4)
+        & (rec["bin"][:, 1] == 0x10)
+        & (rec["uint32"] == 0xCE)
+        & (rec["float32"] == 0xCA)
+    )
+    return ok
+
+
+def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
+    """16-byte ids in the canonical text form of UUIDs."""
+    hexes = ids.tobytes().hex()
+    return [
+        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        for h in (hexes[i : i + 32] for i in range(0, len(hexes), 32))
+    ]
+
+
+class AssignmentBlock(NamedTuple):
+    """Consecutive assignments of a run, decoded as a structured array (``ASSIGNMENT_DTYPE``:
+    fields ``embedding_id`` V16, ``cluster`` >u4, ``distance`` >f4) with their seqs."""
+
+    seqs: npt.NDArray[np.int64]
+    records: npt.NDArray[np.void]
+
+
+def assignment_blocks(
+    store: EventStore,
+    run_id: UUID,
+    *,
+    page_size: int = PAGE_SIZE,
+    on_progress: ProgressFn | None = None,
+) -> Iterator[AssignmentBlock]:
+    """A run's assignments in seq order, one block per page. A record that is not in the
+    canonical layout raises ``EventDecodeError`` naming the run and its seq."""
+    for page in pages(store, run_id, page_size=page_size):
+        assign = [ev for ev in page if ev.type == ASSIGNMENT]
+        if assign:
+            payloads = [ev.payload for ev in assign]
+            data = b"".join(payloads)
+            ok = canonical_mask(payloads, [ev.version for ev in assign], data)
+            if not ok.all():
+                bad = assign[int(np.flatnonzero(~ok)[0])]
+                raise EventDecodeError(
+                    run_id,
+                    bad.seq,
+                    "AssignmentRecorded payload is not in the canonical 29-byte layout "
+                    f"(version {bad.version}, {len(bad.payload)} bytes); "
+                    "`clusterstore runs verify` checks the whole run",
+                )
+            seqs = np.fromiter((ev.seq for ev in assign), dtype=np.int64, count=len(assign))
+            yield AssignmentBlock(seqs, np.frombuffer(data, dtype=ASSIGNMENT_DTYPE))
+        if on_progress is not None:
+            on_progress(len(page))

@@ -1,0 +1,299 @@
+"""Comparing two runs over the embedding ids they share: ARI, NMI, cluster overlaps.
+
+Everything is numpy on the contingency table of the two labelings: ids (as pairs of
+uint64) are sorted by a 64-bit hash and joined with ``intersect1d``, every match checked on
+all 128 bits (a hash collision falls back to a lexsort join), the table is counted with
+``bincount``
+(or ``unique`` when it would be large and sparse), so memory is O(n + cells), never O(n^2).
+The formulas follow the usual conventions (those of scikit-learn): ARI and NMI (arithmetic
+normalisation, natural log) are 1.0 for two identical labelings whatever the label names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+
+from eventstore import EventStore
+
+from ._log import PAGE_SIZE, ProgressFn, assignment_blocks
+
+Keys = npt.NDArray[np.uint64]  # (n, 2): an embedding id as two big-endian halves
+Labels = npt.NDArray[np.int64]
+DENSE_CELLS = 1 << 24  # contingency tables up to this many cells are counted densely
+
+
+@dataclass(frozen=True)
+class Overlap:
+    cluster_a: int
+    cluster_b: int
+    count: int
+    share_of_a: float  # of cluster_a's shared ids, the fraction that is in cluster_b
+    share_of_b: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster_a": self.cluster_a,
+            "cluster_b": self.cluster_b,
+            "count": self.count,
+            "share_of_a": self.share_of_a,
+            "share_of_b": self.share_of_b,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    shared: int
+    only_a: int
+    only_b: int
+    clusters_a: int  # distinct clusters among the shared ids
+    clusters_b: int
+    ari: float | None  # None when the runs share no id
+    nmi: float | None
+    overlaps: list[Overlap] = field(default_factory=list)
+    duplicates_a: int = 0  # ids assigned more than once in a run (the first one counts)
+    duplicates_b: int = 0
+    run_a: UUID | None = None
+    run_b: UUID | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_a": None if self.run_a is None else str(self.run_a),
+            "run_b": None if self.run_b is None else str(self.run_b),
+            "shared": self.shared,
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "clusters_a": self.clusters_a,
+            "clusters_b": self.clusters_b,
+            "ari": self.ari,
+            "nmi": self.nmi,
+            "duplicates_a": self.duplicates_a,
+            "duplicates_b": self.duplicates_b,
+            "overlaps": [o.to_json() for o in self.overlaps],
+        }
+
+
+def compare_runs(
+    store: EventStore,
+    run_a: UUID,
+    run_b: UUID,
+    *,
+    top: int = 10,
+    page_size: int = PAGE_SIZE,
+    on_progress: ProgressFn | None = None,
+) -> Comparison:
+    """Compare two runs' assignments over their shared embedding ids."""
+    keys_a, labels_a = load_labels(store, run_a, page_size=page_size, on_progress=on_progress)
+    keys_b, labels_b = load_labels(store, run_b, page_size=page_size, on_progress=on_progress)
+    result = compare_labels(keys_a, labels_a, keys_b, labels_b, top=top)
+    return replace(result, run_a=run_a, run_b=run_b)
+
+
+def load_labels(
+    store: EventStore,
+    run_id: UUID,
+    *,
+    page_size: int = PAGE_SIZE,
+    on_progress: ProgressFn | None = None,
+) -> tuple[Keys, Labels]:
+    """A run's (embedding id keys, clusters) in seq order."""
+    keys: list[Keys] = []
+    labels: list[Labels] = []
+    for block in assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress):
+        keys.append(id_keys(block.records["embedding_id"]))
+        labels.append(block.records["cluster"].astype(np.int64))
+    if not keys:
+        return np.zeros((0, 2), dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(keys), np.concatenate(labels)
+
+
+def id_keys(ids: npt.NDArray[np.void]) -> Keys:
+    """16-byte ids as (n, 2) uint64: equal ids give equal rows."""
+    return np.ascontiguousarray(ids).view(">u8").reshape(-1, 2).astype(np.uint64)
+
+
+def compare_labels(
+    keys_a: Keys, labels_a: Labels, keys_b: Keys, labels_b: Labels, *, top: int = 10
+) -> Comparison:
+    """Join two labelings on their ids and compare them over the shared ids."""
+    try:
+        ka, la, dup_a, ma = _first_occurrences(keys_a, labels_a, exact=False)
+        kb, lb, dup_b, mb = _first_occurrences(keys_b, labels_b, exact=False)
+        ia, ib = _join_hashed(ka, ma, kb, mb)
+    except _HashCollision:  # two different ids with one 64-bit hash: join on all 128 bits
+        ka, la, dup_a, _ = _first_occurrences(keys_a, labels_a, exact=True)
+        kb, lb, dup_b, _ = _first_occurrences(keys_b, labels_b, exact=True)
+        ia, ib = _join_exact(ka, kb)
+    shared = len(ia)
+    base: dict[str, Any] = {
+        "shared": shared,
+        "only_a": len(ka) - shared,
+        "only_b": len(kb) - shared,
+        "duplicates_a": dup_a,
+        "duplicates_b": dup_b,
+    }
+    if shared == 0:
+        return Comparison(clusters_a=0, clusters_b=0, ari=None, nmi=None, **base)
+    table = Contingency.of(la[ia], lb[ib])
+    return Comparison(
+        clusters_a=len(table.labels_a),
+        clusters_b=len(table.labels_b),
+        ari=table.adjusted_rand_index(),
+        nmi=table.normalized_mutual_info(),
+        overlaps=table.largest(top),
+        **base,
+    )
+
+
+class _HashCollision(Exception):
+    """Two different ids share a 64-bit hash (never seen in practice; handled exactly)."""
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash(keys: Keys) -> npt.NDArray[np.uint64]:
+    """A 64-bit hash of each 128-bit id. Only a sort key: every match is checked on all 128
+    bits, and a collision between different ids switches to the exact join."""
+    return (keys[:, 0] * _MIX) ^ keys[:, 1]
+
+
+def _first_occurrences(
+    keys: Keys, labels: Labels, *, exact: bool
+) -> tuple[Keys, Labels, int, npt.NDArray[np.uint64]]:
+    """Each id once (its first occurrence in seq order) with its label, sorted by the sort
+    key, which is also returned (the hash; empty when ``exact``)."""
+    if exact:
+        order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: equal ids keep seq order
+        hashed = np.zeros(0, dtype=np.uint64)
+    else:
+        h = _hash(keys)
+        order = np.argsort(h, kind="stable")
+        hashed = h[order]
+    k, lab = keys[order], labels[order]
+    if len(k) < 2:
+        return k, lab, 0, hashed
+    same_id = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1])
+    if not exact and bool(np.any((hashed[1:] == hashed[:-1]) & ~same_id)):
+        raise _HashCollision
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = ~same_id
+    return k[first], lab[first], int(len(k) - first.sum()), hashed[first] if not exact else hashed
+
+
+def _join_hashed(
+    ka: Keys, ha: npt.NDArray[np.uint64], kb: Keys, hb: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Index pairs (into ka, kb) of equal ids, matched on their (unique) hashes."""
+    _, ia, ib = np.intersect1d(ha, hb, assume_unique=True, return_indices=True)
+    if not np.array_equal(ka[ia], kb[ib]):
+        raise _HashCollision
+    return ia, ib
+
+
+def _join_exact(ka: Keys, kb: Keys) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Index pairs (into ka, kb) of equal keys; both inputs sorted and unique."""
+    keys = np.concatenate([ka, kb])
+    source = np.concatenate([np.zeros(len(ka), np.int8), np.ones(len(kb), np.int8)])
+    index = np.concatenate([np.arange(len(ka)), np.arange(len(kb))])
+    order = np.lexsort((source, keys[:, 1], keys[:, 0]))
+    k, s, idx = keys[order], source[order], index[order]
+    same = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1]) & (s[:-1] == 0) & (s[1:] == 1)
+    pos = np.flatnonzero(same)
+    return idx[pos], idx[pos + 1]
+
+
+@dataclass(frozen=True)
+class Contingency:
+    """The non-zero cells of the contingency table of two labelings of the same items."""
+
+    labels_a: Labels  # distinct labels of a, sorted
+    labels_b: Labels
+    cell_a: npt.NDArray[np.intp]  # row (index into labels_a) of each non-zero cell
+    cell_b: npt.NDArray[np.intp]
+    counts: npt.NDArray[np.int64]
+    sizes_a: npt.NDArray[np.int64]  # row sums
+    sizes_b: npt.NDArray[np.int64]  # column sums
+
+    @classmethod
+    def of(cls, a: Labels, b: Labels) -> Contingency:
+        ua, ia = np.unique(a, return_inverse=True)
+        ub, ib = np.unique(b, return_inverse=True)
+        nb = len(ub)
+        codes = ia.astype(np.int64) * nb + ib
+        if len(ua) * nb <= DENSE_CELLS:
+            dense = np.bincount(codes, minlength=len(ua) * nb)
+            cells = np.flatnonzero(dense)
+            counts = dense[cells]
+        else:
+            cells, counts = np.unique(codes, return_counts=True)
+        return cls(
+            ua,
+            ub,
+            cells // nb,
+            cells % nb,
+            counts.astype(np.int64),
+            np.bincount(ia, minlength=len(ua)).astype(np.int64),
+            np.bincount(ib, minlength=nb).astype(np.int64),
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def adjusted_rand_index(self) -> float:
+        """(index - expected) / (max - expected) over pair counts, in exact integers."""
+        index = _pairs(self.counts)
+        sa, sb = _pairs(self.sizes_a), _pairs(self.sizes_b)
+        total = self.n * (self.n - 1) // 2
+        numerator = 2 * (index * total - sa * sb)
+        denominator = (sa + sb) * total - 2 * sa * sb
+        if denominator == 0:  # both labelings trivial (one cluster, or all singletons)
+            return 1.0
+        return numerator / denominator
+
+    def normalized_mutual_info(self) -> float:
+        """Mutual information over the arithmetic mean of the two entropies."""
+        if len(self.counts) == len(self.labels_a) == len(self.labels_b):
+            return 1.0  # one-to-one clusters (or both one cluster): the same partition
+        n = self.n
+        c = self.counts.astype(np.float64)
+        a = self.sizes_a.astype(np.float64)[self.cell_a]
+        b = self.sizes_b.astype(np.float64)[self.cell_b]
+        mi = float(np.sum(c / n * (np.log(c) + math.log(n) - np.log(a) - np.log(b))))
+        mi = max(mi, 0.0)
+        if mi == 0.0:
+            return 0.0
+        normalizer = (_entropy(self.sizes_a, n) + _entropy(self.sizes_b, n)) / 2
+        return min(mi / normalizer, 1.0)
+
+    def largest(self, top: int) -> list[Overlap]:
+        """The ``top`` largest cells, largest first (ties by cluster ids)."""
+        ca, cb = self.labels_a[self.cell_a], self.labels_b[self.cell_b]
+        order = np.lexsort((cb, ca, -self.counts))[:top]
+        return [
+            Overlap(
+                int(ca[i]),
+                int(cb[i]),
+                int(self.counts[i]),
+                float(self.counts[i] / self.sizes_a[self.cell_a[i]]),
+                float(self.counts[i] / self.sizes_b[self.cell_b[i]]),
+            )
+            for i in order.tolist()
+        ]
+
+
+def _pairs(counts: npt.NDArray[np.int64]) -> int:
+    """sum of count * (count - 1) / 2, as an exact Python int."""
+    c = counts.astype(np.int64)
+    return int((c * (c - 1) // 2).sum())
+
+
+def _entropy(sizes: npt.NDArray[np.int64], n: int) -> float:
+    p = sizes[sizes > 0].astype(np.float64) / n
+    return float(-np.sum(p * np.log(p)))

@@ -1,0 +1,181 @@
+"""Exporting a run's assignments: ``embedding_id``, ``cluster``, ``distance`` in seq order.
+
+Streamed page by page (memory stays flat), written to a temporary file beside the output
+and renamed into place at the end. The bytes depend only on the assignments, never on how
+the log was paged or batched, so two runs over the same input that made the same
+assignments export to identical files.
+
+- csv: a header line, then ``uuid,cluster,distance`` (the float32's shortest exact text);
+- npy: one structured array, dtype ``[('embedding_id', 'V16'), ('cluster', '<u4'),
+  ('distance', '<f4')]``; ``np.load`` reads it;
+- parquet: columns string, uint32, float32 in row groups of ``ROW_GROUP`` rows
+  (needs pyarrow: ``pip install 'clusterstore[parquet]'``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Literal, NamedTuple
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+
+from eventstore import EventStore
+from eventstore.errors import ConfigurationError, InputError
+
+from ._log import PAGE_SIZE, AssignmentBlock, ProgressFn, assignment_blocks, uuid_texts
+
+Format = Literal["csv", "npy", "parquet"]
+FORMATS: tuple[Format, ...] = ("csv", "npy", "parquet")
+EXPORT_DTYPE = np.dtype([("embedding_id", "V16"), ("cluster", "<u4"), ("distance", "<f4")])
+CSV_HEADER = "embedding_id,cluster,distance\n"
+ROW_GROUP = 65_536
+_NPY_MAGIC = b"\x93NUMPY\x01\x00"
+
+
+class ExportResult(NamedTuple):
+    run_id: UUID
+    path: Path
+    format: Format
+    rows: int
+
+
+def export_run(
+    store: EventStore,
+    run_id: UUID,
+    path: str | os.PathLike[str],
+    *,
+    format: Format = "csv",
+    page_size: int = PAGE_SIZE,
+    on_progress: ProgressFn | None = None,
+) -> ExportResult:
+    """Write the run's assignments to ``path`` (replaced only when complete)."""
+    if format not in FORMATS:
+        raise InputError(f"unknown export format {format!r}; use csv, npy or parquet")
+    target = Path(path)
+    pa = _pyarrow() if format == "parquet" else None
+    blocks = assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress)
+    with _replacing(target) as out:
+        if format == "csv":
+            count = _write_csv(out, blocks)
+        elif format == "npy":
+            count = _write_npy(out, blocks)
+        else:
+            count = _write_parquet(out, blocks, pa)
+    return ExportResult(run_id, target, format, count)
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as e:
+        raise ConfigurationError(
+            "parquet export needs pyarrow, which is not installed: "
+            "pip install 'clusterstore[parquet]' (or use --format csv or npy)"
+        ) from e
+    return pyarrow
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``target`` that replaces it when the block succeeds."""
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ConfigurationError(f"{target} is a directory; give a file name for the export")
+    if not parent.is_dir():
+        raise ConfigurationError(f"cannot write {target}: the directory {parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise ConfigurationError(f"cannot write {target}: {e.strerror}") from e
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _export_records(block: AssignmentBlock) -> npt.NDArray[np.void]:
+    out = np.empty(len(block.records), dtype=EXPORT_DTYPE)
+    out["embedding_id"] = block.records["embedding_id"]
+    out["cluster"] = block.records["cluster"]
+    out["distance"] = block.records["distance"]
+    return out
+
+
+def _write_csv(out: IO[bytes], blocks: Iterator[AssignmentBlock]) -> int:
+    out.write(CSV_HEADER.encode())
+    count = 0
+    for block in blocks:
+        rec = block.records
+        ids = uuid_texts(rec["embedding_id"])
+        clusters = rec["cluster"].astype(np.int64).tolist()
+        dists = rec["distance"].astype(str).tolist()
+        text = "".join(f"{i},{c},{d}\n" for i, c, d in zip(ids, clusters, dists, strict=True))
+        out.write(text.encode())
+        count += len(rec)
+    return count
+
+
+def npy_header(count: int) -> bytes:
+    """The .npy (version 1.0) header for ``count`` records, always the same length, so it
+    can be written first and rewritten once the count is known."""
+    descr = np.lib.format.dtype_to_descr(EXPORT_DTYPE)
+    widest = repr({"descr": descr, "fortran_order": False, "shape": (10**18,)})
+    total = -(-(len(_NPY_MAGIC) + 2 + len(widest) + 1) // 64) * 64
+    text = repr({"descr": descr, "fortran_order": False, "shape": (count,)})
+    text = text.ljust(total - len(_NPY_MAGIC) - 2 - 1) + "\n"
+    return _NPY_MAGIC + len(text).to_bytes(2, "little") + text.encode("latin1")
+
+
+def _write_npy(out: IO[bytes], blocks: Iterator[AssignmentBlock]) -> int:
+    out.write(npy_header(0))
+    count = 0
+    for block in blocks:
+        out.write(_export_records(block).tobytes())
+        count += len(block.records)
+    out.seek(0)
+    out.write(npy_header(count))
+    return count
+
+
+def _write_parquet(out: IO[bytes], blocks: Iterator[AssignmentBlock], pa: Any) -> int:
+    schema = pa.schema(
+        [("embedding_id", pa.string()), ("cluster", pa.uint32()), ("distance", pa.float32())]
+    )
+    pending: list[npt.NDArray[np.void]] = []
+    held = 0
+    count = 0
+    with pa.parquet.ParquetWriter(out, schema, compression="zstd") as writer:
+        for block in blocks:
+            pending.append(_export_records(block))
+            held += len(block.records)
+            while held >= ROW_GROUP:
+                rows = np.concatenate(pending)
+                _write_group(writer, rows[:ROW_GROUP], schema, pa)
+                pending, held = [rows[ROW_GROUP:]], held - ROW_GROUP
+                count += ROW_GROUP
+        if held:
+            _write_group(writer, np.concatenate(pending), schema, pa)
+            count += held
+    return count
+
+
+def _write_group(writer: Any, rows: npt.NDArray[np.void], schema: Any, pa: Any) -> None:
+    table = pa.table(
+        {
+            "embedding_id": pa.array(uuid_texts(rows["embedding_id"]), pa.string()),
+            "cluster": pa.array(rows["cluster"], pa.uint32()),
+            "distance": pa.array(rows["distance"], pa.float32()),
+        },
+        schema=schema,
+    )
+    writer.write_table(table, row_group_size=ROW_GROUP)

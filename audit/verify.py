@@ -1,0 +1,420 @@
+"""Checking that a run's log is whole and says what the run recorded.
+
+One streaming pass over the run's events (pages, vectorised over assignments) checks:
+
+- sequences are contiguous from 1, and every event lies in a commit of ``cs_commits``
+  (rows inserted around the store have none; rows deleted at the end leave a commit that
+  covers more than the log holds);
+- every event decodes; assignments are in the canonical 29-byte layout, clusters are below
+  k, distances finite; seq 1 is the only RunStarted; nothing follows RunCompleted, and no
+  assignment follows a RunFailed that was not resumed;
+- RunCompleted's count, digest (sha256 over the assignment payloads in seq order) and
+  cluster sizes match the log;
+- the read model agrees with the log (``projections.read_model_digest``, when present).
+
+Each finding names the run and the first bad seq. A changed assignment that still decodes
+to a valid one (another cluster, another id) cannot be located from the log alone: the
+only evidence is RunCompleted's digest and cluster sizes, so the finding names that event
+and the range of assignments it covers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+
+from eventstore import (
+    EventStore,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+    StoredEvent,
+)
+from eventstore.codec import ASSIGNMENT_DTYPE
+from eventstore.errors import EventDecodeError
+from eventstore.events import BY_CODE
+from eventstore.store import decode_stored
+
+from ._log import ASSIGNMENT, PAGE_SIZE, CommitRange, ProgressFn, canonical_mask, pages, run_commits
+
+ReadModelState = Literal["ok", "mismatch", "absent", "unavailable"]
+_UNBOUNDED_CLUSTERS = 1 << 20  # cluster sizes counted below this when k is unknown
+
+
+@dataclass(frozen=True)
+class Finding:
+    run_id: UUID
+    seq: int | None  # the first bad seq, when the finding has one
+    kind: str
+    message: str
+
+    def line(self) -> str:
+        where = f"{self.run_id} seq {self.seq}" if self.seq is not None else str(self.run_id)
+        return f"{where}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "seq": self.seq,
+            "kind": self.kind,
+            "message": self.message,
+        }
+
+
+@dataclass
+class VerifyReport:
+    run_id: UUID
+    events: int  # rows read
+    head: int  # last seq read
+    n_assignments: int
+    digest: str  # recomputed from the log
+    recorded_digest: str | None  # from RunCompleted
+    cluster_sizes: list[int]  # recomputed from the log
+    read_model: ReadModelState
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "ok": self.ok,
+            "events": self.events,
+            "head": self.head,
+            "n_assignments": self.n_assignments,
+            "digest": self.digest,
+            "recorded_digest": self.recorded_digest,
+            "read_model": self.read_model,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def verify_run(
+    store: EventStore,
+    run_id: UUID,
+    *,
+    page_size: int = PAGE_SIZE,
+    on_progress: ProgressFn | None = None,
+) -> VerifyReport:
+    """Check one run (see the module docstring); never raises for bad stored bytes."""
+    checker = _Checker(run_id, run_commits(store, run_id))
+    for page in pages(store, run_id, page_size=page_size):
+        checker.feed(page)
+        if on_progress is not None:
+            on_progress(len(page))
+    checker.finish(run_commits(store, run_id))
+    digest = checker.hasher.hexdigest()
+    state, model = _read_model_digest(store, run_id)
+    if model is not None and (int(model[0]), str(model[1])) != (checker.n_assign, digest):
+        state = "mismatch"
+        checker.add(
+            "read_model_mismatch",
+            None,
+            f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
+            f"the log {checker.n_assign} with digest {digest[:16]}",
+        )
+    return VerifyReport(
+        run_id=run_id,
+        events=checker.events,
+        head=checker.last_seq,
+        n_assignments=checker.n_assign,
+        digest=digest,
+        recorded_digest=checker.completed[1].digest if checker.completed else None,
+        cluster_sizes=checker.sizes_list(),
+        read_model=state,
+        findings=checker.findings(),
+    )
+
+
+def verify_runs(
+    store: EventStore, run_ids: Iterable[UUID], *, on_progress: ProgressFn | None = None
+) -> list[VerifyReport]:
+    return [verify_run(store, r, on_progress=on_progress) for r in run_ids]
+
+
+def _read_model_digest(store: EventStore, run_id: UUID) -> tuple[ReadModelState, Any]:
+    """``projections.read_model_digest`` if that package provides it: (count, digest) of the
+    run's projected assignments, or None when the read model does not hold the run."""
+    try:
+        import projections
+    except ModuleNotFoundError as e:
+        if e.name != "projections":
+            raise
+        return "unavailable", None
+    fn = getattr(projections, "read_model_digest", None)
+    if fn is None:
+        return "unavailable", None
+    result = fn(store, run_id)
+    return ("absent", None) if result is None else ("ok", result)
+
+
+class _Checker:
+    """The streaming state of one run's check."""
+
+    def __init__(self, run_id: UUID, commits: Sequence[CommitRange]):
+        self.run_id = run_id
+        self._set_commits(commits)
+        self.expected = 1
+        self.last_seq = 0
+        self.events = 0
+        self.hasher = hashlib.sha256()
+        self.n_assign = 0
+        self.first_assign: int | None = None
+        self.last_assign: int | None = None
+        self.sizes = np.zeros(0, dtype=np.int64)
+        self.started: RunStarted | None = None
+        self.seq1_type: int | None = None
+        self.completed: tuple[int, RunCompleted] | None = None
+        self.failed_open = False
+        self.beyond: tuple[int, int] | None = None  # (first seq, count) past the commits
+        self._found: dict[str, tuple[Finding, int]] = {}
+
+    def _set_commits(self, commits: Sequence[CommitRange]) -> None:
+        self.starts = np.array([c.first_seq for c in commits], dtype=np.int64)
+        self.ends = np.array([c.last_seq for c in commits], dtype=np.int64)
+        self.commit_head = int(self.ends.max()) if len(commits) else 0
+
+    # ---------------------------------------------------------------- findings
+
+    def add(self, kind: str, seq: int | None, message: str, count: int = 1) -> None:
+        """Record a finding; later ones of the same kind are only counted."""
+        if kind in self._found:
+            first, more = self._found[kind]
+            self._found[kind] = (first, more + count)
+        else:
+            self._found[kind] = (Finding(self.run_id, seq, kind, message), count - 1)
+
+    def findings(self) -> list[Finding]:
+        """Findings located in the log first, by seq; then RunCompleted's claims that do not
+        hold; then the read model."""
+        out = []
+        for first, more in self._found.values():
+            if more:
+                first = Finding(
+                    first.run_id, first.seq, first.kind, f"{first.message} (and {more} more)"
+                )
+            out.append(first)
+        return sorted(out, key=_finding_order)
+
+    # ---------------------------------------------------------------- the pass
+
+    def feed(self, page: Sequence[StoredEvent]) -> None:
+        seqs = np.fromiter((ev.seq for ev in page), dtype=np.int64, count=len(page))
+        self._check_seqs(seqs)
+        self._check_committed(seqs)
+        self.events += len(page)
+        self.last_seq = max(self.last_seq, int(seqs[-1]))
+        types = np.fromiter((ev.type for ev in page), dtype=np.int64, count=len(page))
+        lo = 0
+        for i in [*np.flatnonzero(types != ASSIGNMENT).tolist(), len(page)]:
+            if i > lo:
+                self._assignments(page[lo:i])
+            if i < len(page):
+                self._other(page[i])
+            lo = i + 1
+
+    def _check_seqs(self, seqs: npt.NDArray[np.int64]) -> None:
+        n = len(seqs)
+        if int(seqs[0]) == self.expected and int(seqs[-1]) == self.expected + n - 1:
+            self.expected += n  # rows come ordered and unique by seq: contiguous
+            return
+        for s in seqs.tolist():
+            if s < self.expected:
+                self.add("before_start", s, f"an event at seq {s}; sequences start at 1")
+            elif s > self.expected:
+                self.add("missing", self.expected, _missing(self.expected, s - 1))
+                self.expected = s + 1
+            else:
+                self.expected += 1
+
+    def _check_committed(self, seqs: npt.NDArray[np.int64]) -> None:
+        seqs = seqs[seqs >= 1]  # earlier ones are reported by _check_seqs
+        if not len(seqs):
+            return
+        i = np.searchsorted(self.starts, seqs, side="right") - 1
+        if len(self.ends):
+            covered = (i >= 0) & (seqs <= self.ends[np.maximum(i, 0)])
+        else:
+            covered = np.zeros(len(seqs), dtype=bool)
+        bad = seqs[~covered]
+        inside = bad[bad <= self.commit_head]
+        if len(inside):
+            self.add("uncommitted", int(inside[0]), _UNCOMMITTED, len(inside))
+        past = bad[bad > self.commit_head]
+        if len(past):  # perhaps appended since the commits were read: decided in finish()
+            first, count = self.beyond or (int(past[0]), 0)
+            self.beyond = (first, count + len(past))
+
+    def _assignments(self, evs: Sequence[StoredEvent]) -> None:
+        first = evs[0].seq
+        if self.completed is not None:
+            self.add("after_end", first, f"an event after RunCompleted (seq {self.completed[0]})")
+        elif self.failed_open:
+            self.add("after_failure", first, "an assignment after RunFailed without RunResumed")
+        payloads = [ev.payload for ev in evs]
+        data = b"".join(payloads)
+        self.hasher.update(data)
+        self.n_assign += len(evs)
+        self.first_assign = first if self.first_assign is None else self.first_assign
+        self.last_assign = evs[-1].seq
+        ok = canonical_mask(payloads, [ev.version for ev in evs], data)
+        if ok.all():
+            seqs = np.fromiter((ev.seq for ev in evs), dtype=np.int64, count=len(evs))
+            self._values(np.frombuffer(data, dtype=ASSIGNMENT_DTYPE), seqs)
+            return
+        bad = evs[int(np.flatnonzero(~ok)[0])]
+        self.add(
+            "not_canonical",
+            bad.seq,
+            f"AssignmentRecorded payload is not in the canonical 29-byte layout "
+            f"({len(bad.payload)} bytes, version {bad.version}: {bad.payload[:32].hex()})",
+            int((~ok).sum()),
+        )
+        keep = np.flatnonzero(ok).tolist()
+        good = b"".join(payloads[i] for i in keep)
+        seqs = np.array([evs[i].seq for i in keep], dtype=np.int64)
+        self._values(np.frombuffer(good, dtype=ASSIGNMENT_DTYPE), seqs)
+
+    def _values(self, rec: npt.NDArray[np.void], seqs: npt.NDArray[np.int64]) -> None:
+        clusters = rec["cluster"].astype(np.int64)
+        bound = self.started.k if self.started is not None else _UNBOUNDED_CLUSTERS
+        over = clusters >= bound
+        if over.any() and self.started is not None:
+            j = int(np.flatnonzero(over)[0])
+            self.add(
+                "cluster_out_of_range",
+                int(seqs[j]),
+                f"cluster {clusters[j]} is not below k={bound}",
+                int(over.sum()),
+            )
+        counts = np.bincount(clusters[~over], minlength=0)
+        if len(counts) > len(self.sizes):
+            self.sizes = np.pad(self.sizes, (0, len(counts) - len(self.sizes)))
+        self.sizes[: len(counts)] += counts
+        finite = np.isfinite(rec["distance"])
+        if not finite.all():
+            j = int(np.flatnonzero(~finite)[0])
+            self.add(
+                "bad_distance",
+                int(seqs[j]),
+                f"distance {float(rec['distance'][j])} is not finite",
+                int((~finite).sum()),
+            )
+
+    def _other(self, ev: StoredEvent) -> None:
+        if ev.seq == 1:
+            self.seq1_type = ev.type
+        if self.completed is not None:
+            name = BY_CODE[ev.type].NAME if ev.type in BY_CODE else f"type {ev.type}"
+            self.add("after_end", ev.seq, f"a {name} after RunCompleted (seq {self.completed[0]})")
+        try:
+            event = decode_stored(ev)
+        except EventDecodeError as e:
+            self.add("undecodable", ev.seq, e.reason)
+            return
+        match event:
+            case RunStarted():
+                if ev.seq != 1 or self.started is not None:
+                    self.add("extra_start", ev.seq, "a RunStarted after the first event")
+                else:
+                    self.started = event
+            case RunCompleted():
+                if self.completed is None:
+                    self.completed = (ev.seq, event)
+            case RunFailed():
+                self.failed_open = True
+            case RunResumed():
+                self.failed_open = False
+
+    # ---------------------------------------------------------------- the end
+
+    def finish(self, commits_now: Sequence[CommitRange]) -> None:
+        if self.events == 0:
+            self.add("empty", None, "the run has no events")
+        elif self.seq1_type is not None and self.started is None and not self._undecodable_at(1):
+            self.add("no_start", 1, "seq 1 is not a RunStarted event")
+        if self.commit_head > self.last_seq:
+            first = max(self.last_seq + 1, 1)
+            self.add(
+                "missing",
+                first,
+                f"{_missing(first, self.commit_head)} (committed, then deleted)",
+            )
+        if self.beyond is not None:
+            self._set_commits(commits_now)
+            first, count = self.beyond
+            if first > self.commit_head:
+                self.add("uncommitted", first, _UNCOMMITTED, count)
+        if self.completed is not None:
+            self._check_completed(*self.completed)
+
+    def _undecodable_at(self, seq: int) -> bool:
+        found = self._found.get("undecodable")
+        return found is not None and found[0].seq == seq
+
+    def _check_completed(self, seq: int, rc: RunCompleted) -> None:
+        if rc.count != self.n_assign:
+            self.add(
+                "count_mismatch",
+                seq,
+                f"RunCompleted counts {rc.count} assignments, the log holds {self.n_assign}",
+            )
+        digest = self.hasher.hexdigest()
+        if rc.digest != digest:
+            span = (
+                _span(self.first_assign, self.last_assign)
+                if self.first_assign is not None and self.last_assign is not None
+                else "no assignments"
+            )
+            self.add(
+                "digest_mismatch",
+                seq,
+                f"the assignments ({span}) hash to {digest[:16]}, "
+                f"RunCompleted recorded {rc.digest[:16]}",
+            )
+        recorded = np.asarray(rc.cluster_sizes, dtype=np.int64)
+        n = max(len(recorded), len(self.sizes))
+        recorded = np.pad(recorded, (0, n - len(recorded)))
+        logged = np.pad(self.sizes, (0, n - len(self.sizes)))
+        diff = np.flatnonzero(recorded != logged)
+        if len(diff):
+            shown = "; ".join(
+                f"cluster {c}: {recorded[c]} recorded, {logged[c]} in the log"
+                for c in diff[:3].tolist()
+            )
+            more = f"; and {len(diff) - 3} more clusters" if len(diff) > 3 else ""
+            self.add("sizes_mismatch", seq, f"RunCompleted's cluster sizes differ ({shown}{more})")
+
+    def sizes_list(self) -> list[int]:
+        k = self.started.k if self.started is not None else len(self.sizes)
+        sizes = np.pad(self.sizes, (0, max(0, k - len(self.sizes))))
+        return [int(x) for x in sizes]
+
+
+_CLAIMS = ("count_mismatch", "digest_mismatch", "sizes_mismatch", "read_model_mismatch")
+
+
+def _finding_order(f: Finding) -> tuple[int, int]:
+    if f.kind in _CLAIMS:
+        return (1, _CLAIMS.index(f.kind))
+    return (0, f.seq if f.seq is not None else 0)
+
+
+_UNCOMMITTED = "an event that no commit covers (written around the store)"
+
+
+def _span(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seqs {first}-{last}"
+
+
+def _missing(first: int, last: int) -> str:
+    return f"{_span(first, last)} {'is' if first == last else 'are'} missing"

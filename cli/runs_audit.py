@@ -1,0 +1,333 @@
+"""``clusterstore runs list/show/events/verify/compare``: reading run history (``audit``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import click
+
+import audit
+from audit.details import RunDetails
+from audit.summary import STATUS_LABELS, RunSummary
+from audit.text import format_duration, format_time, size_histogram
+from eventstore import EventStore
+from eventstore.events import BY_NAME
+
+from ._options import json_option, output_options, quiet_option
+from ._output import echo_json, progress, render_table
+
+if TYPE_CHECKING:
+    from ._context import StoreContext
+
+STATUS_CHOICES = ["running", "incomplete", "completed", "failed"]
+
+
+@click.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(STATUS_CHOICES, case_sensitive=False),
+    help="Only runs with this status (incomplete = running: no RunCompleted or RunFailed yet).",
+)
+@click.option("--model", metavar="MODEL", help="Only runs of this embedding model.")
+@output_options
+@click.pass_obj
+def list_runs(
+    state: StoreContext, status: str | None, model: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Runs, newest first."""
+    store = state.open()
+    wanted = audit.parse_status(status) if status else None
+    runs = audit.list_runs(store, status=wanted, model=model)
+    if as_json:
+        echo_json([r.to_json() for r in runs])
+        return
+    if not runs:
+        filtered = status is not None or model is not None
+        click.echo("No runs match." if filtered else f"No runs in {store.display_url}.")
+        return
+    digits = audit.id_digits(store)
+    rows = [
+        [
+            audit.short_id(r.run_id, digits),
+            r.model or "?",
+            r.started.algorithm if r.started else "?",
+            r.started.k if r.started else None,
+            r.started.n_embeddings if r.started else None,
+            r.status_label,
+            format_time(r.started_at),
+            format_duration(r.duration_seconds),
+        ]
+        for r in runs
+    ]
+    headers = ["run id", "model", "algorithm", "k", "n", "status", "started", "duration"]
+    click.echo(render_table(headers, rows))
+    for r in runs:
+        if r.problem:
+            click.echo(f"note: run {r.run_id}: {r.problem}", err=True)
+
+
+@click.command("show")
+@click.argument("run")
+@output_options
+@click.pass_obj
+def show(state: StoreContext, run: str, as_json: bool, quiet: bool) -> None:
+    """Parameters, counts, status, timings, cluster sizes and integrity of one RUN."""
+    store = state.open()
+    run_id = store.resolve_run(run)
+    with progress("reading the run", store.head(run_id), quiet=quiet or as_json) as bar:
+        details = audit.run_details(store, run_id, on_progress=bar.update)
+    if as_json:
+        echo_json(details.to_json())
+        return
+    click.echo("\n".join(_details_lines(details)))
+
+
+def _details_lines(d: RunDetails) -> list[str]:
+    s: RunSummary = d.summary
+    st = s.started
+    rows: list[tuple[str, str]] = [("run", str(s.run_id)), ("status", _status_text(s))]
+    if st is not None:
+        seed = f", seed {st.seed}" if st.seed is not None else ""
+        rows += [
+            ("model", st.model),
+            ("algorithm", f"{st.algorithm} (k {st.k}, dim {st.dim}{seed})"),
+            ("params", json.dumps(st.params, sort_keys=True) if st.params else "-"),
+            ("input", f"{st.n_embeddings} embeddings, digest {st.input_digest or '-'}"),
+        ]
+    if s.problem:
+        rows.append(("problem", s.problem))
+    rows.append(("events", f"{s.events}, {d.integrity.n_assignments} assignments"))
+    if d.centroids is not None:
+        rows.append(("centroids", _centroids_text(d)))
+    rows.append(("started", f"{format_time(s.started_at)} UTC"))
+    if s.finished_at is not None:
+        took = format_duration(s.duration_seconds)
+        rows.append(("finished", f"{format_time(s.finished_at)} UTC ({took})"))
+    if s.failed is not None:
+        kind = f"{s.failed.error_type}: " if s.failed.error_type else ""
+        rows.append(("error", f"{kind}{s.failed.error}"))
+    rows.append(("integrity", _integrity_text(d)))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines += [f"  {f.line()}" for f in d.integrity.findings]
+    return [*lines, "", *size_histogram(d.cluster_sizes)]
+
+
+def _status_text(s: RunSummary) -> str:
+    if s.status != "running":
+        return s.status
+    total = s.started.n_embeddings if s.started else "?"
+    return (
+        f"incomplete ({s.n_assignments} of {total} assigned; no RunCompleted or RunFailed: "
+        "still being written, or its writer stopped)"
+    )
+
+
+def _centroids_text(d: RunDetails) -> str:
+    c = d.centroids
+    assert c is not None
+    parts = [f"{c.k} x {c.dim}"]
+    if c.objective is not None:
+        parts.append(f"objective {c.objective:.6g}")
+    if c.iterations is not None:
+        parts.append(f"{c.iterations} iterations")
+    if c.train_seconds is not None:
+        parts.append(f"trained in {format_duration(c.train_seconds)}")
+    return ", ".join(parts)
+
+
+def _integrity_text(d: RunDetails) -> str:
+    r = d.integrity
+    model = {
+        "ok": "the read model agrees",
+        "mismatch": "the read model disagrees",
+        "absent": "no read model holds it",
+        "unavailable": "read model not checked",
+    }[r.read_model]
+    if not r.ok:
+        n = len(r.findings)
+        return f"{n} finding{'s' if n != 1 else ''} ({model}):"
+    if r.recorded_digest is not None:
+        return f"ok (seqs 1-{r.head} whole; digest, count and cluster sizes match; {model})"
+    return f"ok (seqs 1-{r.head} whole; no RunCompleted to check a digest against; {model})"
+
+
+@click.command("events")
+@click.argument("run")
+@click.option("--after", type=int, default=0, metavar="SEQ", help="Only events after SEQ.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N events.")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(list(BY_NAME), case_sensitive=False),
+    help="Only events of this type (repeatable).",
+)
+@click.option("--full", is_flag=True, help="Print centroid values instead of a summary.")
+@click.pass_obj
+def events(
+    state: StoreContext,
+    run: str,
+    after: int,
+    limit: int | None,
+    types: tuple[str, ...],
+    full: bool,
+) -> None:
+    """A RUN's events as NDJSON, one per line, streamed."""
+    store = state.open()
+    run_id = store.resolve_run(run)
+    codes = audit.event_type_codes(types) if types else None
+    with _stdout_pipe():
+        result = audit.write_events(
+            store,
+            run_id,
+            lambda text: click.echo(text, nl=False),
+            after=after,
+            limit=limit,
+            types=codes,
+            full=full,
+        )
+    if result.undecodable:
+        raise click.ClickException(
+            f"run {run_id}: {result.undecodable} event(s) could not be decoded (the first at "
+            f'seq {result.first_undecodable}); they are printed with an "error" field'
+        )
+
+
+@contextmanager
+def _stdout_pipe() -> Iterator[None]:
+    """Stop quietly when the reader goes away (``... | head``)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise SystemExit(0) from None
+
+
+@click.command("verify")
+@click.argument("runs", nargs=-1, metavar="[RUN]...")
+@click.option("--all", "all_runs", is_flag=True, help="Verify every run in the store.")
+@output_options
+@click.pass_obj
+def verify(
+    state: StoreContext, runs: tuple[str, ...], all_runs: bool, as_json: bool, quiet: bool
+) -> None:
+    """Check that runs' logs are whole and match what they recorded.
+
+    Exit status 0 when every check holds; 1 with one line per finding, naming the run and
+    the first bad sequence number.
+    """
+    if bool(runs) == all_runs:
+        raise click.UsageError("give one or more RUN ids, or --all (not both)")
+    store = state.open()
+    run_ids = _resolve_all(store) if all_runs else _resolve(store, runs)
+    total = sum(store.head(r) for r in run_ids)
+    with progress("verifying", total, quiet=quiet or as_json) as bar:
+        reports = audit.verify_runs(store, run_ids, on_progress=bar.update)
+    ok = all(r.ok for r in reports)
+    if as_json:
+        echo_json({"ok": ok, "runs": [r.to_json() for r in reports]})
+    elif not reports:
+        click.echo(f"No runs to verify in {store.display_url}.")
+    else:
+        for report in reports:
+            if report.ok:
+                click.echo(f"{report.run_id}: ok ({_verified_text(report)})")
+            for finding in report.findings:
+                click.echo(finding.line())
+    if not ok:
+        click.get_current_context().exit(1)
+
+
+def _verified_text(r: audit.VerifyReport) -> str:
+    digest = "digest matches" if r.recorded_digest is not None else "not completed"
+    return f"{r.events} events, {r.n_assignments} assignments, {digest}"
+
+
+def _resolve(store: EventStore, refs: tuple[str, ...]) -> list[UUID]:
+    ids = [store.resolve_run(ref) for ref in refs]
+    return list(dict.fromkeys(ids))
+
+
+def _resolve_all(store: EventStore) -> list[UUID]:
+    return [h.run_id for h in store.runs()]
+
+
+@click.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many of the largest cluster-to-cluster overlaps to show.",
+)
+@json_option
+@quiet_option
+@click.pass_obj
+def compare(
+    state: StoreContext, run_a: str, run_b: str, top: int, as_json: bool, quiet: bool
+) -> None:
+    """Compare two runs over the embedding ids they share (ARI, NMI, overlaps)."""
+    store = state.open()
+    a, b = store.resolve_run(run_a), store.resolve_run(run_b)
+    total = store.head(a) + store.head(b)
+    with progress("reading both runs", total, quiet=quiet or as_json) as bar:
+        result = audit.compare_runs(store, a, b, top=top, on_progress=bar.update)
+    if as_json:
+        echo_json(result.to_json())
+        return
+    lines = [
+        f"A  {a}  {_run_text(audit.summarize_run(store, a))}",
+        f"B  {b}  {_run_text(audit.summarize_run(store, b))}",
+        "",
+        f"shared ids  {result.shared}  (only in A: {result.only_a}, only in B: {result.only_b})",
+        f"ARI         {_score(result.ari)}",
+        f"NMI         {_score(result.nmi)}",
+        f"clusters    {result.clusters_a} in A, {result.clusters_b} in B (over the shared ids)",
+    ]
+    if result.duplicates_a or result.duplicates_b:
+        lines.append(
+            f"duplicates  {result.duplicates_a} ids in A, {result.duplicates_b} in B assigned "
+            "more than once (the first assignment counts)"
+        )
+    if result.overlaps:
+        rows = [
+            [o.cluster_a, o.cluster_b, o.count, _percent(o.share_of_a), _percent(o.share_of_b)]
+            for o in result.overlaps
+        ]
+        table = render_table(["cluster A", "cluster B", "shared", "of A", "of B"], rows)
+        lines += ["", "largest overlaps", table]
+    click.echo("\n".join(lines))
+
+
+def _run_text(s: RunSummary) -> str:
+    if s.started is None:
+        return f"{STATUS_LABELS[s.status]}, {s.n_assignments} assignments"
+    return (
+        f"{s.started.model}, {s.started.algorithm} k {s.started.k}, "
+        f"{s.n_assignments} assignments, {STATUS_LABELS[s.status]}"
+    )
+
+
+def _score(value: float | None) -> str:
+    return "n/a (no shared ids)" if value is None else f"{value:.4f}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+COMMANDS: tuple[click.Command, ...] = (list_runs, show, events, verify, compare)

@@ -1,0 +1,239 @@
+"""Turning legacy clustering results into runs in the log.
+
+Each legacy result becomes one run whose run id IS the legacy result id, so SQL that filters
+``embeddingcluster`` on an old ``clustering_result_id`` still finds its rows:
+
+    seq 1          RunStarted (imported_from, legacy_id, legacy_cluster_ids, detected model,
+                   algorithm, parameters and timestamps)
+    seq 2 .. N+1   AssignmentRecorded per legacy row, in legacy row-id order, keeping the
+                   legacy row id; cluster index = position of the legacy cluster UUID in
+                   ``legacy_cluster_ids`` (sorted by bytes); distance NaN (the legacy schema
+                   has none)
+    seq N+2        RunCompleted (count, digest, cluster sizes)
+
+A result with no rows (the debris of a rolled-back run), or one whose rows fall short of a
+count column it declares, or whose status column says it failed, is imported as a failed
+run: its rows (if any) are kept as assignments and RunFailed explains why.
+
+Every event is a pure function of the legacy data, so an import interrupted half-way is
+finished by running it again (the store takes the re-sent chunks as no-ops), and a
+finished import is skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from eventstore import EventStore
+from eventstore.codec import AssignmentDigest, pack_assignments
+from eventstore.errors import InputError
+from eventstore.events import RunCompleted, RunFailed, RunStarted
+from eventstore.store import decode_stored
+
+from .source import CHUNK, LegacyImportConflictError, LegacyResult, LegacySource
+
+EMPTY_RESULT_ERROR = (
+    "imported from a legacy database: the result has no assignment rows (its run was rolled "
+    "back or never written, e.g. after 'UNIQUE constraint failed: embeddingcluster.id')"
+)
+
+State = Literal["new", "partial", "imported", "conflict"]
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    result: LegacyResult
+    rows: int
+    clusters: list[uuid.UUID]
+    state: State  # before this import
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        return self.result.id
+
+    @property
+    def final_seq(self) -> int:
+        return self.rows + 2
+
+    @property
+    def failure(self) -> str | None:
+        """Why this legacy result is imported as a failed run (None: it completed)."""
+        r = self.result
+        if self.rows == 0:
+            return EMPTY_RESULT_ERROR
+        if r.declared_rows is not None and r.declared_rows != self.rows:
+            return (
+                f"imported from a legacy database: the result declares {r.declared_rows} "
+                f"embeddings but has {self.rows} assignment rows (a half-written run)"
+            )
+        if r.status is not None and r.status.lower() in ("failed", "failure", "error", "aborted"):
+            return f"imported from a legacy database: its status was {r.status!r}"
+        return None
+
+
+@dataclass
+class ImportReport:
+    source: str
+    dry_run: bool
+    items: list[ImportItem]
+    imported: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    failed_runs: int = 0
+    assignments: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "results": len(self.items),
+            "imported": self.imported,
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "failed_runs": self.failed_runs,
+            "assignments": self.assignments,
+            "runs": [
+                {
+                    "run_id": str(i.run_id),
+                    "model": i.result.model,
+                    "rows": i.rows,
+                    "k": len(i.clusters),
+                    "state": i.state,
+                    "status": "failed" if i.failure else "completed",
+                }
+                for i in self.items
+            ],
+        }
+
+
+def plan(source: LegacySource, store: EventStore) -> list[ImportItem]:
+    """What importing ``source`` would do, result by result (reads only)."""
+    items = []
+    for result in source.list_results():
+        rows, clusters = source.result_stats(result.id)
+        head = store.head(result.id)
+        final = rows + 2
+        state: State
+        if head == 0:
+            state = "new"
+        elif not _is_import_of(store, result.id):
+            state = "conflict"
+        else:
+            state = "imported" if head >= final else "partial"
+        items.append(ImportItem(result, rows, clusters, state))
+    return items
+
+
+def _is_import_of(store: EventStore, run_id: uuid.UUID) -> bool:
+    first = next(iter(store.read_raw(run_id, limit=1)), None)
+    if first is None:
+        return False
+    event = decode_stored(first)
+    return isinstance(event, RunStarted) and event.legacy_id == run_id
+
+
+def run_started(source: LegacySource, item: ImportItem) -> RunStarted:
+    r = item.result
+    params = dict(r.params)
+    if r.extra:
+        params["legacy_columns"] = r.extra
+    return RunStarted(
+        model=r.model,
+        algorithm=r.algorithm,
+        params=params,
+        n_embeddings=item.rows,
+        dim=0,
+        k=len(item.clusters),
+        started_at=r.started_at,
+        imported_from=source.display,
+        legacy_id=r.id,
+        legacy_cluster_ids=item.clusters,
+    )
+
+
+def import_legacy(
+    source: LegacySource,
+    store: EventStore,
+    *,
+    dry_run: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+    chunk: int = CHUNK,
+) -> ImportReport:
+    """Import every legacy result not yet in the store. Idempotent."""
+    items = plan(source, store)
+    conflicts = [i.run_id for i in items if i.state == "conflict"]
+    if conflicts:
+        raise LegacyImportConflictError(
+            f"run {conflicts[0]} already exists in the store and is not an import of legacy "
+            f"result {conflicts[0]}; nothing was imported"
+        )
+    report = ImportReport(source.display, dry_run, items)
+    for item in items:
+        if item.state == "imported":
+            report.skipped += 1
+            continue
+        if item.failure:
+            report.failed_runs += 1
+        report.imported += item.state == "new"
+        report.resumed += item.state == "partial"
+        report.assignments += item.rows
+        if not dry_run:
+            _import_one(source, store, item, on_progress, chunk)
+    return report
+
+
+def _import_one(
+    source: LegacySource,
+    store: EventStore,
+    item: ImportItem,
+    on_progress: Callable[[int], None] | None,
+    chunk: int,
+) -> None:
+    run_id = item.run_id
+    if item.state == "new":
+        store.append(run_id, [run_started(source, item)], expected_seq=0)
+    started = item.result.started_at
+    index = {u.bytes: i for i, u in enumerate(item.clusters)}
+    digest = AssignmentDigest()
+    sizes = np.zeros(len(item.clusters), dtype=np.int64)
+    done = 0
+    for row_ids, embedding_ids, cluster_ids in source.iter_rows(run_id, chunk):
+        labels = np.fromiter(
+            (index[bytes(c)] for c in cluster_ids), dtype=np.int64, count=len(cluster_ids)
+        )
+        packed = pack_assignments(
+            embedding_ids, labels, np.full(len(labels), np.nan), legacy_ids=row_ids
+        )
+        store.append(run_id, packed, expected_seq=1 + done)
+        digest.update(packed.data, packed.count)
+        sizes += np.bincount(labels, minlength=len(item.clusters))
+        done += packed.count
+        if on_progress is not None:
+            on_progress(packed.count)
+    if done != item.rows:
+        raise InputError(
+            f"legacy result {run_id}: {done} rows read but {item.rows} counted; is the legacy "
+            "database being written to? The import can be run again."
+        )
+    finished = item.result.finished_at or started
+    last: RunCompleted | RunFailed
+    if item.failure:
+        last = RunFailed(
+            error=item.failure,
+            last_seq=1 + done,
+            failed_at=finished,
+            error_type="LegacyIncompleteResult",
+        )
+    else:
+        last = RunCompleted(
+            count=done,
+            digest=digest.hexdigest(),
+            finished_at=finished,
+            cluster_sizes=[int(s) for s in sizes],
+        )
+    store.append(run_id, [last], expected_seq=1 + done)

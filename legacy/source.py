@@ -1,0 +1,290 @@
+"""Reading a legacy SQLModel database, read-only and streamed.
+
+The legacy schema is two tables, as SQLModel names them: ``clusteringresult`` (``id`` and
+whatever else the user's model had) and ``embeddingcluster`` (``id``, ``embedding_id``,
+``clustering_result_id``, ``cluster_id``). UUIDs come back in whatever form the column
+holds them (CHAR(32) hex from SQLAlchemy's ``Uuid`` on SQLite, native ``uuid`` on
+PostgreSQL, 16-byte blobs, or dashed strings); they are normalised to 16 raw bytes in bulk.
+
+The source is never written: SQLite is opened with ``mode=ro``, PostgreSQL with
+``default_transaction_read_only``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Engine, MetaData, Table, create_engine, func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+
+from eventstore.config import resolve_url
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
+
+RESULTS = "clusteringresult"
+ROWS = "embeddingcluster"
+ROW_COLUMNS = ("id", "embedding_id", "clustering_result_id", "cluster_id")
+CHUNK = 100_000
+
+# Column names users give these facts, most likely first.
+MODEL_COLUMNS = ("model", "model_name", "embedding_model", "embedding_model_name", "embedder")
+ALGORITHM_COLUMNS = ("algorithm", "algorithm_name", "method", "clustering_algorithm")
+PARAMS_COLUMNS = ("params", "parameters", "config", "settings", "hyperparameters")
+STARTED_COLUMNS = ("started_at", "created_at", "created", "timestamp", "run_at")
+FINISHED_COLUMNS = ("finished_at", "completed_at", "ended_at", "updated_at")
+COUNT_COLUMNS = ("n_embeddings", "num_embeddings", "n_samples", "n_rows", "n_points", "size")
+STATUS_COLUMNS = ("status", "state")
+
+
+class LegacySourceError(ConfigurationError):
+    """The legacy database is missing, unreadable, or lacks the legacy tables."""
+
+
+class LegacyImportConflictError(EventStoreError):
+    """A legacy result id is already used by a run that is not its import."""
+
+
+@dataclass(frozen=True)
+class LegacyResult:
+    """One row of ``clusteringresult`` with the facts detected in its columns."""
+
+    id: uuid.UUID
+    model: str
+    algorithm: str
+    params: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+    declared_rows: int | None = None  # a count column, when the legacy model had one
+    status: str | None = None  # a status column, when the legacy model had one
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview) and len(value) == 16:
+        return uuid.UUID(bytes=bytes(value))
+    return uuid.UUID(str(value))
+
+
+def uuid_column_bytes(values: Sequence[Any]) -> npt.NDArray[np.void]:
+    """A column of UUIDs in any stored form as a (n,) array of 16-byte values."""
+    if not values:
+        return np.empty(0, dtype="V16")
+    first = values[0]
+    if isinstance(first, str):
+        joined = "".join(values).replace("-", "")
+        if len(joined) == 32 * len(values):
+            return np.frombuffer(bytes.fromhex(joined), dtype="V16")
+    if isinstance(first, uuid.UUID):
+        return np.frombuffer(b"".join(v.bytes for v in values), dtype="V16")
+    return np.frombuffer(b"".join(to_uuid(v).bytes for v in values), dtype="V16")
+
+
+def _uuid7_time(u: uuid.UUID) -> datetime | None:
+    if u.version != 7:
+        return None
+    return datetime.fromtimestamp((u.int >> 80) / 1000, tz=UTC)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            return _as_datetime(datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _pick(row: dict[str, Any], names: Sequence[str]) -> tuple[str | None, Any]:
+    for name in names:
+        if name in row and row[name] is not None:
+            return name, row[name]
+    return None, None
+
+
+class LegacySource:
+    """An open, read-only legacy database."""
+
+    def __init__(self, location: str | os.PathLike[str]):
+        url = self._read_only_url(location)
+        self.display = (
+            str(Path(os.fspath(location)).expanduser())
+            if url.get_backend_name() == "sqlite"
+            else url.render_as_string(hide_password=True)
+        )
+        self.engine = self._engine(url)
+        try:
+            meta = MetaData()
+            self.results = Table(RESULTS, meta, autoload_with=self.engine)
+            self.rows = Table(ROWS, meta, autoload_with=self.engine)
+        except sa_exc.NoSuchTableError as e:
+            self.engine.dispose()
+            raise LegacySourceError(
+                f"{self.display} has no table {e.args[0]!r}; a legacy database has the "
+                f"tables {RESULTS!r} and {ROWS!r}"
+            ) from e
+        except sa_exc.DBAPIError as e:
+            self.engine.dispose()
+            raise DatabaseUnavailableError(
+                f"cannot read the legacy database {self.display}: {str(e.orig).strip()}"
+            ) from e
+        missing = [c for c in ROW_COLUMNS if c not in self.rows.c]
+        if missing or "id" not in self.results.c:
+            self.engine.dispose()
+            raise LegacySourceError(
+                f"{self.display}: table {ROWS!r} lacks the columns {missing or ['id']}; "
+                "this is not a legacy clusterstore/SQLModel database"
+            )
+
+    @staticmethod
+    def _read_only_url(location: str | os.PathLike[str]) -> URL:
+        text = os.fspath(location)
+        if "://" not in text:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise LegacySourceError(f"legacy database {path} does not exist")
+        url = resolve_url(text)
+        if url.get_backend_name() == "sqlite":
+            path = Path(str(url.database)).resolve()
+            return URL.create(
+                "sqlite+pysqlite", database=f"file:{path}", query={"mode": "ro", "uri": "true"}
+            )
+        return url
+
+    @staticmethod
+    def _engine(url: URL) -> Engine:
+        if url.get_backend_name() == "sqlite":
+            return create_engine(url)
+        # libpq takes one `options` string: keep the URL's (e.g. a search_path) and add ours.
+        given = url.query.get("options")
+        parts = [given] if isinstance(given, str) else list(given or ())
+        options = " ".join([*parts, "-c default_transaction_read_only=on"])
+        return create_engine(
+            url.difference_update_query(["options"]),
+            connect_args={"options": options, "connect_timeout": 10},
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> LegacySource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, stmt: Any) -> Any:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(stmt).all()
+        except sa_exc.DBAPIError as e:
+            raise EventStoreError(
+                f"reading the legacy database {self.display} failed: "
+                f"{str(e.orig).strip().splitlines()[0]}"
+            ) from e
+
+    def list_results(self) -> list[LegacyResult]:
+        """Every legacy clustering result, in id order (UUIDv7 ids: creation order)."""
+        rows = self._run(select(self.results).order_by(self.results.c.id))
+        out = [self._result(dict(r._mapping)) for r in rows]
+        return sorted(out, key=lambda r: r.id.bytes)
+
+    def _result(self, row: dict[str, Any]) -> LegacyResult:
+        rid = to_uuid(row.pop("id"))
+        used: set[str] = set()
+        name, model = _pick(row, MODEL_COLUMNS)
+        used.add(name or "")
+        name, algorithm = _pick(row, ALGORITHM_COLUMNS)
+        used.add(name or "")
+        name, params = _pick(row, PARAMS_COLUMNS)
+        used.add(name or "")
+        name, started = _pick(row, STARTED_COLUMNS)
+        used.add(name or "")
+        name, finished = _pick(row, FINISHED_COLUMNS)
+        used.add(name or "")
+        name, declared = _pick(row, COUNT_COLUMNS)
+        used.add(name or "")
+        name, status = _pick(row, STATUS_COLUMNS)
+        used.add(name or "")
+        if isinstance(params, str):
+            import json
+
+            try:
+                params = json.loads(params)
+            except ValueError:
+                params = {"raw": params}
+        extra = {k: _jsonable(v) for k, v in row.items() if k not in used and v is not None}
+        started_at = _as_datetime(started) or _uuid7_time(rid) or datetime(1970, 1, 1, tzinfo=UTC)
+        return LegacyResult(
+            id=rid,
+            model=str(model) if model is not None else "unknown",
+            algorithm=str(algorithm) if algorithm is not None else "legacy",
+            params=_jsonable(params) if isinstance(params, dict) else {},
+            started_at=started_at,
+            finished_at=_as_datetime(finished),
+            declared_rows=int(declared) if isinstance(declared, int | float) else None,
+            status=str(status) if status is not None else None,
+            extra=extra,
+        )
+
+    def _bind(self, result_id: uuid.UUID) -> Any:
+        """The result id in the form the column stores it (for the WHERE clause)."""
+        sample = self._run(select(self.rows.c.clustering_result_id).limit(1))
+        if sample and isinstance(sample[0][0], str):
+            form = sample[0][0]
+            return str(result_id) if "-" in form else result_id.hex
+        if sample and isinstance(sample[0][0], bytes | bytearray | memoryview):
+            return result_id.bytes
+        return result_id
+
+    def result_stats(self, result_id: uuid.UUID) -> tuple[int, list[uuid.UUID]]:
+        """(row count, distinct cluster ids sorted by their bytes) for one result."""
+        c = self.rows.c
+        key = self._bind(result_id)
+        count = self._run(select(func.count()).where(c.clustering_result_id == key))[0][0]
+        clusters = self._run(select(c.cluster_id).where(c.clustering_result_id == key).distinct())
+        return int(count), sorted((to_uuid(r[0]) for r in clusters), key=lambda u: u.bytes)
+
+    def iter_rows(
+        self, result_id: uuid.UUID, chunk: int = CHUNK
+    ) -> Iterator[tuple[npt.NDArray[np.void], npt.NDArray[np.void], npt.NDArray[np.void]]]:
+        """(row ids, embedding ids, cluster ids) in row-id order, ``chunk`` rows at a time,
+        over one server-side cursor: memory stays bounded whatever the table size."""
+        c = self.rows.c
+        stmt = (
+            select(c.id, c.embedding_id, c.cluster_id)
+            .where(c.clustering_result_id == self._bind(result_id))
+            .order_by(c.id)
+        )
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt)
+                for part in result.partitions(chunk):
+                    ids, emb, clu = zip(*part, strict=True)
+                    yield uuid_column_bytes(ids), uuid_column_bytes(emb), uuid_column_bytes(clu)
+        except sa_exc.DBAPIError as e:
+            raise EventStoreError(
+                f"reading the legacy database {self.display} failed: "
+                f"{str(e.orig).strip().splitlines()[0]}"
+            ) from e

@@ -1,0 +1,219 @@
+"""export and events: content, determinism, undecodable rows, and streaming (flat memory)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+import numpy as np
+import pytest
+
+from audit import export_run, write_events
+from audit.export import npy_header
+from eventstore import EventDecodeError, EventStore
+from eventstore.errors import ConfigurationError
+from tests.audit_data import (
+    RUN_A,
+    RUN_B,
+    RUN_C,
+    distances_for,
+    drop_triggers,
+    embedding_ids,
+    flip_byte,
+    labels_for,
+    make_run,
+    set_payload,
+)
+
+
+def test_csv_columns_in_seq_order(store: EventStore, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=5, k=2, batch_size=2)
+    result = export_run(store, RUN_A, tmp_path / "a.csv")
+    assert result.rows == 5
+    ids = [str(UUID(bytes=row.tobytes())) for row in embedding_ids(5)]
+    labels = labels_for(5, 2, 0)
+    dists = distances_for(5, 0)
+    expected = "embedding_id,cluster,distance\n" + "".join(
+        f"{i},{c},{d}\n" for i, c, d in zip(ids, labels, dists.astype(str), strict=True)
+    )
+    assert (tmp_path / "a.csv").read_text() == expected
+
+
+def test_npy_is_a_structured_array(store: EventStore, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=40, k=3)
+    export_run(store, RUN_A, tmp_path / "a.npy", format="npy", page_size=7)
+    arr = np.load(tmp_path / "a.npy")
+    assert arr.dtype.names == ("embedding_id", "cluster", "distance")
+    assert arr["embedding_id"].tobytes() == embedding_ids(40).tobytes()
+    assert arr["cluster"].tolist() == labels_for(40, 3, 0).tolist()
+    assert np.array_equal(arr["distance"], distances_for(40, 0))
+
+
+def test_npy_header_has_one_length() -> None:
+    assert len(npy_header(0)) == len(npy_header(10**15)) and len(npy_header(0)) % 64 == 0
+
+
+def test_parquet(store: EventStore, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    make_run(store, RUN_A, n=30, k=3)
+    export_run(store, RUN_A, tmp_path / "a.parquet", format="parquet", page_size=8)
+    table = pq.read_table(tmp_path / "a.parquet")
+    assert table.column_names == ["embedding_id", "cluster", "distance"]
+    assert table.column("cluster").to_pylist() == labels_for(30, 3, 0).tolist()
+    assert table.column("embedding_id")[0].as_py() == str(UUID(bytes=embedding_ids(1).tobytes()))
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConfigurationError, match=r"pip install 'clusterstore\[parquet\]'"):
+        export_run(store, RUN_A, out / "a.parquet", format="parquet")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy", "parquet"])
+def test_same_assignments_same_bytes(store: EventStore, tmp_path: Path, fmt: str) -> None:
+    """Two runs over the same input with the same result export identically, however
+    their logs were batched and paged; a different result does not."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    make_run(store, RUN_A, n=300, k=4, batch_size=64)
+    make_run(store, RUN_B, n=300, k=4, batch_size=300, centroids=False, model="other")
+    make_run(store, RUN_C, n=300, k=4, seed=1)
+    paths = [tmp_path / f"{r}.{fmt}" for r in "abc"]
+    export_run(store, RUN_A, paths[0], format=fmt, page_size=50)  # type: ignore[arg-type]
+    export_run(store, RUN_B, paths[1], format=fmt, page_size=97)  # type: ignore[arg-type]
+    export_run(store, RUN_C, paths[2], format=fmt)  # type: ignore[arg-type]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].read_bytes() != paths[2].read_bytes()
+
+
+def test_export_names_the_bad_row_and_leaves_no_file(store: EventStore, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=20, k=2)
+    drop_triggers(store)
+    flip_byte(store, RUN_A, 9, 0, 0x94)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(EventDecodeError) as info:
+        export_run(store, RUN_A, out / "a.csv")
+    assert (info.value.run_id, info.value.seq) == (RUN_A, 9)
+    assert list(out.iterdir()) == []
+
+
+def test_export_into_a_missing_directory(store: EventStore, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        export_run(store, RUN_A, tmp_path / "nope" / "a.csv")
+
+
+# ---------------------------------------------------------------- events
+
+
+def events_text(store: EventStore, run: UUID, **kw: object) -> list[dict[str, object]]:
+    out = io.StringIO()
+    write_events(store, run, out.write, **kw)  # type: ignore[arg-type]
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_events_are_readable_json(store: EventStore) -> None:
+    make_run(store, RUN_A, n=3, k=2)
+    lines = events_text(store, RUN_A)
+    assert [x["seq"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert [x["type"] for x in lines] == [
+        "RunStarted",
+        "CentroidsComputed",
+        "AssignmentRecorded",
+        "AssignmentRecorded",
+        "AssignmentRecorded",
+        "RunCompleted",
+    ]
+    first = lines[2]
+    assert first["run_id"] == str(RUN_A)
+    assert first["data"] == {
+        "embedding_id": str(UUID(bytes=embedding_ids(1).tobytes())),
+        "cluster": int(labels_for(3, 2, 0)[0]),
+        "distance": float(str(distances_for(3, 0)[0])),
+    }
+    centroids = lines[1]["data"]["centroids"]  # type: ignore[index]
+    assert centroids["shape"] == [2, 2] and centroids["min"] == 0.0 and centroids["max"] == 0.75
+    full = events_text(store, RUN_A, full=True, types={2})
+    assert full[0]["data"]["centroids"] == [[0.0, 0.25], [0.5, 0.75]]  # type: ignore[index]
+
+
+def test_events_after_limit_and_type(store: EventStore) -> None:
+    make_run(store, RUN_A, n=30, k=2)
+    assert [x["seq"] for x in events_text(store, RUN_A, after=10, limit=3)] == [11, 12, 13]
+    only = events_text(store, RUN_A, types={1, 4}, page_size=4)
+    assert [x["type"] for x in only] == ["RunStarted", "RunCompleted"]
+    assert events_text(store, RUN_A, types={3}, limit=0) == []
+
+
+def test_undecodable_events_are_reported_not_fatal(store: EventStore) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    drop_triggers(store)
+    set_payload(store, RUN_A, 1, b"\xc1")
+    flip_byte(store, RUN_A, 4, 0, 0x94)
+    out = io.StringIO()
+    result = write_events(store, RUN_A, out.write)
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert (result.lines, result.undecodable, result.first_undecodable) == (8, 2, 1)
+    assert lines[0]["payload_hex"] == "c1" and "does not decode" in lines[0]["error"]
+    assert lines[3]["seq"] == 4 and "error" in lines[3]
+    assert lines[4]["data"]["cluster"] == int(labels_for(5, 2, 0)[2])
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+class Sink:
+    """Discards what is written; counts it."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def write(self, text: str) -> None:
+        self.chars += len(text)
+
+
+@pytest.mark.slow
+def test_events_and_export_memory_stays_flat(store: EventStore, tmp_path: Path) -> None:
+    """Four times the events must not need anything like four times the memory: a page
+    (500 events) is held at a time, whatever the run's length."""
+    make_run(store, RUN_A, n=3_000, k=8)
+    make_run(store, RUN_B, n=12_000, k=8, seed=1)
+    page = 500
+
+    def events(run: UUID) -> Callable[[], object]:
+        return lambda: write_events(store, run, Sink().write, page_size=page)
+
+    def export(run: UUID, fmt: str) -> Callable[[], object]:
+        path = tmp_path / f"{run}.{fmt}"
+        return lambda: export_run(store, run, path, format=fmt, page_size=page)  # type: ignore[arg-type]
+
+    jobs: list[tuple[str, Callable[[UUID], Callable[[], object]]]] = [
+        ("events", events),
+        ("csv", lambda r: export(r, "csv")),
+        ("npy", lambda r: export(r, "npy")),
+    ]
+    for name, job in jobs:
+        job(RUN_A)()  # warm caches (statement compilation, imports)
+        small, big = peak_bytes(job(RUN_A)), peak_bytes(job(RUN_B))
+        assert big < 1.6 * small, f"{name}: peak {big} B for 4x the events vs {small} B"

@@ -1,0 +1,261 @@
+"""``import-legacy``: moving in from a real SQLModel database, read-only and idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, SAWarning
+from sqlmodel import Session, SQLModel
+
+from cli.main import cli
+from eventstore import AssignmentRecorded, EventStore, RunCompleted, RunFailed, RunStarted
+from eventstore.codec import AssignmentDigest
+from legacy import LegacySource, import_legacy
+from legacy.importer import EMPTY_RESULT_ERROR
+from tests.conftest import drop_pg_schema, make_pg_schema_url
+from tests.legacy_models import ClusteringResult, EmbeddingCluster, uuid7
+
+
+@dataclass
+class Legacy:
+    url: str
+    good: uuid.UUID  # 250 rows, 3 clusters
+    empty: uuid.UUID  # result row committed, rows rolled back
+    twice: uuid.UUID  # first batch committed, re-sent batch failed: 100 of 300 rows
+    rows: dict[uuid.UUID, list[EmbeddingCluster]]
+
+
+def build_legacy(url: str) -> Legacy:
+    engine = create_engine(url)
+    SQLModel.metadata.create_all(
+        engine,
+        tables=[
+            ClusteringResult.__table__,  # type: ignore[attr-defined]
+            EmbeddingCluster.__table__,
+        ],
+    )  # type: ignore[attr-defined]
+    rng = np.random.default_rng(3)
+    rows: dict[uuid.UUID, list[EmbeddingCluster]] = {}
+
+    def result(model: str, n: int) -> ClusteringResult:
+        r = ClusteringResult(
+            model_name=model, algorithm="kmeans", n_clusters=3, n_embeddings=n, notes=f"{model} run"
+        )
+        with Session(engine, expire_on_commit=False) as s:
+            s.add(r)
+            s.commit()
+            s.refresh(r)
+        return r
+
+    def assignments(r: ClusteringResult, n: int) -> list[EmbeddingCluster]:
+        clusters = [uuid7() for _ in range(3)]
+        return [
+            EmbeddingCluster(
+                embedding_id=uuid.UUID(bytes=rng.bytes(16)),
+                clustering_result_id=r.id,
+                cluster_id=clusters[int(rng.integers(0, 3))],
+            )
+            for _ in range(n)
+        ]
+
+    good = result("all-mpnet-base-v2", 250)
+    rows[good.id] = assignments(good, 250)
+    with Session(engine, expire_on_commit=False) as s:
+        s.add_all(rows[good.id])
+        s.commit()
+
+    empty = result("stsb-roberta", 100)
+    # The legacy failure: a batch re-sent into the same transaction. SQLAlchemy warns about
+    # the conflicting identity first; that is the bug being reproduced, not ours.
+    with Session(engine, expire_on_commit=False) as s, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        batch = assignments(empty, 100)
+        s.add_all(batch)
+        s.flush()
+        s.add(
+            EmbeddingCluster(
+                id=batch[0].id,
+                embedding_id=uuid7(),
+                clustering_result_id=empty.id,
+                cluster_id=uuid7(),
+            )
+        )
+        with pytest.raises(IntegrityError):
+            s.flush()
+        s.rollback()
+    rows[empty.id] = []
+
+    twice = result("nomic-embed-text", 300)
+    batch = assignments(twice, 300)
+    with Session(engine, expire_on_commit=False) as s:
+        s.add_all(batch[:100])
+        s.commit()
+    # the re-sent list: the first 100 again, then the rest
+    with Session(engine, expire_on_commit=False) as s, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        s.add_all([EmbeddingCluster(**b.model_dump()) for b in batch])
+        with pytest.raises(IntegrityError):
+            s.commit()
+        s.rollback()
+    rows[twice.id] = batch[:100]
+    engine.dispose()
+    return Legacy(url, good.id, empty.id, twice.id, rows)
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> Legacy:
+    return build_legacy(f"sqlite:///{tmp_path / 'legacy.db'}")
+
+
+def file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+def check_imported(store: EventStore, legacy: Legacy) -> None:
+    for run_id, expected in legacy.rows.items():
+        events = [e for _, e in store.read(run_id)]
+        started = events[0]
+        assert isinstance(started, RunStarted)
+        assert started.legacy_id == run_id and started.imported_from
+        assert started.n_embeddings == len(expected)
+        assigned = [e for e in events if isinstance(e, AssignmentRecorded)]
+        ordered = sorted(expected, key=lambda r: r.id.bytes)
+        assert [a.legacy_id for a in assigned] == [r.id for r in ordered]
+        assert [a.embedding_id for a in assigned] == [r.embedding_id for r in ordered]
+        clusters = started.legacy_cluster_ids or []
+        assert [clusters[a.cluster] for a in assigned] == [r.cluster_id for r in ordered]
+        assert all(np.isnan(a.distance) for a in assigned)
+        last = events[-1]
+        if run_id == legacy.good:
+            assert isinstance(last, RunCompleted) and last.count == 250
+            digest = AssignmentDigest()
+            for raw in store.read_raw(run_id):
+                if raw.type == AssignmentRecorded.TYPE:
+                    digest.update(raw.payload, 1)
+            assert last.digest == digest.hexdigest()
+            assert sum(last.cluster_sizes) == 250
+            assert started.model == "all-mpnet-base-v2" and started.algorithm == "kmeans"
+            assert started.params["legacy_columns"] == {
+                "n_clusters": 3,
+                "notes": "all-mpnet-base-v2 run",
+            }
+        else:
+            assert isinstance(last, RunFailed)
+        if run_id == legacy.empty:
+            assert isinstance(last, RunFailed) and last.error == EMPTY_RESULT_ERROR
+        if run_id == legacy.twice:
+            assert isinstance(last, RunFailed)
+            assert "declares 300 embeddings but has 100" in last.error
+
+
+def test_import_keeps_legacy_ids_and_marks_debris_failed(store: EventStore, legacy: Legacy) -> None:
+    before = file_digest(sqlite_path(legacy.url))
+    with LegacySource(sqlite_path(legacy.url)) as source:
+        report = import_legacy(source, store)
+    assert (report.imported, report.skipped, report.failed_runs, report.assignments) == (
+        3,
+        0,
+        2,
+        350,
+    )
+    check_imported(store, legacy)
+    assert file_digest(sqlite_path(legacy.url)) == before  # the source is never written
+
+
+def test_reimport_imports_nothing_and_changes_nothing(store: EventStore, legacy: Legacy) -> None:
+    with LegacySource(sqlite_path(legacy.url)) as source:
+        import_legacy(source, store)
+        position = store.max_position()
+        again = import_legacy(source, store)
+    assert (again.imported, again.resumed, again.skipped) == (0, 0, 3)
+    assert store.max_position() == position
+
+
+def test_an_interrupted_import_is_finished_by_running_it_again(
+    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_append = store.append
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ConnectionError("the server went away")
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append", flaky)
+    with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
+        import_legacy(source, store, chunk=64)
+    monkeypatch.setattr(store, "append", real_append)
+    with LegacySource(sqlite_path(legacy.url)) as source:
+        report = import_legacy(source, store, chunk=64)
+    assert report.resumed == 1 and report.imported == 2
+    check_imported(store, legacy)
+
+
+def test_dry_run_writes_nothing(store: EventStore, legacy: Legacy) -> None:
+    with LegacySource(sqlite_path(legacy.url)) as source:
+        report = import_legacy(source, store, dry_run=True)
+    assert report.imported == 3 and store.max_position() == 0 and store.runs() == []
+
+
+def test_cli_import_then_reimport(db_url: str, legacy: Legacy) -> None:
+    runner = CliRunner()
+    src = sqlite_path(legacy.url)
+    first = runner.invoke(cli, ["--db", db_url, "import-legacy", src, "--json"])
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.output)
+    assert (doc["imported"], doc["failed_runs"], doc["assignments"]) == (3, 2, 350)
+    assert {r["run_id"] for r in doc["runs"]} == {str(u) for u in legacy.rows}
+    again = runner.invoke(cli, ["--db", db_url, "import-legacy", src])
+    assert again.exit_code == 0
+    assert again.output == (
+        f"Nothing new to import: all 3 legacy results from {src} are already in the store.\n"
+    )
+
+
+def test_cli_errors(db_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["--db", db_url, "import-legacy", str(tmp_path / "nope.db")])
+    assert (missing.exit_code, missing.output) == (
+        1,
+        f"Error: legacy database {tmp_path / 'nope.db'} does not exist\n",
+    )
+    other = tmp_path / "other.db"
+    create_engine(f"sqlite:///{other}").connect().exec_driver_sql("CREATE TABLE t (x)").close()
+    wrong = runner.invoke(cli, ["--db", db_url, "import-legacy", str(other)])
+    assert wrong.exit_code == 1
+    assert wrong.output == (
+        f"Error: {other} has no table 'clusteringresult'; a legacy database has the tables "
+        "'clusteringresult' and 'embeddingcluster'\n"
+    )
+
+
+def test_import_from_a_postgresql_legacy_database(tmp_path: Path) -> None:
+    url, schema = make_pg_schema_url()
+    try:
+        legacy = build_legacy(url)
+        with EventStore.open(tmp_path / "store.db") as store, LegacySource(url) as source:
+            report = import_legacy(source, store)
+            assert report.imported == 3
+            check_imported(store, legacy)
+            with (
+                pytest.raises(DBAPIError, match="read-only transaction"),
+                source.engine.begin() as c,
+            ):
+                c.execute(text("DELETE FROM embeddingcluster"))
+    finally:
+        drop_pg_schema(schema)
