@@ -16,6 +16,7 @@ from eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
 from .cluster import cluster_command, demo_command, resume_command
+from .bench import bench
 from .export import export
 from .import_legacy import import_legacy_command
 from .runs_audit import COMMANDS as RUNS_AUDIT
@@ -74,6 +75,7 @@ cli.add_command(import_legacy_command)
 cli.add_command(cluster_command)
 cli.add_command(demo_command)
 runs.add_command(resume_command)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 - WAL journal (set once, when the store is created in the file), one writer at a time via
   ``BEGIN IMMEDIATE``, a generous busy timeout; readers never block the writer.
 - The fast path hands SQLite one packed blob per batch and a single set-based statement
-  expands it into per-event rows (a recursive CTE over ``substr``): no Python work per
-  event. Measured ~3.5x raw ``executemany`` of pre-encoded rows (benchmarks/README.md).
+  expands it into per-event rows (``substr`` over a TEMP table of row numbers): no Python
+  work per event. Measured ~3.5x raw ``executemany`` of pre-encoded rows (benchmarks/README.md).
 - Immutability: triggers reject UPDATE and DELETE; ``recursive_triggers`` (set on every
   connection) makes ``INSERT OR REPLACE`` over a stored row fire the DELETE trigger too.
   A connection opened by another tool without that pragma could still REPLACE a row: a
@@ -30,9 +30,18 @@ from .recorder import Recorder
 BUSY_TIMEOUT_MS = 60_000
 
 _EXPAND_PACKED = """
-WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :count)
 INSERT INTO cs_events (run_id, seq, type, version, payload)
-SELECT :run_id, :first_seq + i, :type, :version, substr(:data, i * :width + 1, :width) FROM n
+SELECT :run_id, :first_seq + i, :type, :version, substr(:data, i * :width + 1, :width)
+FROM temp.cs_row_numbers WHERE i < :count
+"""
+# Row numbers 0 .. ROW_NUMBERS-1 in a per-connection TEMP table (in memory, never in the
+# store's file): scanning it measured 25-30% less CPU per event than generating the numbers
+# with a recursive CTE per batch. Larger batches are inserted in parts of that size.
+ROW_NUMBERS = 100_000
+_ROW_NUMBERS = "CREATE TEMP TABLE IF NOT EXISTS cs_row_numbers (i INTEGER PRIMARY KEY)"
+_MORE_ROW_NUMBERS = """
+WITH RECURSIVE n(i) AS (SELECT :have UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :count)
+INSERT INTO temp.cs_row_numbers (i) SELECT i FROM n
 """
 
 _INSERT_ONE = "INSERT INTO cs_events (run_id, seq, type, version, payload) VALUES (?, ?, ?, ?, ?)"
@@ -44,6 +53,33 @@ def _append_only(table: str, op: str) -> str:
         f"BEGIN SELECT RAISE(ABORT, 'clusterstore: {table} is append-only; "
         f"{op} is not allowed'); END"
     )
+
+
+def _ensure_row_numbers(conn: Connection, count: int) -> None:
+    """Make temp.cs_row_numbers hold at least 0 .. count-1 (inside the write transaction, so
+    a rollback can never leave it shorter than it looks)."""
+    conn.exec_driver_sql(_ROW_NUMBERS)
+    have = conn.exec_driver_sql("SELECT coalesce(max(i) + 1, 0) FROM temp.cs_row_numbers")
+    start = int(have.scalar_one())
+    if start < count:
+        conn.exec_driver_sql(_MORE_ROW_NUMBERS, {"have": start, "count": count})
+
+
+def _insert_packed(conn: Connection, run_id: UUID, first_seq: int, batch: PackedEvents) -> None:
+    result = conn.exec_driver_sql(
+        _EXPAND_PACKED,
+        {
+            "count": batch.count,
+            "run_id": run_id.bytes,
+            "first_seq": first_seq,
+            "type": batch.type,
+            "version": batch.version,
+            "data": batch.data,
+            "width": batch.width,
+        },
+    )
+    if result.rowcount != batch.count:  # never a silent short insert
+        raise AssertionError(f"inserted {result.rowcount} of {batch.count} events")
 
 
 class SQLiteRecorder(Recorder):
@@ -88,18 +124,9 @@ class SQLiteRecorder(Recorder):
 
     def _insert_events(self, conn: Connection, run_id: UUID, first_seq: int, batch: Batch) -> None:
         if isinstance(batch, PackedEvents):
-            conn.exec_driver_sql(
-                _EXPAND_PACKED,
-                {
-                    "count": batch.count,
-                    "run_id": run_id.bytes,
-                    "first_seq": first_seq,
-                    "type": batch.type,
-                    "version": batch.version,
-                    "data": batch.data,
-                    "width": batch.width,
-                },
-            )
+            _ensure_row_numbers(conn, min(batch.count, ROW_NUMBERS))
+            for lo in range(0, batch.count, ROW_NUMBERS):
+                _insert_packed(conn, run_id, first_seq + lo, batch.slice(lo, lo + ROW_NUMBERS))
         else:
             conn.exec_driver_sql(
                 _INSERT_ONE,

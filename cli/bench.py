@@ -1,0 +1,140 @@
+"""``clusterstore bench``: insert and replay throughput beside the legacy pattern and the
+database's own ceiling (the measuring lives in ``benchmarks/``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from benchmarks import runner
+from benchmarks.databases import PG_DEFAULT, PG_ENV
+from benchmarks.legacy import CAP as LEGACY_CAP
+from benchmarks.runner import BACKENDS, STEPS, BenchConfig, run_bench
+
+from ._options import output_options
+from ._output import echo_json, progress_enabled, render_table
+
+
+def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    known = runner.STEPS
+    if value is None:
+        return tuple(known)
+    names = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown step {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}"
+        )
+    return names
+
+
+def _count(name: str, default: int, help: str) -> Any:
+    return click.option(
+        name, type=click.IntRange(min=1), default=default, show_default=True, help=help
+    )
+
+
+@click.command()
+@_count("--n", 1_000_000, f"Assignments per step (the legacy ORM step: at most {LEGACY_CAP:,}).")
+@click.option(
+    "--backend",
+    type=click.Choice([*BACKENDS, "all"]),
+    default="all",
+    show_default=True,
+    help="Where to measure; with 'all' an unreachable PostgreSQL is reported as "
+    "skipped, with 'postgres' it is an error.",
+)
+@_count("--repeat", 3, "Repetitions per step (median, min and max are reported).")
+@click.option(
+    "--steps",
+    callback=_steps,
+    metavar="NAME,...",
+    help=f"Only these steps (default: all of {', '.join(STEPS)}).",
+)
+@click.option(
+    "--pg-url",
+    envvar=PG_ENV,
+    show_envvar=True,
+    metavar="URL",
+    help=f"PostgreSQL database to create scratch schemas in. Default: {PG_DEFAULT}",
+)
+@output_options
+def bench(
+    n: int,
+    backend: str,
+    repeat: int,
+    steps: tuple[str, ...],
+    pg_url: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Measure events/s, peak RSS and size on disk of the legacy ORM pattern, clusterstore's
+    append, the raw-driver ceiling, replay and end to end, on SQLite and PostgreSQL.
+
+    Each repetition runs in a fresh process on a fresh database (a temporary file, or a
+    scratch schema dropped afterwards), alternating steps against drift."""
+    config = BenchConfig(
+        n=n,
+        backends=BACKENDS if backend == "all" else (backend,),
+        repeat=repeat,
+        steps=steps,
+        pg_url=pg_url,
+        strict_backends=backend != "all",
+    )
+    show = progress_enabled(quiet)
+
+    def say(text: str, finished: bool) -> None:
+        if show:
+            click.echo(text, nl=finished, err=True)
+
+    report = run_bench(config, say)
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(format_report(report))
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def _right(rows: list[list[str]], columns: range) -> list[list[str]]:
+    """Right-align the number columns, header included (the table helper left-aligns text)."""
+    for i in columns:
+        width = max(len(r[i]) for r in rows)
+        for r in rows:
+            r[i] = r[i].rjust(width)
+    return rows
+
+
+def format_report(report: dict[str, Any]) -> str:
+    rows = []
+    for r in report["results"]:
+        rate = r["events_per_s"] or {}
+        rows.append(
+            [
+                r["name"],
+                r["backend"],
+                _num(r["n"]),
+                _num(rate.get("median")),
+                _num(rate.get("min")),
+                _num(rate.get("max")),
+                _num(r["peak_rss_mb"]),
+                _num(r["db_mb"], 1),
+                f"skipped: {r['skipped']}" if r["skipped"] else (r["note"] or ""),
+            ]
+        )
+    headers = ["step", "backend", "n", "events/s", "min", "max", "peak RSS MB", "DB MB", "note"]
+    head, *body = _right([headers, *rows], range(2, 8))
+    lines = [render_table(head, body), ""]
+    for backend, ratios in report["ratios"].items():
+        shown = [f"{k.replace('_vs_', '/')} {v:.2f}x" for k, v in ratios.items() if v is not None]
+        lines.append(f"{backend}: {', '.join(shown) or 'no ratio (a step was skipped)'}")
+    m = report["machine"]
+    lines.append(
+        f"machine: {m['cpu_count']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "
+        f"PostgreSQL {m['postgres'] or '-'}, load average {m['load_avg_before']} -> "
+        f"{m['load_avg_after']}; repetitions per step: {report['repeat']}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""``clusterstore bench``: the shape of its output on both backends, skips, errors.
+
+No timing thresholds: only that every step that ran reported a positive rate.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+
+from benchmarks import runner
+from cli.main import cli
+
+from .conftest import pg_base_url, require_pg
+
+NAMES = {"legacy", "append", "ceiling", "ceiling_replay", "replay", "end_to_end"}
+UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/test"
+
+
+def _bench_schemas() -> set[str]:
+    engine = create_engine(pg_base_url())
+    with engine.connect() as conn:
+        names = conn.execute(
+            text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\\_%'")
+        ).scalars()
+        found = set(names)
+    engine.dispose()
+    return found
+
+
+def _invoke(*args: str) -> Any:
+    result = CliRunner().invoke(cli, ["bench", *args])
+    return result
+
+
+def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
+    assert report["n"] == n
+    results = report["results"]
+    assert {(r["name"], r["backend"]) for r in results} == {
+        (name, b) for name in NAMES for b in backends
+    }
+    for r in results:
+        assert set(r) >= {"name", "backend", "n", "events_per_s", "peak_rss_mb", "db_mb"}
+        if r["skipped"]:
+            assert r["events_per_s"] is None
+            continue
+        for key in ("events_per_s", "events_per_cpu_s"):
+            rate = r[key]
+            assert 0 < rate["min"] <= rate["median"] <= rate["max"], r
+        assert r["repetitions"] == report["repeat"]
+        assert r["peak_rss_mb"] > 0
+        assert r["db_mb"] > 0
+    for name in ("legacy", "append", "ceiling", "ceiling_replay"):
+        assert all(not r["skipped"] for r in results if r["name"] == name), name
+    assert set(report["ratios"]) == set(backends)
+    for ratios in report["ratios"].values():
+        assert set(ratios) == set(runner.RATIOS)
+        assert ratios["append_vs_legacy"] > 0
+        assert ratios["append_vs_ceiling"] > 0
+    assert set(report["cpu_ratios"]) == set(backends) & {"sqlite"}
+    machine = report["machine"]
+    assert machine["cpu_count"] >= 1
+    assert machine["sqlite"] and machine["python"]
+    assert machine["packages"]["clusterstore"]
+
+
+@pytest.mark.slow
+def test_bench_json_on_each_backend(backend: str) -> None:
+    args = ["--n", "2000", "--json", "--backend", backend]
+    before: set[str] = set()
+    if backend == "postgres":
+        require_pg()
+        before = _bench_schemas()
+        args += ["--pg-url", pg_base_url().render_as_string(hide_password=False)]
+    result = _invoke(*args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    _check_shape(report, [backend], 2000)
+    if backend == "postgres":
+        assert report["machine"]["postgres"]
+        assert _bench_schemas() <= before  # every scratch schema was dropped
+
+
+def test_unknown_step_is_a_usage_error() -> None:
+    result = _invoke("--steps", "append,nope")
+    assert result.exit_code == 2
+    assert "unknown step nope; choose from legacy, append, ceiling" in result.output
+
+
+def test_postgres_asked_for_but_unreachable_is_an_error() -> None:
+    result = _invoke("--backend", "postgres", "--pg-url", UNREACHABLE_PG, "--steps", "append")
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: PostgreSQL is not reachable at postgresql+psycopg://postgres@127.0.0.1:1/test: "
+    )
+
+
+def test_unreachable_postgres_is_skipped_with_all(tmp_path: Any) -> None:
+    result = _invoke(
+        "--backend", "all", "--pg-url", UNREACHABLE_PG, "--steps", "append",
+        "--n", "500", "--repeat", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    by_backend = {r["backend"]: r for r in json.loads(result.output)["results"]}
+    assert by_backend["sqlite"]["events_per_s"]["median"] > 0
+    assert by_backend["postgres"]["skipped"].startswith("PostgreSQL is not reachable at ")
+
+
+@pytest.fixture
+def fake_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    fakes = {
+        "legacy": runner.StepSpec("legacy", "tests.bench_fakes:fixed", "fake", cap=300),
+        "append": runner.StepSpec("append", "tests.bench_fakes:fixed", "fake"),
+        "ceiling": runner.StepSpec("ceiling", "tests.bench_fakes:fixed", "fake"),
+        "replay": runner.StepSpec("replay", "tests.bench_fakes:skip", "fake"),
+        "end_to_end": runner.StepSpec(
+            "end_to_end", "tests.bench_fakes:fixed", "fake", requires=("no_such_package_x",)
+        ),
+        "boom": runner.StepSpec("boom", "tests.bench_fakes:boom", "fake"),
+    }
+    monkeypatch.setattr(runner, "STEPS", fakes)
+
+
+def test_runner_report_skips_caps_and_ratios(fake_steps: None) -> None:
+    lines: list[tuple[str, bool]] = []
+    config = runner.BenchConfig(
+        n=1000, backends=["sqlite"], repeat=2, steps=["legacy", "append", "replay", "end_to_end"]
+    )
+    report = runner.run_bench(config, lambda text, done: lines.append((text, done)))
+    rows = {r["name"]: r for r in report["results"]}
+    assert rows["legacy"]["n"] == 300
+    assert rows["legacy"]["note"].startswith("n capped at 300 of 1,000")
+    assert rows["legacy"]["events_per_s"] == {"median": 600.0, "min": 600.0, "max": 600.0}
+    assert rows["append"]["events_per_s"]["median"] == 2000.0
+    assert rows["append"]["note"] == "fake"
+    assert rows["replay"]["skipped"] == "not wired: a test plug-in"
+    assert rows["replay"]["repetitions"] == 0  # a skip stops the repetitions
+    assert rows["end_to_end"]["skipped"] == "no_such_package_x is not installed"
+    assert report["ratios"] == {
+        "sqlite": {
+            "append_vs_legacy": 3.33,
+            "append_vs_ceiling": None,
+            "replay_vs_ceiling_replay": None,
+        }
+    }
+    assert rows["append"]["events_per_cpu_s"] is None  # the fake step measures no CPU time
+    # rounds alternate direction: legacy, append, replay, then append, legacy
+    started = [text.split()[2] for text, done in lines if not done]
+    assert started == ["legacy", "append", "replay", "append", "legacy"]
+
+
+def test_a_failing_step_is_an_error(fake_steps: None) -> None:
+    result = _invoke("--backend", "sqlite", "--steps", "boom", "--n", "10")
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: bench step boom on sqlite failed: RuntimeError: the step broke\n"
+    )
+
+
+def test_human_table(fake_steps: None) -> None:
+    result = _invoke("--backend", "sqlite", "--steps", "append,replay", "--n", "10", "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == [
+        "step", "backend", "n", "events/s", "min", "max", "peak", "RSS", "MB", "DB", "MB", "note",
+    ]  # fmt: skip
+    assert lines[2].split()[:6] == ["append", "sqlite", "10", "20", "20", "20"]
+    assert lines[3].split()[:2] == ["replay", "sqlite"]
+    assert lines[3].endswith("skipped: not wired: a test plug-in")
+    assert lines[5] == "sqlite: no ratio (a step was skipped)"
+    assert lines[6].startswith("machine: ")
