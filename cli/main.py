@@ -15,8 +15,8 @@ from eventstore import EventStoreError, __version__
 from eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
-from .cluster import cluster_command, demo_command, resume_command
 from .bench import bench
+from .cluster import cluster_command, demo_command, resume_command
 from .export import export
 from .import_legacy import import_legacy_command
 from .runs_audit import COMMANDS as RUNS_AUDIT
