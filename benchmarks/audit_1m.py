@@ -15,6 +15,8 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
 
 import numpy as np
 
@@ -30,8 +32,10 @@ from audit import (
 from eventstore import EventStore
 from eventstore.runs import start_run
 
+T = TypeVar("T")
 
-def timed(label: str, fn: Callable[[], object]) -> object:
+
+def timed(label: str, fn: Callable[[], T]) -> T:
     t = time.perf_counter()
     out = fn()
     dt = time.perf_counter() - t
@@ -40,7 +44,7 @@ def timed(label: str, fn: Callable[[], object]) -> object:
     return out
 
 
-def build(store: EventStore, n: int) -> list:
+def build(store: EventStore, n: int) -> list[UUID]:
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 256, (n, 16), dtype=np.uint8)
     runs = []
@@ -64,7 +68,7 @@ def main() -> None:
     db = args.db or os.path.join(tmp, "bench.db")
     with EventStore.open(db) as store:
         label = f"build 2 x {args.n} + {args.n // 2} events"
-        a, b, _ = timed(label, lambda: build(store, args.n))  # type: ignore[misc]
+        a, b, _ = timed(label, lambda: build(store, args.n))
         timed("list runs (one incomplete: counted)", lambda: list_runs(store))
         timed("verify one run", lambda: verify_run(store, a))
         timed("compare two runs (end to end)", lambda: compare_runs(store, a, b))

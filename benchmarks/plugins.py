@@ -56,14 +56,13 @@ def _run_clustering(
     k: int,
     seed: int,
 ) -> None:
-    """NOT WIRED — the lead fills this in at merge (the only place to edit).
-
-    Cluster ``vectors`` (n x 384 float32) into ``k`` clusters with the clustering package's
-    public API and record the run in ``store`` (RunStarted, CentroidsComputed, one
+    """Cluster ``vectors`` (n x 384 float32) into ``k`` clusters with the clustering
+    package's public API and record the run in ``store`` (RunStarted, CentroidsComputed, one
     AssignmentRecorded per row with ``ids[row]`` as its embedding id, RunCompleted).
-    Projections are brought up to date by the caller.
-    """
-    raise StepSkipped("not wired: fill in benchmarks/plugins.py _run_clustering()")
+    Projections are brought up to date by the caller."""
+    from clustering import ArraySource, ClusterSettings, cluster
+
+    cluster(store, ArraySource(vectors), ClusterSettings(model="bench", k=k, seed=seed), ids=ids)
 
 
 def end_to_end(backend: str, n: int, db_url: str) -> Measurement:
