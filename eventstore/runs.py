@@ -36,7 +36,7 @@ from .codec import (
     pack_assignments,
     unpack_assignments,
 )
-from .errors import EventStoreError, InputError
+from .errors import EventDecodeError, EventStoreError, InputError
 from .events import (
     AssignmentRecorded,
     CentroidsComputed,
@@ -49,6 +49,7 @@ from .recorder import StoredEvent
 from .store import EventStore, decode_stored
 
 DEFAULT_BATCH_SIZE = 100_000
+MAX_REPLAY_CLUSTERS = 1 << 20  # the cluster bound before a RunStarted says k
 ProgressFn = Callable[[int], None]
 
 
@@ -364,8 +365,24 @@ class _Replay:
         if not block:
             return
         payloads = [ev.payload for ev in block]
+        try:
+            labels = assignments_from_payloads(payloads)["cluster"]  # any layout (legacy too)
+        except EventDecodeError:
+            for ev in block:  # name the run and the first seq that does not decode
+                decode_stored(ev)
+            raise
+        # A damaged log must not make the replay count 2^32 clusters (a huge allocation).
+        bound = self.started.k if self.started is not None else MAX_REPLAY_CLUSTERS
+        over = np.flatnonzero(labels >= bound)
+        if len(over):
+            bad = block[int(over[0])]
+            raise EventDecodeError(
+                bad.run_id,
+                bad.seq,
+                f"AssignmentRecorded cluster {int(labels[over[0]])} is not below k={bound}; "
+                "the log is damaged (`clusterstore runs verify` lists what)",
+            )
         self.digest.update(b"".join(payloads), len(block))
-        labels = assignments_from_payloads(payloads)["cluster"]  # any layout (legacy too)
         counts = np.bincount(labels.astype(np.int64))
         self.sizes = np.pad(self.sizes, (0, max(0, counts.shape[0] - self.sizes.shape[0])))
         self.sizes[: counts.shape[0]] += counts
