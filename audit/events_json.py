@@ -161,6 +161,8 @@ def centroids_json(event: CentroidsComputed, *, full: bool) -> Any:
     }
     if len(raw) != 4 * event.k * event.dim:
         return {**summary, "bytes": len(raw), "error": "size does not match k x dim"}
+    if not raw:  # k x 0 or 0 x dim: no rows to list (k may be absurdly large)
+        return {**summary, "bytes": 0}
     values = np.frombuffer(raw, dtype="<f4")
     if full:
         floats = _float_values(values)

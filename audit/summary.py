@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -68,7 +68,10 @@ class RunSummary:
     @property
     def duration_seconds(self) -> float | None:
         end = self.finished_at
-        return None if end is None else (end - self.started_at).total_seconds()
+        if end is None:
+            return None
+        # events may carry naive datetimes (the codec keeps what it was given): read as UTC
+        return (_aware(end) - _aware(self.started_at)).total_seconds()
 
     @property
     def status_label(self) -> str:
@@ -91,6 +94,10 @@ class RunSummary:
             "error": self.failed.error if self.failed else None,
             "problem": self.problem,
         }
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def parse_status(value: str) -> Status:

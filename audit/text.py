@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ def format_time(value: datetime | None) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     if seconds < 1:
         return f"{seconds:.2f}s"

@@ -45,7 +45,10 @@ from eventstore.store import decode_stored
 from ._log import ASSIGNMENT, PAGE_SIZE, CommitRange, ProgressFn, canonical_mask, pages, run_commits
 
 ReadModelState = Literal["ok", "mismatch", "absent", "unavailable"]
-_UNBOUNDED_CLUSTERS = 1 << 20  # cluster sizes counted below this when k is unknown
+# Cluster sizes are counted densely for cluster numbers below min(k, this): a RunStarted
+# that declares an absurd k (2^31; nothing stops a writer from declaring it) must not make
+# verify allocate k counters. Sizes of clusters above the bound are not checked.
+_UNBOUNDED_CLUSTERS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,7 @@ class _Checker:
                 f"cluster {clusters[j]} is not below k={bound}",
                 int(over.sum()),
             )
-        counts = np.bincount(clusters[~over], minlength=0)
+        counts = np.bincount(clusters[~over & (clusters < _UNBOUNDED_CLUSTERS)], minlength=0)
         if len(counts) > len(self.sizes):
             self.sizes = np.pad(self.sizes, (0, len(counts) - len(self.sizes)))
         self.sizes[: len(counts)] += counts
@@ -381,7 +384,7 @@ class _Checker:
                 f"the assignments ({span}) hash to {digest[:16]}, "
                 f"RunCompleted recorded {rc.digest[:16]}",
             )
-        recorded = np.asarray(rc.cluster_sizes, dtype=np.int64)
+        recorded = np.asarray(rc.cluster_sizes[:_UNBOUNDED_CLUSTERS], dtype=np.int64)
         n = max(len(recorded), len(self.sizes))
         recorded = np.pad(recorded, (0, n - len(recorded)))
         logged = np.pad(self.sizes, (0, n - len(self.sizes)))
@@ -396,6 +399,7 @@ class _Checker:
 
     def sizes_list(self) -> list[int]:
         k = self.started.k if self.started is not None else len(self.sizes)
+        k = min(k, max(len(self.sizes), _UNBOUNDED_CLUSTERS))
         sizes = np.pad(self.sizes, (0, max(0, k - len(self.sizes))))
         return [int(x) for x in sizes]
 
