@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,21 @@ def _default(value: Any) -> Any:
 
 
 def to_json(value: Any, *, indent: int | None = 2) -> str:
-    return json.dumps(value, default=_default, indent=indent, allow_nan=False)
+    """Strict JSON; a NaN or infinity (events may carry them, e.g. in params) is null."""
+    try:
+        return json.dumps(value, default=_default, indent=indent, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=_default, indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def echo_json(value: Any, *, indent: int | None = 2) -> None:
