@@ -100,6 +100,7 @@ def _append_only_ddl() -> list[str]:
 
 class PostgresRecorder(Recorder):
     dialect_name = "postgresql"
+    concat_payloads_sql = "string_agg(e.payload, ''::bytea ORDER BY e.seq)"
 
     def __init__(self, url: URL):
         engine = create_engine(
