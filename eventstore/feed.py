@@ -3,9 +3,9 @@
 ``read_feed_blocks`` returns the events after a global position as one block per commit
 stretch, read with set-based SQL over the commits' seq ranges (``cs_commits`` joined to
 ``cs_events``): three queries per call whatever the number of commits, and no Python object
-per assignment. Each block carries its non-assignment events as ``StoredEvent``s and its
-canonical assignment payloads concatenated by the database in seq order, ready for
-``codec.unpack_assignments``.
+per assignment. Each block carries its assignment payloads of the canonical size
+concatenated by the database in seq order, ready for ``codec.unpack_assignments``, and
+every other event as a ``StoredEvent``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class FeedBlock(NamedTuple):
     run_id: UUID
     first_seq: int
     last_seq: int
-    others: list[StoredEvent]  # every event that is not a canonical v1 assignment, seq order
-    assignments: bytes | None  # the canonical assignments' payloads in seq order (None: unread)
+    others: list[StoredEvent]  # every event but the 29-byte v1 assignments, in seq order
+    assignments: bytes | None  # the 29-byte v1 assignment payloads in seq order (None: unread)
 
     @property
     def size(self) -> int:
@@ -45,11 +45,13 @@ class FeedBlock(NamedTuple):
 
     @property
     def n_assignments(self) -> int:
-        """Canonical assignments in the block (``others`` may hold non-canonical ones)."""
+        """29-byte v1 assignments in the block (``others`` may hold assignments of other
+        sizes or versions). Nearly always in the canonical layout (``codec``); a consumer
+        checks that with ``unpack_assignments``, which refuses any other."""
         return self.size - len(self.others)
 
     def assignment_seqs(self) -> npt.NDArray[np.int64]:
-        """The seqs of the canonical assignments, matching ``assignments`` record by record."""
+        """The seqs of the 29-byte assignments, matching ``assignments`` record by record."""
         seqs = np.arange(self.first_seq, self.last_seq + 1, dtype=np.int64)
         if self.others:
             seqs = np.setdiff1d(seqs, [ev.seq for ev in self.others], assume_unique=True)
@@ -81,7 +83,7 @@ def read_feed_blocks(
         if assignments:
             sql = _FEED_JOIN.format(
                 select=f"c.position, {recorder.concat_payloads_sql}",
-                where=f"AND {_CANONICAL}",
+                where=f"AND {_FIXED_WIDTH}",
                 tail="GROUP BY c.position ORDER BY c.position",
             )
             payloads = {int(r[0]): bytes(r[1]) for r in c.execute(text(sql), params)}
@@ -139,7 +141,7 @@ FROM cs_commits c JOIN cs_events e ON e.run_id = c.run_id
 WHERE c.position >= :lo AND c.position <= :upto {where}
 {tail}
 """
-_CANONICAL = (
+_FIXED_WIDTH = (
     f"e.type = {AssignmentRecorded.TYPE} AND e.version = {AssignmentRecorded.VERSION} "
     f"AND length(e.payload) = {ASSIGNMENT_WIDTH}"
 )
@@ -149,7 +151,7 @@ def _others_query() -> Any:
     e = schema.events
     sql = _FEED_JOIN.format(
         select="c.position, e.run_id, e.seq, e.type, e.version, e.payload, c.first_seq",
-        where=f"AND NOT ({_CANONICAL})",
+        where=f"AND NOT ({_FIXED_WIDTH})",
         tail="ORDER BY c.position, e.seq",
     )
     return text(sql).columns(

@@ -1,0 +1,126 @@
+"""``clusterstore projections``: catch-up (and follow), rebuild, status."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from types import FrameType
+
+import click
+
+import projections as pj
+
+from ._options import json_option, quiet_option
+from ._output import echo_json, progress, render_table
+from ._context import StoreContext, pass_store
+
+name_argument = click.argument(
+    "name", required=False, type=click.Choice(pj.NAMES), metavar="[NAME]"
+)
+
+
+@click.group("projections")
+def projections_group() -> None:
+    """Read models built from the log: catch-up, rebuild, status."""
+
+
+@projections_group.command("catch-up")
+@name_argument
+@click.option("--follow", is_flag=True, help="Keep applying new events until interrupted.")
+@quiet_option
+@pass_store
+def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -> None:
+    """Apply the events appended since each projection's checkpoint.
+
+    NAME is clusteringresult or embeddingcluster (default: both). With --follow, keep
+    running and apply new events as they are appended (Ctrl-C or SIGTERM stops)."""
+    store = state.open()
+    names = [name] if name else None
+    head = store.max_position()
+    with progress("catching up", None, quiet=quiet) as bar:
+        if follow:
+            _stop_on_sigterm()
+            if not quiet:
+                click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                pj.follow(store, names, on_progress=bar.update)
+            return
+        applied = pj.catch_up(store, names, on_progress=bar.update)
+    if not quiet:
+        for projection, n in applied.items():
+            click.echo(f"{projection}: applied {n:,} events (log head {head:,})")
+
+
+@projections_group.command()
+@name_argument
+@quiet_option
+@pass_store
+def rebuild(state: StoreContext, name: str | None, quiet: bool) -> None:
+    """Replay the whole log into new tables and swap them in atomically.
+
+    Readers keep the old read model until the new one is complete. NAME is
+    clusteringresult or embeddingcluster (default: both)."""
+    store = state.open()
+    head = store.max_position()
+    names = [name] if name else list(pj.NAMES)
+    for projection in names:
+        start = time.perf_counter()
+        with progress(f"rebuilding {projection}", head, quiet=quiet) as bar:
+            done = pj.rebuild(store, [projection], on_progress=bar.update)
+        generation, events = done[projection]
+        seconds = time.perf_counter() - start
+        if not quiet:
+            rate = f", {events / seconds:,.0f} events/s" if seconds > 0 and events else ""
+            click.echo(
+                f"{projection}: rebuilt generation {generation} from {events:,} events "
+                f"in {seconds:.1f} s{rate}"
+            )
+
+
+@projections_group.command()
+@json_option
+@pass_store
+def status(state: StoreContext, as_json: bool) -> None:
+    """Each projection's checkpoint, the head of the log, and the lag."""
+    rows = pj.status(state.open())
+    if as_json:
+        echo_json(
+            {
+                "head": rows[0].head if rows else 0,
+                "projections": [
+                    {
+                        "name": s.name,
+                        "generation": s.generation,
+                        "checkpoint": s.checkpoint,
+                        "head": s.head,
+                        "lag": s.lag,
+                        "state": s.state,
+                        "updated_at": s.updated_at,
+                        "runner": s.runner,
+                    }
+                    for s in rows
+                ],
+            }
+        )
+        return
+    click.echo(
+        render_table(
+            ["projection", "generation", "checkpoint", "head", "lag", "state", "runner"],
+            [
+                [s.name, s.generation, s.checkpoint, s.head, s.lag, s.state, s.runner or ""]
+                for s in rows
+            ],
+        )
+    )
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends ``--follow`` like Ctrl-C: the current batch rolls back, locks are freed."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if sys.platform != "win32":
+        signal.signal(signal.SIGTERM, handler)
