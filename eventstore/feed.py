@@ -2,10 +2,11 @@
 
 ``read_feed_blocks`` returns the events after a global position as one block per commit
 stretch, read with set-based SQL over the commits' seq ranges (``cs_commits`` joined to
-``cs_events``): three queries per call whatever the number of commits, and no Python object
-per assignment. Each block carries its assignment payloads of the canonical size
-concatenated by the database in seq order, ready for ``codec.unpack_assignments``, and
-every other event as a ``StoredEvent``.
+``cs_events``): a few queries per call whatever the number of commits, and no Python object
+per assignment. A block carries its fixed-width assignment payloads (the canonical 29-byte
+layout, or the 47-byte one of imported assignments: ``codec``) concatenated by the database
+in seq order, ready for ``codec.unpack_assignments``, and every other event as a
+``StoredEvent``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy.typing as npt
 from sqlalchemy import BigInteger, Connection, column, func, select, text
 
 from . import schema
-from .codec import ASSIGNMENT_WIDTH
+from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH
 from .errors import EventDecodeError
 from .events import AssignmentRecorded
 from .recorder import PAGE_SIZE, Recorder, StoredEvent
@@ -32,8 +33,9 @@ class FeedBlock(NamedTuple):
     run_id: UUID
     first_seq: int
     last_seq: int
-    others: list[StoredEvent]  # every event but the 29-byte v1 assignments, in seq order
-    assignments: bytes | None  # the 29-byte v1 assignment payloads in seq order (None: unread)
+    others: list[StoredEvent]  # every event but the fixed-width v1 assignments, seq order
+    assignments: bytes | None  # those assignments' payloads in seq order (None: unread)
+    width: int = ASSIGNMENT_WIDTH  # the payload width of ``assignments`` (29 or 47)
 
     @property
     def size(self) -> int:
@@ -45,13 +47,13 @@ class FeedBlock(NamedTuple):
 
     @property
     def n_assignments(self) -> int:
-        """29-byte v1 assignments in the block (``others`` may hold assignments of other
-        sizes or versions). Nearly always in the canonical layout (``codec``); a consumer
-        checks that with ``unpack_assignments``, which refuses any other."""
+        """The fixed-width v1 assignments in the block (``others`` may hold assignments of
+        other sizes or versions). Nearly always in the canonical layout of their width; a
+        consumer checks that with ``codec.unpack_assignments``, which refuses any other."""
         return self.size - len(self.others)
 
     def assignment_seqs(self) -> npt.NDArray[np.int64]:
-        """The seqs of the 29-byte assignments, matching ``assignments`` record by record."""
+        """The seqs of ``assignments``, record by record."""
         seqs = np.arange(self.first_seq, self.last_seq + 1, dtype=np.int64)
         if self.others:
             seqs = np.setdiff1d(seqs, [ev.seq for ev in self.others], assume_unique=True)
@@ -75,31 +77,42 @@ def read_feed_blocks(
             return []
         params = {"lo": ranges[0][0], "after": after, "upto": ranges[-1][1].last_position}
         others: dict[int, list[StoredEvent]] = {}
-        for row in c.execute(_others_query(), params):
-            others.setdefault(row[0], []).append(
-                StoredEvent(row[1], row[2], row[3], row[4], bytes(row[5]), row[0] + row[2] - row[6])
-            )
-        payloads: dict[int, bytes] = {}
+        not_fixed = _events_query(f"AND NOT ({_FIXED_WIDTH})", recorder.dialect_name)
+        for row in c.execute(not_fixed, params):
+            others.setdefault(row[0], []).append(_stored(row))
+        payloads: dict[int, tuple[int, bytes]] = {}
         if assignments:
             sql = _FEED_JOIN.format(
-                select=f"c.position, {recorder.concat_payloads_sql}",
+                select="c.position, min(length(e.payload)), max(length(e.payload)), "
+                f"{recorder.concat_payloads_sql}",
                 where=f"AND {_FIXED_WIDTH}",
                 tail="GROUP BY c.position ORDER BY c.position",
             )
-            payloads = {int(r[0]): bytes(r[1]) for r in c.execute(text(sql), params)}
+            for position, lo, hi, data in c.execute(text(sql), params):
+                if lo == hi:
+                    payloads[int(position)] = (int(lo), bytes(data))
+                else:  # both widths in one commit (never written by clusterstore): one by one
+                    payloads[int(position)] = (ASSIGNMENT_WIDTH, b"")
+                    mixed = _events_query(
+                        f"AND {_FIXED_WIDTH} AND c.position = :mixed", recorder.dialect_name
+                    )
+                    extra = [_stored(r) for r in c.execute(mixed, {**params, "mixed": position})]
+                    others[int(position)] = sorted(
+                        others.get(int(position), []) + extra, key=lambda ev: ev.seq
+                    )
     blocks = []
     for commit_position, block in ranges:
         block = block._replace(others=others.get(commit_position, []))
         if assignments:
-            data = payloads.get(commit_position, b"")
-            if len(data) != block.n_assignments * ASSIGNMENT_WIDTH:
+            width, data = payloads.get(commit_position, (ASSIGNMENT_WIDTH, b""))
+            if len(data) != block.n_assignments * width:
                 raise EventDecodeError(
                     block.run_id,
                     block.first_seq,
                     f"the assignments of seqs {block.first_seq}..{block.last_seq} do not add up "
                     f"({len(data)} bytes for {block.n_assignments} records)",
                 )
-            block = block._replace(assignments=data)
+            block = block._replace(assignments=data, width=width)
         blocks.append(block)
     return blocks
 
@@ -143,15 +156,18 @@ WHERE c.position >= :lo AND c.position <= :upto {where}
 """
 _FIXED_WIDTH = (
     f"e.type = {AssignmentRecorded.TYPE} AND e.version = {AssignmentRecorded.VERSION} "
-    f"AND length(e.payload) = {ASSIGNMENT_WIDTH}"
+    f"AND length(e.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"
 )
 
 
-def _others_query() -> Any:
+def _events_query(where: str, dialect: str) -> Any:
     e = schema.events
+    # SQLite keeps the type a value was written with: a payload rewritten around the store
+    # as TEXT must still read as its bytes (as in Recorder.read_stream_pages).
+    payload = "CAST(e.payload AS BLOB)" if dialect == "sqlite" else "e.payload"
     sql = _FEED_JOIN.format(
-        select="c.position, e.run_id, e.seq, e.type, e.version, e.payload, c.first_seq",
-        where=f"AND NOT ({_FIXED_WIDTH})",
+        select=f"c.position, e.run_id, e.seq, e.type, e.version, {payload}, c.first_seq",
+        where=where,
         tail="ORDER BY c.position, e.seq",
     )
     return text(sql).columns(
@@ -163,3 +179,7 @@ def _others_query() -> Any:
         e.c.payload,
         column("first_seq", BigInteger),
     )
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(row[1], row[2], row[3], row[4], bytes(row[5]), row[0] + row[2] - row[6])
