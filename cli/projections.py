@@ -12,9 +12,9 @@ import click
 
 import projections as pj
 
+from ._context import StoreContext, pass_store
 from ._options import json_option, quiet_option
 from ._output import echo_json, progress, render_table
-from ._context import StoreContext, pass_store
 
 name_argument = click.argument(
     "name", required=False, type=click.Choice(pj.NAMES), metavar="[NAME]"

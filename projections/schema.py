@@ -77,7 +77,7 @@ class ECTables(NamedTuple):
 
     runs: Table  # one row per run: its key, ids, id prefixes and whether it is completed
     assignments: Table  # one row per assignment, keyed (run_key, seq); WITHOUT ROWID
-    clusters: Table  # one row per (run, cluster): size and centroid
+    clusters: Table  # one row per (run, cluster): size, centroid, legacy cluster id
 
 
 class CRTables(NamedTuple):
@@ -99,6 +99,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("id_prefix", String(16), nullable=False),
         Column("cluster_prefix", String(16), nullable=False),
         Column("completed", Boolean, nullable=False),
+        Column("legacy_clusters", Boolean, nullable=False),  # cluster ids come from the import
         Index(f"pj_ec_run{g}_result", "result_id"),
     )
     assignments = Table(
@@ -109,6 +110,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("embedding_id", UUIDType, nullable=False),
         Column("cluster", _Key, nullable=False),
         Column("distance", REAL, nullable=True),
+        Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
         sqlite_with_rowid=False,
     )
@@ -119,6 +121,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("cluster", _Key, nullable=False),
         Column("size", _Key, nullable=False),
         Column("centroid", LargeBinary, nullable=True),
+        Column("legacy_cluster_id", Uuid, nullable=True),  # an imported run's cluster UUID
         PrimaryKeyConstraint("run_key", "cluster", name=f"pj_ec_cluster{g}_pk"),
         sqlite_with_rowid=False,
     )

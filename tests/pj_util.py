@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 from uuid import UUID
@@ -67,8 +68,13 @@ def query(store: EventStore, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(text(sql), params).all()]
 
 
+def _same_nan(value: Any) -> Any:
+    return "NaN" if isinstance(value, float) and math.isnan(value) else value
+
+
 def snapshot(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:
-    """Everything readers can see plus the current generations' physical tables."""
+    """Everything readers can see plus the current generations' physical tables (NaN
+    distances made comparable)."""
     out: dict[str, list[tuple[Any, ...]]] = {
         "embeddingcluster": query(store, "SELECT * FROM embeddingcluster ORDER BY run_id, seq"),
         "clustersize": query(store, "SELECT * FROM clustersize ORDER BY run_id, cluster"),
@@ -84,7 +90,7 @@ def snapshot(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:
     ]:
         keys = ", ".join(c.name for c in table.primary_key.columns)
         out[name] = query(store, f"SELECT * FROM {table.name} ORDER BY {keys}")
-    return out
+    return {k: [tuple(map(_same_nan, row)) for row in v] for k, v in out.items()}
 
 
 def physical_tables(store: EventStore) -> set[str]:

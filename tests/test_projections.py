@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 import msgspec
 import numpy as np
 import pytest
-from sqlalchemy import text
-from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 import projections
 from eventstore import (
@@ -128,44 +126,6 @@ def test_legacy_id_becomes_the_clustering_result_id(store: EventStore) -> None:
     assert [(uuid.UUID(str(a)), uuid.UUID(str(b))) for a, b in got] == [(legacy, run)]
     got = query(store, "SELECT id, run_id FROM clusteringresult")
     assert [(uuid.UUID(str(a)), uuid.UUID(str(b))) for a, b in got] == [(legacy, run)]
-
-
-class EmbeddingCluster(SQLModel, table=True):
-    """The legacy model as users have it (never created here: the view answers it)."""
-
-    __tablename__ = "embeddingcluster"
-    id: uuid.UUID = Field(primary_key=True)
-    embedding_id: uuid.UUID
-    clustering_result_id: uuid.UUID
-    cluster_id: uuid.UUID
-
-
-def test_sqlmodel_query_returns_exactly_the_runs_rows(store: EventStore) -> None:
-    run = make_run(store, 25, seed=10)
-    other = make_run(store, 8, seed=11)
-    projections.catch_up_all(store)
-
-    engine = create_engine(store.recorder.url)
-    try:
-        with Session(engine) as session:
-            found = session.exec(
-                select(EmbeddingCluster).where(EmbeddingCluster.clustering_result_id == run)
-            ).all()
-            assert len(found) == 25
-            assert {r.clustering_result_id for r in found} == {run}
-            assert {r.id for r in found} == {
-                projections.assignment_id(run, s) for s in range(3, 28)
-            }
-            one = session.get(EmbeddingCluster, projections.assignment_id(other, 5))
-            assert one is not None and one.clustering_result_id == other
-        with engine.connect() as conn:
-            count = conn.execute(
-                text("SELECT count(*) FROM embeddingcluster WHERE clustering_result_id = :r"),
-                {"r": run.hex if store.backend == "sqlite" else run},
-            ).scalar()
-            assert count == 25
-    finally:
-        engine.dispose()
 
 
 def test_non_canonical_assignment_events_are_projected(store: EventStore) -> None:
