@@ -76,30 +76,40 @@ def read_feed_blocks(
         if not ranges:
             return []
         params = {"lo": ranges[0][0], "after": after, "upto": ranges[-1][1].last_position}
-        others: dict[int, list[StoredEvent]] = {}
-        not_fixed = _events_query(f"AND NOT ({_FIXED_WIDTH})", recorder.dialect_name)
-        for row in c.execute(not_fixed, params):
-            others.setdefault(row[0], []).append(_stored(row))
         payloads: dict[int, tuple[int, bytes]] = {}
+        fixed: dict[int, int] = {}  # commit position -> fixed-width assignments in range
+        others: dict[int, list[StoredEvent]] = {}
         if assignments:
             sql = _FEED_JOIN.format(
-                select="c.position, min(length(e.payload)), max(length(e.payload)), "
+                select="c.position, count(*), min(length(e.payload)), max(length(e.payload)), "
                 f"{recorder.concat_payloads_sql}",
                 where=f"AND {_FIXED_WIDTH}",
                 tail="GROUP BY c.position ORDER BY c.position",
             )
-            for position, lo, hi, data in c.execute(text(sql), params):
+            for position, count, lo, hi, data in recorder.fetch_all(c, sql, params):
+                fixed[int(position)] = int(count)
                 if lo == hi:
                     payloads[int(position)] = (int(lo), bytes(data))
                 else:  # both widths in one commit (never written by clusterstore): one by one
                     payloads[int(position)] = (ASSIGNMENT_WIDTH, b"")
                     mixed = _events_query(
-                        f"AND {_FIXED_WIDTH} AND c.position = :mixed", recorder.dialect_name
+                        f"AND {_FIXED_WIDTH} AND c.position = {int(position)}",
+                        recorder.dialect_name,
                     )
-                    extra = [_stored(r) for r in c.execute(mixed, {**params, "mixed": position})]
-                    others[int(position)] = sorted(
-                        others.get(int(position), []) + extra, key=lambda ev: ev.seq
-                    )
+                    others[int(position)] = [_stored(r) for r in c.execute(mixed, params)]
+        # the other events: only commits that are not all fixed-width assignments are scanned
+        partial = [pos for pos, block in ranges if fixed.get(pos, 0) != block.size]
+        if not assignments or len(partial) > _LIST_LIMIT:
+            where = f"AND NOT ({_FIXED_WIDTH})"
+        elif partial:
+            where = f"AND NOT ({_FIXED_WIDTH}) AND c.position IN ({', '.join(map(str, partial))})"
+        else:
+            where = ""
+        if where:
+            for row in c.execute(_events_query(where, recorder.dialect_name), params):
+                others.setdefault(row[0], []).append(_stored(row))
+        for events in others.values():
+            events.sort(key=lambda ev: ev.seq)
     blocks = []
     for commit_position, block in ranges:
         block = block._replace(others=others.get(commit_position, []))
@@ -154,6 +164,7 @@ FROM cs_commits c JOIN cs_events e ON e.run_id = c.run_id
 WHERE c.position >= :lo AND c.position <= :upto {where}
 {tail}
 """
+_LIST_LIMIT = 1000  # commits named in an IN list; beyond, the whole range is scanned
 _FIXED_WIDTH = (
     f"e.type = {AssignmentRecorded.TYPE} AND e.version = {AssignmentRecorded.VERSION} "
     f"AND length(e.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"

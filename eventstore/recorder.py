@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select
+from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -179,6 +179,12 @@ class Recorder(ABC):
                 yield conn
         except sa_exc.DBAPIError as e:
             raise self._convert(e) from e
+
+    def fetch_all(self, conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+        """All rows of a read-only ``sql`` with ``:name`` parameters, on ``conn`` (inside a
+        ``transaction``). PostgreSQL fetches them in binary: a bytea result crosses the wire
+        as its bytes instead of hex text (the bulk feed reads, ``feed.py``)."""
+        return list(conn.execute(text(sql), params).all())
 
     def _convert(self, e: sa_exc.DBAPIError) -> Exception:
         msg = str(e.orig) if e.orig is not None else str(e)
