@@ -80,23 +80,13 @@ def insert_rows(conn: Connection, dialect: str, table: Table, rows: Rows) -> Non
 
 # ---------------------------------------------------------------------------- SQLite
 
-_POW10 = 10 ** np.arange(18, -1, -1, dtype=np.uint64)  # 19 digits hold any seq < 2**63
-_NUM_WIDTH = 10 + 19 + 10 + 1  # run_key, seq, cluster, has_legacy as decimal digits
+_POW10 = 10 ** np.arange(18, -1, -1, dtype=np.uint64)  # 19 digits hold any value < 2**63
 
 _SQLITE_INSERT = """
 INSERT INTO {table} (run_key, seq, embedding_id, cluster, distance, legacy_id)
-SELECT CAST(substr(:nums, key * 40 + 1, 10) AS INTEGER),
-       CAST(substr(:nums, key * 40 + 11, 19) AS INTEGER),
-       substr(:ids, key * 16 + 1, 16),
-       CAST(substr(:nums, key * 40 + 30, 10) AS INTEGER),
-       value,
-       {legacy}
+SELECT {run_key}, {seq}, substr(:ids, key * 16 + 1, 16), {cluster}, value, {legacy}
 FROM json_each(:distances)
 """
-_SQLITE_LEGACY = (
-    "CASE WHEN CAST(substr(:nums, key * 40 + 40, 1) AS INTEGER) = 1 "
-    "THEN substr(:legacy, key * 16 + 1, 16) END"
-)
 
 
 def _digits(values: npt.NDArray[Any], width: int) -> npt.NDArray[np.uint8]:
@@ -105,17 +95,30 @@ def _digits(values: npt.NDArray[Any], width: int) -> npt.NDArray[np.uint8]:
     return ((v // _POW10[-width:]) % np.uint64(10) + np.uint64(48)).astype(np.uint8)
 
 
+def _width(values: npt.NDArray[Any]) -> int:
+    return len(str(int(values.max()))) if len(values) else 1
+
+
 def _insert_sqlite(conn: Connection, table: Table, rows: Rows) -> None:
-    nums = np.hstack(
-        [
-            _digits(rows.run_key, 10),
-            _digits(rows.seq, 19),
-            _digits(rows.cluster, 10),
-            _digits(rows.has_legacy, 1),
-        ]
-    )
-    assert nums.shape[1] == _NUM_WIDTH
+    """The integer columns go as one blob of fixed-width decimal digits per row, each as
+    wide as the batch's largest value needs."""
     legacy = bool(rows.has_legacy.any())
+    columns = [("run_key", rows.run_key), ("seq", rows.seq), ("cluster", rows.cluster)]
+    if legacy:
+        columns.append(("flag", rows.has_legacy.astype(np.int64)))
+    widths = [_width(values) for _, values in columns]
+    record = sum(widths)
+    nums = np.hstack([_digits(values, w) for (_, values), w in zip(columns, widths, strict=True)])
+    cut: dict[str, str] = {}
+    offset = 1
+    for (name, _), w in zip(columns, widths, strict=True):
+        cut[name] = f"CAST(substr(:nums, key * {record} + {offset}, {w}) AS INTEGER)"
+        offset += w
+    cut["legacy"] = (
+        f"CASE WHEN {cut.pop('flag')} = 1 THEN substr(:legacy, key * 16 + 1, 16) END"
+        if legacy
+        else "NULL"
+    )
     params = {
         "nums": nums.tobytes(),
         "ids": rows.embedding_id.tobytes(),
@@ -123,8 +126,7 @@ def _insert_sqlite(conn: Connection, table: Table, rows: Rows) -> None:
     }
     if legacy:
         params["legacy"] = rows.legacy_id.tobytes()
-    sql = _SQLITE_INSERT.format(table=table.name, legacy=_SQLITE_LEGACY if legacy else "NULL")
-    conn.exec_driver_sql(sql, params)
+    conn.exec_driver_sql(_SQLITE_INSERT.format(table=table.name, **cut), params)
 
 
 # ---------------------------------------------------------------------------- PostgreSQL

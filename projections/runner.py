@@ -19,7 +19,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, inspect, text, update
 
 from eventstore.errors import DatabaseBusyError, SchemaError
-from eventstore.feed import read_feed_blocks
+from eventstore.feed import FeedBlock, read_feed_blocks
 from eventstore.store import EventStore
 
 from . import schema
@@ -144,23 +147,18 @@ class Runner:
         cp = self.ensure_built(on_progress)
         position = start = cp.position
         while True:
-            blocks = read_feed_blocks(
-                self.recorder,
-                after=position,
-                max_events=self.batch_events,
-                assignments=self.projection.reads_assignments,
-                conn=self.conn,
-            )
-            if not blocks:
+            applied = position
+            for blocks in self._batches(after=position):
+                new = blocks[-1].last_position
+                with self.recorder.transaction(write=True, conn=self.conn) as c:
+                    self.lock.check(c)
+                    self.projection.apply(c, cp.generation, blocks)
+                    self._advance(c, cp.generation, position, new)
+                if on_progress is not None:
+                    on_progress(new - position)
+                position = new
+            if position == applied:
                 return position - start
-            new = blocks[-1].last_position
-            with self.recorder.transaction(write=True, conn=self.conn) as c:
-                self.lock.check(c)
-                self.projection.apply(c, cp.generation, blocks)
-                self._advance(c, cp.generation, position, new)
-            if on_progress is not None:
-                on_progress(new - position)
-            position = new
 
     def rebuild(self, on_progress: ProgressFn | None = None) -> tuple[int, int]:
         """Replay the whole log into a new generation and swap it in. Returns
@@ -175,21 +173,16 @@ class Runner:
             self.projection.create(c, generation, indexes=False)
         position = 0
         while position < target:
-            blocks = read_feed_blocks(
-                self.recorder,
-                after=position,
-                max_events=self.batch_events,
-                assignments=self.projection.reads_assignments,
-                conn=self.conn,
-            )
-            if not blocks:
+            before = position
+            for blocks in self._batches(after=position, until=target):
+                with self.recorder.transaction(write=True, conn=self.conn) as c:
+                    self.lock.check(c)
+                    self.projection.apply(c, generation, blocks)
+                if on_progress is not None:
+                    on_progress(blocks[-1].last_position - position)
+                position = blocks[-1].last_position
+            if position == before:
                 break
-            with self.recorder.transaction(write=True, conn=self.conn) as c:
-                self.lock.check(c)
-                self.projection.apply(c, generation, blocks)
-            if on_progress is not None:
-                on_progress(blocks[-1].last_position - position)
-            position = blocks[-1].last_position
         with self.recorder.transaction(write=True, conn=self.conn) as c:
             self.lock.check(c)
             self.projection.create_indexes(c, generation)
@@ -199,6 +192,32 @@ class Runner:
         with self.recorder.transaction(write=True, conn=self.conn) as c:
             self._drop_generations(c, keep=generation)
         return generation, position
+
+    def _batches(self, *, after: int, until: int | None = None) -> Iterator[list[FeedBlock]]:
+        """The feed after ``after`` in batches (until a short batch, or ``until``). While one
+        batch is applied, a thread reads the next on its own connection (the log is
+        immutable, so reading ahead is safe); at most three batches are in memory."""
+
+        def read(position: int, conn: Connection | None = None) -> list[FeedBlock]:
+            return read_feed_blocks(
+                self.recorder,
+                after=position,
+                max_events=self.batch_events,
+                assignments=self.projection.reads_assignments,
+                conn=conn,
+            )
+
+        def more(blocks: list[FeedBlock]) -> bool:
+            full = blocks[-1].last_position - blocks[0].position + 1 >= self.batch_events
+            return full and (until is None or blocks[-1].last_position < until)
+
+        first = read(after, self.conn)
+        if not first:
+            return
+        if not more(first):
+            yield first
+            return
+        yield from _prefetched(read, first, more)
 
     def _drop_generations(self, c: Connection, *, keep: int | None) -> None:
         """Drop every generation table of this projection except ``keep``'s."""
@@ -341,6 +360,47 @@ def status(store: EventStore) -> list[ProjectionStatus]:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _prefetched(
+    read: Callable[[int], list[FeedBlock]],
+    first: list[FeedBlock],
+    more: Callable[[list[FeedBlock]], bool],
+) -> Iterator[list[FeedBlock]]:
+    """``first``, then the batches a reader thread fetches one ahead of the consumer."""
+    ahead: queue.Queue[list[FeedBlock] | BaseException] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work(position: int) -> None:
+        try:
+            while not stop.is_set():
+                blocks = read(position)
+                ahead.put(blocks)
+                if not blocks or not more(blocks):
+                    return
+                position = blocks[-1].last_position
+        except BaseException as e:  # handed to the consumer, raised there
+            ahead.put(e)
+
+    thread = threading.Thread(target=work, args=(first[-1].last_position,), daemon=True)
+    thread.start()
+    try:
+        yield first
+        while True:
+            item = ahead.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+            if not more(item):
+                return
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a pending put, then let the thread end
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.05)
+        thread.join()
 
 
 def ensure_tables(store: EventStore, conn: Connection) -> None:

@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from eventstore.errors import EventStoreError
-from eventstore.postgres import NOTIFY_CHANNEL
 from eventstore.store import EventStore
 
 
@@ -29,6 +28,8 @@ class ListenWaker:
         self.conn: Any = None
 
     def _listen(self) -> Any:
+        from eventstore.postgres import NOTIFY_CHANNEL  # only with psycopg installed
+
         if self.conn is None:
             conn = self.store.recorder.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
