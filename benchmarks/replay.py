@@ -288,7 +288,7 @@ def _copy_rate(db: str, ddl: str, columns: str, streams: list[bytes], rows: int)
         user=url.username,
         password=url.password,
         dbname=url.database,
-        options=url.query.get("options", ""),
+        options=str(url.query.get("options", "")),
     )
     table = f"bench_ceiling_{uuid.uuid4().hex[:8]}"
     try:
