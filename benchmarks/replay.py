@@ -13,11 +13,14 @@ repetition in a fresh spawned process so its peak RSS (``ru_maxrss``) is its own
 process's RSS before the replay is reported beside it. Events/s counts every event of the
 log, as the projection reads them all.
 
-PostgreSQL ceilings (``--ceiling``): the same rows, already encoded as binary COPY streams
-before the clock starts, COPYed in batches of 100k (one transaction each) into (a) a table
-shaped like the read model's (``pj_ec_assignment``: run_key, seq, embedding_id, cluster,
-distance, legacy_id; primary key (run_key, seq)) and (b) the legacy SQLModel shape (id uuid
-primary key, embedding_id, clustering_result_id, cluster_id uuids).
+PostgreSQL ceilings (``--ceiling``): the read model's rows of the same log, prepared before
+the clock starts and COPYed in batches of 100k (one transaction each): (a) binary COPY
+streams built in bulk into a table shaped like the read model's own (``pj_ec_assignment``:
+run_key, seq, embedding_id, cluster, distance, legacy_id; primary key (run_key, seq)); (b)
+the same in the legacy SQLModel shape (id uuid primary key, embedding_id,
+clustering_result_id, cluster_id); (c) the legacy shape the way a competent user writes it
+(psycopg 3 binary COPY, ``Copy.write_row`` per row of UUID objects), the ceiling
+definition of the append benchmark.
 
 The functions return numbers, so ``clusterstore bench`` can reuse them.
 """
@@ -270,6 +273,13 @@ def _streams(db: str) -> tuple[list[bytes], list[bytes], int]:
     return same, legacy, total
 
 
+def _uuid_tuples(stream: bytes) -> list[tuple[uuid.UUID, ...]]:
+    """The rows of a legacy-shaped COPY stream as tuples of UUIDs (made before the clock)."""
+    rec = np.frombuffer(stream[len(_HEADER) : -2], dtype=_UUID_ROW)
+    cols = [rec[f].tobytes() for f in ("id", "embedding_id", "result", "cluster_id")]
+    return [tuple(uuid.UUID(bytes=c[i * 16 : (i + 1) * 16]) for c in cols) for i in range(len(rec))]
+
+
 def _ids(prefix: bytes, tails: np.ndarray) -> np.ndarray:
     raw = np.empty((len(tails), 16), dtype=np.uint8)
     raw[:, :8] = np.frombuffer(prefix, dtype=np.uint8)
@@ -277,7 +287,9 @@ def _ids(prefix: bytes, tails: np.ndarray) -> np.ndarray:
     return raw.view("V16").reshape(-1)
 
 
-def _copy_rate(db: str, ddl: str, columns: str, streams: list[bytes], rows: int) -> float:
+def _copy_rate(db: str, ddl: str, columns: str, streams: list[Any], rows: int) -> float:
+    """Rows/s COPYing ``streams`` (binary COPY streams, or lists of row tuples written with
+    ``Copy.write_row``) in one transaction each into a new table made by ``ddl``."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -300,7 +312,12 @@ def _copy_rate(db: str, ddl: str, columns: str, streams: list[bytes], rows: int)
                 conn.cursor() as cur,
                 cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                copy.write(stream)
+                if isinstance(stream, bytes):
+                    copy.write(stream)
+                else:
+                    copy.set_types(["uuid"] * 4)
+                    for row in stream:
+                        copy.write_row(row)
             conn.commit()
         seconds = time.perf_counter() - t0
         conn.execute(f"DROP TABLE {table}")
@@ -313,6 +330,7 @@ def _copy_rate(db: str, ddl: str, columns: str, streams: list[bytes], rows: int)
 def pg_ceilings(db: str, *, repeat: int = REPEAT) -> dict[str, dict[str, float]]:
     """Rows/s of raw binary COPY of the read model's rows, median/min/max of ``repeat``."""
     same, legacy, total = _streams(db)
+    tuples = [_uuid_tuples(stream) for stream in legacy]
     out = {}
     for name, ddl, columns, streams in (
         (
@@ -326,6 +344,12 @@ def pg_ceilings(db: str, *, repeat: int = REPEAT) -> dict[str, dict[str, float]]
             _LEGACY_ROWS,
             "id, embedding_id, clustering_result_id, cluster_id",
             legacy,
+        ),
+        (
+            "write_row_legacy_rows",
+            _LEGACY_ROWS,
+            "id, embedding_id, clustering_result_id, cluster_id",
+            tuples,
         ),
     ):
         rates = [_copy_rate(db, ddl, columns, streams, total) for _ in range(repeat)]

@@ -38,17 +38,19 @@ def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -
     running and apply new events as they are appended (Ctrl-C or SIGTERM stops)."""
     store = state.open()
     names = [name] if name else None
-    head = store.max_position()
-    with progress("catching up", None, quiet=quiet) as bar:
-        if follow:
-            _stop_on_sigterm()
-            if not quiet:
-                click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                pj.follow(store, names, on_progress=bar.update)
-            return
+    if follow:
+        _stop_on_sigterm()
+        if not quiet:
+            click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            pj.follow(store, names)
+        return
+    states = pj.status(store)
+    lag = sum(s.lag for s in states if names is None or s.name in names)
+    with progress("catching up", max(lag, 1), quiet=quiet) as bar:
         applied = pj.catch_up(store, names, on_progress=bar.update)
     if not quiet:
+        head = store.max_position()
         for projection, n in applied.items():
             click.echo(f"{projection}: applied {n:,} events (log head {head:,})")
 
@@ -67,7 +69,7 @@ def rebuild(state: StoreContext, name: str | None, quiet: bool) -> None:
     names = [name] if name else list(pj.NAMES)
     for projection in names:
         start = time.perf_counter()
-        with progress(f"rebuilding {projection}", head, quiet=quiet) as bar:
+        with progress(f"rebuilding {projection}", max(head, 1), quiet=quiet) as bar:
             done = pj.rebuild(store, [projection], on_progress=bar.update)
         generation, events = done[projection]
         seconds = time.perf_counter() - start
