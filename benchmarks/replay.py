@@ -16,7 +16,7 @@ log, as the projection reads them all.
 PostgreSQL ceilings (``--ceiling``): the read model's rows of the same log, prepared before
 the clock starts and COPYed in batches of 100k (one transaction each): (a) binary COPY
 streams built in bulk into a table shaped like the read model's own (``pj_ec_assignment``:
-run_key, seq, embedding_id, cluster, distance, legacy_id; primary key (run_key, seq)); (b)
+seq, cluster, run_key, distance, embedding_id, legacy_id; primary key (run_key, seq)); (b)
 the same in the legacy SQLModel shape (id uuid primary key, embedding_id,
 clustering_result_id, cluster_id); (c) the legacy shape the way a competent user writes it
 (psycopg 3 binary COPY, ``Copy.write_row`` per row of UUID objects), the ceiling
@@ -208,8 +208,8 @@ def measure_replay(
 # ---------------------------------------------------------------- PostgreSQL ceilings
 
 _SAME_ROWS = (
-    "CREATE TABLE {t} (run_key integer NOT NULL, seq bigint NOT NULL, embedding_id uuid NOT "
-    "NULL, cluster bigint NOT NULL, distance real, legacy_id uuid, PRIMARY KEY (run_key, seq))"
+    "CREATE TABLE {t} (seq bigint NOT NULL, cluster bigint NOT NULL, run_key integer NOT NULL, "
+    "distance real, embedding_id uuid NOT NULL, legacy_id uuid, PRIMARY KEY (run_key, seq))"
 )
 _LEGACY_ROWS = (
     "CREATE TABLE {t} (id uuid PRIMARY KEY, embedding_id uuid NOT NULL, "

@@ -102,14 +102,14 @@ def ec_tables(generation: int) -> ECTables:
         Column("legacy_clusters", Boolean, nullable=False),  # cluster ids come from the import
         Index(f"pj_ec_run{g}_result", "result_id"),
     )
-    assignments = Table(
+    assignments = Table(  # columns in this order: no alignment padding on PostgreSQL
         f"pj_ec_assignment{g}",
         md,
-        Column("run_key", Integer, nullable=False),
         Column("seq", _Key, nullable=False),
-        Column("embedding_id", UUIDType, nullable=False),
         Column("cluster", _Key, nullable=False),
+        Column("run_key", Integer, nullable=False),
         Column("distance", REAL, nullable=True),
+        Column("embedding_id", UUIDType, nullable=False),
         Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
         sqlite_with_rowid=False,
