@@ -5,6 +5,8 @@ ids)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,32 +20,46 @@ from tests.legacy_models import ClusteringResult, EmbeddingCluster, uuid7
 from tests.pj_util import make_run, query, snapshot
 
 
+@contextmanager
+def legacy_session(store: EventStore) -> Iterator[Session]:
+    """A SQLModel session on the store's database, as the users' existing code opens one."""
+    engine = create_engine(store.recorder.url)
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def rows_of(session: Session, result_id: uuid.UUID) -> list[EmbeddingCluster]:
+    """The legacy query: a result's rows in ``embeddingcluster``."""
+    where = EmbeddingCluster.clustering_result_id == result_id
+    return list(session.exec(select(EmbeddingCluster).where(where)).all())
+
+
 def test_sqlmodel_query_returns_exactly_the_runs_rows(store: EventStore) -> None:
     run = make_run(store, 25, seed=10)
     other = make_run(store, 8, seed=11)
     make_run(store, 8, seed=12, recorded=3)  # running: invisible
     projections.catch_up_all(store)
 
-    engine = create_engine(store.recorder.url)
-    try:
-        with Session(engine) as session:
-            found = session.exec(
-                select(EmbeddingCluster).where(EmbeddingCluster.clustering_result_id == run)
-            ).all()
-            assert len(found) == 25
-            assert {r.clustering_result_id for r in found} == {run}
-            expected = {projections.assignment_id(run, seq) for seq in range(3, 28)}
-            assert {r.id for r in found} == expected
-            one = session.get(EmbeddingCluster, projections.assignment_id(other, 5))
-            assert one is not None and one.clustering_result_id == other
-            results = session.exec(select(ClusteringResult.id)).all()  # type: ignore[call-overload]
-        with engine.connect() as conn:
-            count = conn.execute(
+    with legacy_session(store) as session:
+        found = rows_of(session, run)
+        assert len(found) == 25
+        assert {r.clustering_result_id for r in found} == {run}
+        expected = {projections.assignment_id(run, seq) for seq in range(3, 28)}
+        assert {r.id for r in found} == expected
+        one = session.get(EmbeddingCluster, projections.assignment_id(other, 5))
+        assert one is not None and one.clustering_result_id == other
+        results = session.exec(select(ClusteringResult.id)).all()  # type: ignore[call-overload]
+        count = (
+            session.connection()
+            .execute(
                 text("SELECT count(*) FROM embeddingcluster WHERE clustering_result_id = :r"),
-                {"r": run.hex if store.backend == "sqlite" else run},
-            ).scalar()
-    finally:
-        engine.dispose()
+                {"r": run.hex if store.backend == "sqlite" else run},  # as Uuid binds it
+            )
+            .scalar()
+        )
     assert count == 25
     assert len(results) == 3  # clusteringresult has every run, running ones too
 
@@ -82,17 +98,9 @@ def test_an_imported_run_answers_the_old_queries_with_the_old_ids(
         import_legacy(source, store)
     projections.catch_up_all(store)
 
-    engine = create_engine(store.recorder.url)
-    try:
-        with Session(engine) as session:
-            found = session.exec(
-                select(EmbeddingCluster).where(EmbeddingCluster.clustering_result_id == good)
-            ).all()
-            none = session.exec(
-                select(EmbeddingCluster).where(EmbeddingCluster.clustering_result_id == empty)
-            ).all()
-    finally:
-        engine.dispose()
+    with legacy_session(store) as session:
+        found = rows_of(session, good)
+        none = rows_of(session, empty)
 
     def key(r: EmbeddingCluster) -> tuple[uuid.UUID, ...]:
         return (r.id, r.embedding_id, r.clustering_result_id, r.cluster_id)
