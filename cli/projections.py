@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-import time
 from types import FrameType
 
 import click
@@ -68,16 +67,14 @@ def rebuild(state: StoreContext, name: str | None, quiet: bool) -> None:
     head = store.max_position()
     names = [name] if name else list(pj.NAMES)
     for projection in names:
-        start = time.perf_counter()
         with progress(f"rebuilding {projection}", max(head, 1), quiet=quiet) as bar:
-            done = pj.rebuild(store, [projection], on_progress=bar.update)
-        generation, events = done[projection]
-        seconds = time.perf_counter() - start
+            done = pj.rebuild(store, [projection], on_progress=bar.update)[projection]
         if not quiet:
-            rate = f", {events / seconds:,.0f} events/s" if seconds > 0 and events else ""
+            rate = f", {done.events / done.live_seconds:,.0f} events/s" if done.events else ""
             click.echo(
-                f"{projection}: rebuilt generation {generation} from {events:,} events "
-                f"in {seconds:.1f} s{rate}"
+                f"{projection}: rebuilt generation {done.generation} from {done.events:,} "
+                f"events; live after {done.live_seconds:.1f} s{rate}, done in "
+                f"{done.seconds:.1f} s"
             )
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, inspect, text, update
@@ -51,6 +51,15 @@ PROJECTIONS: dict[str, type[Projection]] = {
 NAMES: tuple[str, ...] = tuple(PROJECTIONS)
 
 ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    generation: int  # the generation readers see now
+    events: int  # events replayed into it
+    live_seconds: float  # from the start until readers saw the new generation
+    seconds: float  # including dropping the old generation (and, from ``rebuild``, the
+    #                 catch-up of what was appended meanwhile)
 
 
 @dataclass(frozen=True)
@@ -159,9 +168,10 @@ class Runner:
             if position == applied:
                 return position - start
 
-    def rebuild(self, on_progress: ProgressFn | None = None) -> tuple[int, int]:
-        """Replay the whole log into a new generation and swap it in. Returns
-        (generation, events replayed). Call with the lock held."""
+    def rebuild(self, on_progress: ProgressFn | None = None) -> RebuildResult:
+        """Replay the whole log into a new generation and swap it in. Call with the lock
+        held."""
+        start = time.perf_counter()
         cp = self.checkpoint()
         old = cp.generation if cp is not None else None
         generation = (old or 0) + 1
@@ -187,9 +197,10 @@ class Runner:
             if old is None:
                 _refuse_foreign_names(c, self.projection)
             self._publish(c, generation, position)
+        live = time.perf_counter() - start
         with self.recorder.transaction(write=True, conn=self.conn) as c:
             self._drop_generations(c, keep=generation)
-        return generation, position
+        return RebuildResult(generation, position, live, time.perf_counter() - start)
 
     @contextmanager
     def _batch_transaction(self) -> Iterator[Connection]:
@@ -295,17 +306,20 @@ def rebuild(
     *,
     on_progress: ProgressFn | None = None,
     batch_events: int = BATCH_EVENTS,
-) -> dict[str, tuple[int, int]]:
+) -> dict[str, RebuildResult]:
     """Rebuild the projections from the whole log, each into a new generation swapped in
-    atomically, then catch up what was appended meanwhile. Returns (generation, events
-    replayed) per projection. Refuses if another runner holds a projection."""
-    done: dict[str, tuple[int, int]] = {}
+    atomically, then catch up what was appended meanwhile. Refuses if another runner holds
+    a projection."""
+    done: dict[str, RebuildResult] = {}
     with store.recorder.connection() as conn:
         ensure_tables(store, conn)
         for projection in projections_for(store, names):
             with _holding(Runner(store, projection, conn, batch_events)) as runner:
-                done[projection.name] = runner.rebuild(on_progress)
+                start = time.perf_counter()
+                result = runner.rebuild(on_progress)
                 runner.catch_up(on_progress)
+                seconds = time.perf_counter() - start
+                done[projection.name] = replace(result, seconds=seconds)
     return done
 
 

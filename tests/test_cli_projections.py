@@ -76,7 +76,8 @@ def test_rebuild_output(store: EventStore, db_url: str) -> None:
     code, out, err = invoke(db_url, "rebuild", "embeddingcluster")
     assert (code, err) == (0, "")
     assert re.fullmatch(
-        r"embeddingcluster: rebuilt generation 1 from 13 events in \d+\.\d s, [\d,]+ events/s\n",
+        r"embeddingcluster: rebuilt generation 1 from 13 events; live after \d+\.\d s, "
+        r"[\d,]+ events/s, done in \d+\.\d s\n",
         out,
     )
     code, out, _ = invoke(db_url, "rebuild", "--quiet")

@@ -114,8 +114,8 @@ def test_sigkill_during_rebuild_leaves_the_old_read_model(
 
     assert snapshot(store) == before  # readers still see generation 1, complete
     assert "pj_ec_assignment_g2" in physical_tables(store)  # the half-built one
-    generation, _ = projections.rebuild(store, ["embeddingcluster"])["embeddingcluster"]
-    assert generation == 2
+    done = projections.rebuild(store, ["embeddingcluster"])["embeddingcluster"]
+    assert done.generation == 2
     assert snapshot(store) == before
     assert {t for t in physical_tables(store) if t.startswith("pj_ec_")} == {
         "pj_ec_run_g2",
