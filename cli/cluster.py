@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,11 +18,11 @@ from clustering import (
 from clustering.kmeans import MAX_SEED
 from clustering.runner import DEFAULT_ITERATIONS, DEFAULT_THREADS, DEFAULT_TRAIN_PER_CENTROID
 from eventstore.runs import DEFAULT_BATCH_SIZE
-from eventstore.store import EventStore
 
 from ._context import StoreContext, pass_store
 from ._options import output_options, quiet_option
 from ._output import echo_json, progress
+from .projections import bring_up_to_date
 from .runs_audit import list_runs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,6 +112,7 @@ def cluster_command(
         npz_key=npz_key,
         reporter=CliReporter(quiet or as_json),
     )
+    bring_up_to_date(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -141,6 +141,7 @@ def resume_command(
     result = resume(
         store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
     )
+    bring_up_to_date(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -154,17 +155,8 @@ def demo_command(ctx: click.Context, quiet: bool) -> None:
     if not quiet:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
     run_demo(store, reporter=CliReporter(quiet))
-    _catch_up_projections(store)
+    bring_up_to_date(store, quiet=quiet)
     ctx.invoke(list_runs, status=None, model=None, as_json=False, quiet=quiet)
-
-
-def _catch_up_projections(store: EventStore) -> None:
-    """Bring the read models up to date when the projections package provides them."""
-    try:
-        catch_up_all: Any = importlib.import_module("projections").catch_up_all
-    except (ImportError, AttributeError):
-        return
-    catch_up_all(store)
 
 
 def _print_result(result: ClusterResult, *, as_json: bool, quiet: bool) -> None:

@@ -10,6 +10,7 @@ from types import FrameType
 import click
 
 import projections as pj
+from eventstore import EventStore
 
 from ._context import StoreContext, pass_store
 from ._options import json_option, quiet_option
@@ -23,6 +24,16 @@ name_argument = click.argument(
 @click.group("projections")
 def projections_group() -> None:
     """Read models built from the log: catch-up, rebuild, status."""
+
+
+def bring_up_to_date(
+    store: EventStore, names: list[str] | None = None, *, quiet: bool
+) -> dict[str, int]:
+    """Catch the read models up with the log, with a progress bar sized by the lag. The
+    store's own commands (cluster, resume, demo, import-legacy) end with this."""
+    lag = sum(s.lag for s in pj.status(store) if names is None or s.name in names)
+    with progress("projecting", max(lag, 1), quiet=quiet) as bar:
+        return pj.catch_up(store, names, on_progress=bar.update)
 
 
 @projections_group.command("catch-up")
@@ -44,10 +55,7 @@ def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -
         with contextlib.suppress(KeyboardInterrupt):
             pj.follow(store, names)
         return
-    states = pj.status(store)
-    lag = sum(s.lag for s in states if names is None or s.name in names)
-    with progress("catching up", max(lag, 1), quiet=quiet) as bar:
-        applied = pj.catch_up(store, names, on_progress=bar.update)
+    applied = bring_up_to_date(store, names, quiet=quiet)
     if not quiet:
         head = store.max_position()
         for projection, n in applied.items():
