@@ -21,6 +21,7 @@ and the range of assignments it covers.
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -116,6 +117,14 @@ def verify_run(
     state, model = _read_model_digest(store, run_id)
     if model is not None and (int(model[0]), str(model[1])) != (checker.n_assign, digest):
         state = "mismatch"
+        changed = _first_read_model_difference(store, run_id)
+        if changed is not None:
+            checker.add(
+                "changed_assignment",
+                changed,
+                "the stored assignment differs from the one projected into the read model "
+                "(changed, removed or added around the store)",
+            )
         checker.add(
             "read_model_mismatch",
             None,
@@ -155,6 +164,12 @@ def _read_model_digest(store: EventStore, run_id: UUID) -> tuple[ReadModelState,
         return "unavailable", None
     result = fn(store, run_id)
     return ("absent", None) if result is None else ("ok", result)
+
+
+def _first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
+    """Where the log and the read model part: the row a change around the store touched."""
+    fn = getattr(importlib.import_module("projections"), "first_read_model_difference", None)
+    return None if fn is None else fn(store, run_id)  # type: ignore[no-any-return]
 
 
 class _Checker:

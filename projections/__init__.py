@@ -10,7 +10,7 @@ over generation tables that a rebuild replaces atomically (see ``runner``).
 """
 
 from .base import Checkpoint, Projection
-from .embeddingcluster import read_model_digest
+from .embeddingcluster import first_read_model_difference, read_model_digest
 from .ids import assignment_id, cluster_id
 from .runner import (
     NAMES,
@@ -35,6 +35,7 @@ __all__ = [
     "catch_up",
     "catch_up_all",
     "cluster_id",
+    "first_read_model_difference",
     "follow",
     "read_model_digest",
     "rebuild",

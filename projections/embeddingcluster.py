@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Iterator
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -304,30 +305,68 @@ def read_model_digest(store: EventStore, run_id: UUID) -> tuple[int, str] | None
     47-byte one with the legacy row id where ``id`` is one), the same digest as
     ``RunCompleted.digest``. None if the run is not in the read model (never projected, or
     not completed, so the view does not show it)."""
+    digest = hashlib.sha256()
+    count = 0
+    chunks = _view_chunks(store, run_id)
+    if chunks is None:
+        return None
+    for seqs, payloads in chunks:
+        digest.update(b"".join(payloads))
+        count += len(seqs)
+    return count, digest.hexdigest()
+
+
+def first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
+    """The first seq at which the log's assignments and the run's rows in the read model
+    differ (changed, missing or extra on either side), or None when they agree or the run is
+    not in the read model. The read model was projected from the log when the run completed,
+    so after a change made around the store it pinpoints the changed row, which the digest
+    alone cannot."""
+    chunks = _view_chunks(store, run_id)
+    if chunks is None:
+        return None
+    model = ((seq, p) for seqs, payloads in chunks for seq, p in zip(seqs, payloads, strict=True))
+    log = (
+        (ev.seq, ev.payload)
+        for page in store.recorder.read_stream_pages(run_id)
+        for ev in page
+        if ev.type == AssignmentRecorded.TYPE
+    )
+    for pair in itertools.zip_longest(log, model):
+        a, b = pair
+        if a != b:
+            return min(x[0] for x in pair if x is not None)
+    return None
+
+
+def _view_chunks(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]] | None:
+    """The run's rows in the ``embeddingcluster`` view as (seqs, payloads) chunks in seq
+    order, or None if the view does not show the run."""
     with store.recorder.transaction() as conn:
         generation = current_generation(conn, EmbeddingClusterProjection.name)
         if generation is None:
             return None
         r = ec_tables(generation).runs
         completed = conn.execute(select(r.c.completed).where(r.c.run_id == run_id)).scalar()
-        if not completed:
-            return None
-        query = text(
-            "SELECT id, seq, embedding_id, cluster, distance FROM embeddingcluster "
-            "WHERE run_id = :run ORDER BY seq"
-        ).bindparams(bindparam("run", type_=Uuid()))
-        prefix = ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id)
-        digest = hashlib.sha256()
-        count = 0
+    if not completed:
+        return None
+    return _read_view(store, run_id)
+
+
+def _read_view(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]]:
+    query = text(
+        "SELECT id, seq, embedding_id, cluster, distance FROM embeddingcluster "
+        "WHERE run_id = :run ORDER BY seq"
+    ).bindparams(bindparam("run", type_=Uuid()))
+    prefix = ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id)
+    with store.recorder.transaction() as conn:
         result = conn.execution_options(yield_per=50_000).execute(query, {"run": run_id})
         for part in result.partitions():
-            digest.update(_payloads(part, prefix))
-            count += len(part)
-        return count, digest.hexdigest()
+            yield [row[1] for row in part], _payloads(part, prefix)
 
 
-def _payloads(rows: Any, prefix: str) -> bytes:
-    """The payloads of a chunk of view rows (id, seq, embedding_id, cluster, distance)."""
+def _payloads(rows: Any, prefix: str) -> list[bytes]:
+    """The payload of each view row (id, seq, embedding_id, cluster, distance)."""
     hexes = [v if isinstance(v, str) else v.hex for v in (row[0] for row in rows)]
     derived = [prefix + format(row[1] | 1 << 63, "016x") for row in rows]
     legacy = [h != d for h, d in zip(hexes, derived, strict=True)]
@@ -335,7 +374,7 @@ def _payloads(rows: Any, prefix: str) -> bytes:
     clusters = np.array([row[3] for row in rows], dtype=np.int64)
     distances = np.array([np.nan if row[4] is None else row[4] for row in rows]).astype("f4")
     ids_v16 = np.frombuffer(bytes.fromhex("".join(embedding)), dtype="V16")
-    out = []
+    out: list[bytes] = []
     start = 0
     for is_legacy, group in itertools.groupby(legacy):  # imported rows carry their row ids
         stop = start + len(list(group))
@@ -343,6 +382,7 @@ def _payloads(rows: Any, prefix: str) -> bytes:
         if is_legacy:
             extra["legacy_ids"] = np.frombuffer(bytes.fromhex("".join(hexes[start:stop])), "V16")
         cut = slice(start, stop)
-        out.append(pack_assignments(ids_v16[cut], clusters[cut], distances[cut], **extra).data)
+        packed = pack_assignments(ids_v16[cut], clusters[cut], distances[cut], **extra)
+        out.extend(packed.payload(i) for i in range(packed.count))
         start = stop
-    return b"".join(out)
+    return out
