@@ -38,7 +38,7 @@ from eventstore import (
     RunStarted,
     StoredEvent,
 )
-from eventstore.codec import ASSIGNMENT_DTYPE
+from eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE
 from eventstore.errors import EventDecodeError
 from eventstore.events import BY_CODE
 from eventstore.store import decode_stored
@@ -281,23 +281,31 @@ class _Checker:
         self.n_assign += len(evs)
         self.first_assign = first if self.first_assign is None else self.first_assign
         self.last_assign = evs[-1].seq
-        ok = canonical_mask(payloads, [ev.version for ev in evs], data)
+        legacy = self.imported
+        dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
+        ok = canonical_mask(payloads, [ev.version for ev in evs], data, legacy=legacy)
         if ok.all():
             seqs = np.fromiter((ev.seq for ev in evs), dtype=np.int64, count=len(evs))
-            self._values(np.frombuffer(data, dtype=ASSIGNMENT_DTYPE), seqs)
+            self._values(np.frombuffer(data, dtype=dtype), seqs)
             return
         bad = evs[int(np.flatnonzero(~ok)[0])]
         self.add(
             "not_canonical",
             bad.seq,
-            f"AssignmentRecorded payload is not in the canonical 29-byte layout "
+            f"AssignmentRecorded payload is not in the canonical {dtype.itemsize}-byte layout "
             f"({len(bad.payload)} bytes, version {bad.version}: {bad.payload[:32].hex()})",
             int((~ok).sum()),
         )
         keep = np.flatnonzero(ok).tolist()
         good = b"".join(payloads[i] for i in keep)
         seqs = np.array([evs[i].seq for i in keep], dtype=np.int64)
-        self._values(np.frombuffer(good, dtype=ASSIGNMENT_DTYPE), seqs)
+        self._values(np.frombuffer(good, dtype=dtype), seqs)
+
+    @property
+    def imported(self) -> bool:
+        """A run imported from a legacy database: 47-byte assignments that keep the legacy
+        row id, and no distances (NaN), since the legacy schema has none."""
+        return self.started is not None and self.started.legacy_id is not None
 
     def _values(self, rec: npt.NDArray[np.void], seqs: npt.NDArray[np.int64]) -> None:
         clusters = rec["cluster"].astype(np.int64)
@@ -316,7 +324,7 @@ class _Checker:
             self.sizes = np.pad(self.sizes, (0, len(counts) - len(self.sizes)))
         self.sizes[: len(counts)] += counts
         finite = np.isfinite(rec["distance"])
-        if not finite.all():
+        if not finite.all() and not self.imported:
             j = int(np.flatnonzero(~finite)[0])
             self.add(
                 "bad_distance",
