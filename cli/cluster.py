@@ -60,6 +60,16 @@ def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
     "UUID per line. Default: derived from the input digest and row number.",
 )
 @click.option("--npz-key", metavar="NAME", help="The array to use in a .npz input.")
+@click.option(
+    "--embeddings-column",
+    metavar="NAME",
+    help="The list-of-floats column of a .parquet input (default: its only list column).",
+)
+@click.option(
+    "--id-column",
+    metavar="NAME",
+    help="A column of the .parquet input holding the ids (UUID strings or 16-byte binaries).",
+)
 @click.option("--model", required=True, help="The embedding model's name.")
 @click.option("--k", "k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
 @click.option("--spherical", is_flag=True, help="Cosine (spherical) k-means instead of L2.")
@@ -81,6 +91,8 @@ def cluster_command(
     embeddings: str,
     ids: str | None,
     npz_key: str | None,
+    embeddings_column: str | None,
+    id_column: str | None,
     model: str,
     k: int,
     spherical: bool,
@@ -92,7 +104,8 @@ def cluster_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Cluster EMBEDDINGS (.npy or .npz, N x d floats) and record every assignment."""
+    """Cluster EMBEDDINGS (.npy, .npz or .parquet; N x d floats) and record every
+    assignment."""
     store = state.open()
     settings = ClusterSettings(
         model=model,
@@ -110,6 +123,8 @@ def cluster_command(
         settings,
         ids=ids,
         npz_key=npz_key,
+        embeddings_column=embeddings_column,
+        id_column=id_column,
         reporter=CliReporter(quiet or as_json),
     )
     bring_up_to_date(store, quiet=quiet or as_json)
