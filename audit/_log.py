@@ -17,7 +17,7 @@ import numpy.typing as npt
 from sqlalchemy import func, select, tuple_
 
 from eventstore import EventStore, StoredEvent
-from eventstore.codec import ASSIGNMENT_DTYPE, ASSIGNMENT_WIDTH
+from eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE
 from eventstore.errors import EventDecodeError
 from eventstore.events import AssignmentRecorded
 from eventstore.schema import commits, events
@@ -103,13 +103,19 @@ def pages(
 
 
 def canonical_mask(
-    payloads: Sequence[bytes], versions: Sequence[int], data: bytes | None = None
+    payloads: Sequence[bytes],
+    versions: Sequence[int],
+    data: bytes | None = None,
+    *,
+    legacy: bool = False,
 ) -> npt.NDArray[np.bool_]:
-    """Which assignment payloads are in the canonical layout (vectorised). ``data``, if
-    given, is ``b"".join(payloads)``, already made by the caller."""
+    """Which assignment payloads are in the canonical layout (vectorised): 29 bytes, or for
+    a run imported from a legacy database the 47-byte layout that keeps the legacy row id.
+    ``data``, if given, is ``b"".join(payloads)``, already made by the caller."""
+    dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
     n = len(payloads)
     lengths = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=n)
-    ok = (lengths == ASSIGNMENT_WIDTH) & (
+    ok = (lengths == dtype.itemsize) & (
         np.asarray(versions, dtype=np.int64) == AssignmentRecorded.VERSION
     )
     if not ok.any():
@@ -117,14 +123,17 @@ def canonical_mask(
     idx = np.flatnonzero(ok)
     if data is None or len(idx) != n:
         data = b"".join(payloads[i] for i in idx.tolist())
-    rec = np.frombuffer(data, dtype=ASSIGNMENT_DTYPE)
-    ok[idx] = (
-        (rec["array"] == 0x93)
+    rec = np.frombuffer(data, dtype=dtype)
+    good = (
+        (rec["array"] == (0x94 if legacy else 0x93))
         & (rec["bin"][:, 0] == 0xC4)
         & (rec["bin"][:, 1] == 0x10)
         & (rec["uint32"] == 0xCE)
         & (rec["float32"] == 0xCA)
     )
+    if legacy:
+        good &= (rec["legacy_bin"][:, 0] == 0xC4) & (rec["legacy_bin"][:, 1] == 0x10)
+    ok[idx] = good
     return ok
 
 
@@ -138,8 +147,9 @@ def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
 
 
 class AssignmentBlock(NamedTuple):
-    """Consecutive assignments of a run, decoded as a structured array (``ASSIGNMENT_DTYPE``:
-    fields ``embedding_id`` V16, ``cluster`` >u4, ``distance`` >f4) with their seqs."""
+    """Consecutive assignments of a run, decoded as a structured array (``ASSIGNMENT_DTYPE``,
+    or ``LEGACY_ASSIGNMENT_DTYPE`` for an imported run: fields ``embedding_id`` V16,
+    ``cluster`` >u4, ``distance`` >f4 either way) with their seqs."""
 
     seqs: npt.NDArray[np.int64]
     records: npt.NDArray[np.void]
@@ -159,7 +169,11 @@ def assignment_blocks(
         if assign:
             payloads = [ev.payload for ev in assign]
             data = b"".join(payloads)
-            ok = canonical_mask(payloads, [ev.version for ev in assign], data)
+            versions = [ev.version for ev in assign]
+            dtype = ASSIGNMENT_DTYPE
+            ok = canonical_mask(payloads, versions, data)
+            if not ok.all() and canonical_mask(payloads, versions, data, legacy=True).all():
+                dtype, ok = LEGACY_ASSIGNMENT_DTYPE, np.ones(len(assign), dtype=bool)
             if not ok.all():
                 bad = assign[int(np.flatnonzero(~ok)[0])]
                 raise EventDecodeError(
@@ -170,6 +184,6 @@ def assignment_blocks(
                     "`clusterstore runs verify` checks the whole run",
                 )
             seqs = np.fromiter((ev.seq for ev in assign), dtype=np.int64, count=len(assign))
-            yield AssignmentBlock(seqs, np.frombuffer(data, dtype=ASSIGNMENT_DTYPE))
+            yield AssignmentBlock(seqs, np.frombuffer(data, dtype=dtype))
         if on_progress is not None:
             on_progress(len(page))

@@ -144,6 +144,8 @@ def event_json(
             "cluster": event.cluster,
             "distance": _float_values(np.array([event.distance], dtype="<f4"))[0],
         }
+        if event.legacy_id is not None:
+            data["legacy_id"] = str(event.legacy_id)
     else:
         data = msgspec.to_builtins(event)
         if isinstance(event, CentroidsComputed):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,11 +18,11 @@ from clustering import (
 from clustering.kmeans import MAX_SEED
 from clustering.runner import DEFAULT_ITERATIONS, DEFAULT_THREADS, DEFAULT_TRAIN_PER_CENTROID
 from eventstore.runs import DEFAULT_BATCH_SIZE
-from eventstore.store import EventStore
 
 from ._context import StoreContext, pass_store
 from ._options import output_options, quiet_option
 from ._output import echo_json, progress
+from .projections import bring_up_to_date
 from .runs_audit import list_runs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,6 +60,16 @@ def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
     "UUID per line. Default: derived from the input digest and row number.",
 )
 @click.option("--npz-key", metavar="NAME", help="The array to use in a .npz input.")
+@click.option(
+    "--embeddings-column",
+    metavar="NAME",
+    help="The list-of-floats column of a .parquet input (default: its only list column).",
+)
+@click.option(
+    "--id-column",
+    metavar="NAME",
+    help="A column of the .parquet input holding the ids (UUID strings or 16-byte binaries).",
+)
 @click.option("--model", required=True, help="The embedding model's name.")
 @click.option("--k", "k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
 @click.option("--spherical", is_flag=True, help="Cosine (spherical) k-means instead of L2.")
@@ -82,6 +91,8 @@ def cluster_command(
     embeddings: str,
     ids: str | None,
     npz_key: str | None,
+    embeddings_column: str | None,
+    id_column: str | None,
     model: str,
     k: int,
     spherical: bool,
@@ -93,7 +104,8 @@ def cluster_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Cluster EMBEDDINGS (.npy or .npz, N x d floats) and record every assignment."""
+    """Cluster EMBEDDINGS (.npy, .npz or .parquet; N x d floats) and record every
+    assignment."""
     store = state.open()
     settings = ClusterSettings(
         model=model,
@@ -111,8 +123,11 @@ def cluster_command(
         settings,
         ids=ids,
         npz_key=npz_key,
+        embeddings_column=embeddings_column,
+        id_column=id_column,
         reporter=CliReporter(quiet or as_json),
     )
+    bring_up_to_date(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -141,6 +156,7 @@ def resume_command(
     result = resume(
         store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
     )
+    bring_up_to_date(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -154,17 +170,8 @@ def demo_command(ctx: click.Context, quiet: bool) -> None:
     if not quiet:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
     run_demo(store, reporter=CliReporter(quiet))
-    _catch_up_projections(store)
+    bring_up_to_date(store, quiet=quiet)
     ctx.invoke(list_runs, status=None, model=None, as_json=False, quiet=quiet)
-
-
-def _catch_up_projections(store: EventStore) -> None:
-    """Bring the read models up to date when the projections package provides them."""
-    try:
-        catch_up_all: Any = importlib.import_module("projections").catch_up_all
-    except (ImportError, AttributeError):
-        return
-    catch_up_all(store)
 
 
 def _print_result(result: ClusterResult, *, as_json: bool, quiet: bool) -> None:

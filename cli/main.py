@@ -19,6 +19,7 @@ from .bench import bench
 from .cluster import cluster_command, demo_command, resume_command
 from .export import export
 from .import_legacy import import_legacy_command
+from .projections import projections_group
 from .runs_audit import COMMANDS as RUNS_AUDIT
 
 
@@ -76,6 +77,7 @@ cli.add_command(cluster_command)
 cli.add_command(demo_command)
 runs.add_command(resume_command)
 cli.add_command(bench)
+cli.add_command(projections_group)
 
 
 def main() -> None:

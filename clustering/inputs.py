@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -109,6 +109,14 @@ class EmbeddingSource:
                 yield lo, f32[: hi - lo], raw[: hi - lo]  # type: ignore[misc]
 
 
+def npy_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header ``np.save`` writes for a C-ordered array of this dtype and shape."""
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
 class ArraySource(EmbeddingSource):
     """An in-memory (or memory-mapped) numpy array."""
 
@@ -120,11 +128,7 @@ class ArraySource(EmbeddingSource):
 
     def header(self) -> bytes:
         """The header ``np.save(path, np.ascontiguousarray(array))`` writes."""
-        buf = io.BytesIO()
-        descr = np.lib.format.dtype_to_descr(self.dtype)
-        header = {"descr": descr, "fortran_order": False, "shape": self.array.shape}
-        np.lib.format.write_array_header_1_0(buf, header)
-        return buf.getvalue()
+        return npy_header(self.dtype, self.array.shape)
 
     @contextmanager
     def reader(self) -> Iterator[Callable[[int, npt.NDArray[np.floating]], None]]:
@@ -185,20 +189,29 @@ class NpyStreamSource(EmbeddingSource):
             yield read
 
 
-def open_source(path: str | Path, npz_key: str | None = None) -> EmbeddingSource:
-    """The embeddings in ``path`` (``.npy``, or ``.npz`` with ``npz_key`` unless it holds a
-    single array); checks format, dtype and shape, reads no data."""
+def open_source(
+    path: str | Path, npz_key: str | None = None, *, column: str | None = None
+) -> EmbeddingSource:
+    """The embeddings in ``path`` (``.npy``; ``.npz`` with ``npz_key`` unless it holds a
+    single array; ``.parquet`` with ``column`` unless it has a single list column); checks
+    format, dtype and shape, reads no data."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     suffix = p.suffix.lower()
+    if column is not None and suffix != ".parquet":
+        raise InputError(f"{p.name}: --embeddings-column only applies to .parquet files")
     if suffix == ".npy":
         if npz_key is not None:
             raise InputError(f"{p.name} is a .npy file; --npz-key only applies to .npz files")
         return NpyStreamSource(p)
     if suffix == ".npz":
         return NpyStreamSource(p, _choose_member(p, npz_key))
-    raise InputError(f"{p.name}: unsupported input format; give a .npy or .npz file")
+    if suffix == ".parquet":
+        from .parquet import ParquetSource
+
+        return ParquetSource(p, column)
+    raise InputError(f"{p.name}: unsupported input format; give a .npy, .npz or .parquet file")
 
 
 def _choose_member(path: Path, key: str | None) -> str:

@@ -134,10 +134,18 @@ def cluster_file(
     *,
     ids: str | Path | None = None,
     npz_key: str | None = None,
+    embeddings_column: str | None = None,
+    id_column: str | None = None,
     reporter: Reporter | None = None,
 ) -> ClusterResult:
-    """Cluster the embeddings in a ``.npy``/``.npz`` file (ids from ``ids`` or derived)."""
-    return cluster(store, open_source(path, npz_key), settings, ids=ids, reporter=reporter)
+    """Cluster the embeddings in a ``.npy``/``.npz``/``.parquet`` file (ids from ``ids``, from
+    ``id_column`` of the parquet file, or derived)."""
+    source = open_source(path, npz_key, column=embeddings_column)
+    if id_column is not None:
+        if source.path is None or source.path.suffix.lower() != ".parquet":
+            raise InputError("--id-column only applies to .parquet inputs")
+        ids = ids or source.path
+    return cluster(store, source, settings, ids=ids, id_column=id_column, reporter=reporter)
 
 
 def cluster(
@@ -146,6 +154,7 @@ def cluster(
     settings: ClusterSettings,
     *,
     ids: str | Path | npt.ArrayLike | None = None,
+    id_column: str | None = None,
     reporter: Reporter | None = None,
 ) -> ClusterResult:
     """Validate, record RunStarted, train, record the centroids, assign and write, complete."""
@@ -153,7 +162,7 @@ def cluster(
     t_start = time.perf_counter()
     n, k = source.n, settings.k
     _check_settings(settings, n)
-    id_array, ids_path = _load_ids(ids, n)
+    id_array, ids_path = _load_ids(ids, n, id_column)
     seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
     chunk_rows = settings.chunk_rows or default_chunk_rows(source.dim)
     train_size = min(n, k * settings.train_per_centroid)
@@ -181,6 +190,8 @@ def cluster(
         "batch_size": settings.batch_size,
         "chunk_rows": chunk_rows,
         "npz_key": source.npz_key,
+        "embeddings_column": getattr(source, "column", None),
+        "id_column": id_column,
         "ids": "derived" if id_array is None else "given",
         "ids_path": None if ids_path is None else str(ids_path.resolve()),
         "warnings": warnings,
@@ -254,11 +265,13 @@ def _check_settings(s: ClusterSettings, n: int) -> None:
         raise InputError(f"chunk rows must be at least 1, got {s.chunk_rows}")
 
 
-def _load_ids(ids: str | Path | npt.ArrayLike | None, n: int) -> tuple[IdArray | None, Path | None]:
+def _load_ids(
+    ids: str | Path | npt.ArrayLike | None, n: int, column: str | None = None
+) -> tuple[IdArray | None, Path | None]:
     if ids is None:
         return None, None
     if isinstance(ids, str | Path):
-        return load_ids(ids, n), Path(ids)
+        return load_ids(ids, n, column=column), Path(ids)
     arr = as_ids(ids)
     if arr.shape[0] != n:
         raise InputError(f"{arr.shape[0]} ids given but the embeddings have {n} rows")
@@ -322,7 +335,7 @@ def resume(
     path = embeddings or started.input_path
     if path is None:
         raise InputError(f"run {run_id} does not record its input; pass --embeddings PATH")
-    source = open_source(path, params.get("npz_key"))
+    source = open_source(path, params.get("npz_key"), column=params.get("embeddings_column"))
     if (source.n, source.dim) != (started.n_embeddings, started.dim):
         raise InputError(
             f"{source.label} holds {source.n} x {source.dim} embeddings but run {run_id} "
@@ -383,7 +396,7 @@ def _resume_ids(
     path = ids or params.get("ids_path")
     if path is None:
         raise InputError(f"run {run_id} was given its ids in memory; pass --ids PATH")
-    id_array = load_ids(path, n)
+    id_array = load_ids(path, n, column=params.get("id_column"))
     if digest and ids_digest(id_array) != digest:
         raise InputError(f"{Path(path).name} is not the ids file run {run_id} was started with")
     return id_array

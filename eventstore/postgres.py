@@ -20,7 +20,9 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import Connection, create_engine, select
+import psycopg
+from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from . import schema
@@ -100,6 +102,7 @@ def _append_only_ddl() -> list[str]:
 
 class PostgresRecorder(Recorder):
     dialect_name = "postgresql"
+    concat_payloads_sql = "string_agg(e.payload, ''::bytea ORDER BY e.seq)"
 
     def __init__(self, url: URL):
         engine = create_engine(
@@ -114,6 +117,17 @@ class PostgresRecorder(Recorder):
 
     def _begin_read(self, conn: Connection) -> None:
         """READ COMMITTED, begun implicitly by the driver."""
+
+    def fetch_all(self, conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+        compiled = text(sql).compile(dialect=conn.dialect)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        try:
+            with raw.cursor(binary=True) as cur:
+                cur.execute(compiled.string, compiled.construct_params(params))
+                return cur.fetchall()
+        except psycopg.Error as e:  # converted by ``transaction`` like any driver error
+            raise sa_exc.DBAPIError.instance(compiled.string, params, e, psycopg.Error) from e
 
     def _lock_run(self, conn: Connection, run_id: UUID) -> None:
         conn.exec_driver_sql(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select
+from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -91,6 +91,8 @@ class Recorder(ABC):
     SQLAlchemy's pool."""
 
     dialect_name: str
+    # SQL aggregate over ``e.payload`` concatenating a commit's payloads in seq order (feed.py)
+    concat_payloads_sql: str
 
     def __init__(self, engine: Engine, url: URL):
         self.engine = engine
@@ -144,20 +146,45 @@ class Recorder(ABC):
     # ------------------------------------------------------------------ transactions
 
     @contextmanager
-    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
-        """A transaction; every driver error raised inside becomes an ``EventStoreError``."""
+    def transaction(
+        self, *, write: bool = False, conn: Connection | None = None
+    ) -> Iterator[Connection]:
+        """A transaction; every driver error raised inside becomes an ``EventStoreError``.
+        ``conn``: run it on a connection held by the caller (see ``connection``)."""
         try:
-            with self.engine.connect() as conn:
-                (self._begin_write if write else self._begin_read)(conn)
-                try:
-                    yield conn
-                except BaseException:
-                    conn.rollback()
-                    raise
-                else:
-                    conn.commit()
+            if conn is not None:
+                yield from self._transaction_on(conn, write)
+                return
+            with self.engine.connect() as fresh:
+                yield from self._transaction_on(fresh, write)
         except sa_exc.DBAPIError as e:
             raise self._convert(e) from e
+
+    def _transaction_on(self, conn: Connection, write: bool) -> Iterator[Connection]:
+        (self._begin_write if write else self._begin_read)(conn)
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection held across several ``transaction(conn=...)`` calls, e.g. by a
+        projection runner that keeps a session-level lock; driver errors are converted."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa_exc.DBAPIError as e:
+            raise self._convert(e) from e
+
+    def fetch_all(self, conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+        """All rows of a read-only ``sql`` with ``:name`` parameters, on ``conn`` (inside a
+        ``transaction``). PostgreSQL fetches them in binary: a bytea result crosses the wire
+        as its bytes instead of hex text (the bulk feed reads, ``feed.py``)."""
+        return list(conn.execute(text(sql), params).all())
 
     def _convert(self, e: sa_exc.DBAPIError) -> Exception:
         msg = str(e.orig) if e.orig is not None else str(e)

@@ -84,6 +84,11 @@ def _insert_packed(conn: Connection, run_id: UUID, first_seq: int, batch: Packed
 
 class SQLiteRecorder(Recorder):
     dialect_name = "sqlite"
+    # group_concat streams in scan order here: the feed join is a nested loop over the commits
+    # in position order and each commit's cs_events range in seq order, grouped by commit
+    # position without a sorter (EXPLAIN QUERY PLAN shows no temp b-tree), so the payloads
+    # come out in seq order; the projection tests compare the digests against the log.
+    concat_payloads_sql = "CAST(group_concat(e.payload, x'') AS BLOB)"
 
     def __init__(self, url: URL):
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})

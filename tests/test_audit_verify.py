@@ -255,3 +255,30 @@ def test_a_payload_rewritten_as_text_is_read_as_bytes(store: EventStore) -> None
         ).scalar()
     assert kind == "text"
     assert kinds(store) == [("digest_mismatch", END), ("sizes_mismatch", END)]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "first_bad"),
+    [
+        pytest.param(_change_cluster_within_k, 10, id="changed-in-place"),
+        pytest.param(lambda s: delete_row(s, RUN_A, 30), 30, id="removed"),
+    ],
+)
+def test_the_read_model_pinpoints_a_change_the_digest_only_notices(
+    store: EventStore, tamper: Tamper, first_bad: int
+) -> None:
+    import projections
+
+    make_run(store, RUN_A)
+    projections.catch_up_all(store)  # projected before the change
+    drop_triggers(store)
+    tamper(store)
+    report = verify_run(store, RUN_A)
+    assert report.findings[0].seq == first_bad
+    changed = next(f for f in report.findings if f.kind == "changed_assignment")
+    assert changed.line() == (
+        f"{RUN_A} seq {first_bad}: the stored assignment differs from the one projected into "
+        "the read model (changed, removed or added around the store)"
+    )
+    assert report.read_model == "mismatch"
+    assert projections.first_read_model_difference(store, RUN_B) is None  # not projected

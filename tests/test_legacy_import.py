@@ -259,3 +259,33 @@ def test_import_from_a_postgresql_legacy_database(tmp_path: Path) -> None:
                 c.execute(text("DELETE FROM embeddingcluster"))
     finally:
         drop_pg_schema(schema)
+
+
+def test_imported_runs_pass_the_audit_commands(db_url: str, legacy: Legacy, tmp_path: Path) -> None:
+    """verify, events, export and compare take the imported 47-byte assignments (legacy row
+    ids, no distances) as what they are, not as tampering."""
+    runner = CliRunner()
+    src = sqlite_path(legacy.url)
+    assert runner.invoke(cli, ["--db", db_url, "import-legacy", src, "--quiet"]).exit_code == 0
+    verify = runner.invoke(cli, ["--db", db_url, "runs", "verify", "--all"])
+    assert verify.exit_code == 0, verify.output
+    assert f"{legacy.good}: ok (252 events, 250 assignments, digest matches)" in verify.output
+    events = runner.invoke(
+        cli, ["--db", db_url, "runs", "events", str(legacy.good), "--after", "1", "--limit", "1"]
+    )
+    first = min(legacy.rows[legacy.good], key=lambda r: r.id.bytes)
+    data = json.loads(events.output)["data"]
+    assert (data["embedding_id"], data["distance"], data["legacy_id"]) == (
+        str(first.embedding_id),
+        None,
+        str(first.id),
+    )
+    out = tmp_path / "good.csv"
+    export = runner.invoke(cli, ["--db", db_url, "export", str(legacy.good), "--output", str(out)])
+    assert export.exit_code == 0, export.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 251 and lines[1].startswith(f"{first.embedding_id},")
+    compare = runner.invoke(
+        cli, ["--db", db_url, "runs", "compare", str(legacy.good), str(legacy.good), "--json"]
+    )
+    assert compare.exit_code == 0 and json.loads(compare.output)["ari"] == 1.0

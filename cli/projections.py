@@ -1,0 +1,133 @@
+"""``clusterstore projections``: catch-up (and follow), rebuild, status."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from types import FrameType
+
+import click
+
+import projections as pj
+from eventstore import EventStore
+
+from ._context import StoreContext, pass_store
+from ._options import json_option, quiet_option
+from ._output import echo_json, progress, render_table
+
+name_argument = click.argument(
+    "name", required=False, type=click.Choice(pj.NAMES), metavar="[NAME]"
+)
+
+
+@click.group("projections")
+def projections_group() -> None:
+    """Read models built from the log: catch-up, rebuild, status."""
+
+
+def bring_up_to_date(
+    store: EventStore, names: list[str] | None = None, *, quiet: bool
+) -> dict[str, int]:
+    """Catch the read models up with the log, with a progress bar sized by the lag. The
+    store's own commands (cluster, resume, demo, import-legacy) end with this."""
+    lag = sum(s.lag for s in pj.status(store) if names is None or s.name in names)
+    with progress("projecting", max(lag, 1), quiet=quiet) as bar:
+        return pj.catch_up(store, names, on_progress=bar.update)
+
+
+@projections_group.command("catch-up")
+@name_argument
+@click.option("--follow", is_flag=True, help="Keep applying new events until interrupted.")
+@quiet_option
+@pass_store
+def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -> None:
+    """Apply the events appended since each projection's checkpoint.
+
+    NAME is clusteringresult or embeddingcluster (default: both). With --follow, keep
+    running and apply new events as they are appended (Ctrl-C or SIGTERM stops)."""
+    store = state.open()
+    names = [name] if name else None
+    if follow:
+        _stop_on_sigterm()
+        if not quiet:
+            click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            pj.follow(store, names)
+        return
+    applied = bring_up_to_date(store, names, quiet=quiet)
+    if not quiet:
+        head = store.max_position()
+        for projection, n in applied.items():
+            click.echo(f"{projection}: applied {n:,} events (log head {head:,})")
+
+
+@projections_group.command()
+@name_argument
+@quiet_option
+@pass_store
+def rebuild(state: StoreContext, name: str | None, quiet: bool) -> None:
+    """Replay the whole log into new tables and swap them in atomically.
+
+    Readers keep the old read model until the new one is complete. NAME is
+    clusteringresult or embeddingcluster (default: both)."""
+    store = state.open()
+    head = store.max_position()
+    names = [name] if name else list(pj.NAMES)
+    for projection in names:
+        with progress(f"rebuilding {projection}", max(head, 1), quiet=quiet) as bar:
+            done = pj.rebuild(store, [projection], on_progress=bar.update)[projection]
+        if not quiet:
+            rate = f", {done.events / done.live_seconds:,.0f} events/s" if done.events else ""
+            click.echo(
+                f"{projection}: rebuilt generation {done.generation} from {done.events:,} "
+                f"events; live after {done.live_seconds:.1f} s{rate}, done in "
+                f"{done.seconds:.1f} s"
+            )
+
+
+@projections_group.command()
+@json_option
+@pass_store
+def status(state: StoreContext, as_json: bool) -> None:
+    """Each projection's checkpoint, the head of the log, and the lag."""
+    rows = pj.status(state.open())
+    if as_json:
+        echo_json(
+            {
+                "head": rows[0].head if rows else 0,
+                "projections": [
+                    {
+                        "name": s.name,
+                        "generation": s.generation,
+                        "checkpoint": s.checkpoint,
+                        "head": s.head,
+                        "lag": s.lag,
+                        "state": s.state,
+                        "updated_at": s.updated_at,
+                        "runner": s.runner,
+                    }
+                    for s in rows
+                ],
+            }
+        )
+        return
+    click.echo(
+        render_table(
+            ["projection", "generation", "checkpoint", "head", "lag", "state", "runner"],
+            [
+                [s.name, s.generation, s.checkpoint, s.head, s.lag, s.state, s.runner or ""]
+                for s in rows
+            ],
+        )
+    )
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends ``--follow`` like Ctrl-C: the current batch rolls back, locks are freed."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if sys.platform != "win32":
+        signal.signal(signal.SIGTERM, handler)

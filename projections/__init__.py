@@ -1,0 +1,43 @@
+"""Read models built from the log: checkpointed catch-up, follow, and zero-downtime rebuild.
+
+    import projections
+    projections.catch_up_all(store)             # bring every read model up to date
+    projections.read_model_digest(store, run)   # (rows, sha256) of a run in embeddingcluster
+
+Read models: ``clusteringresult`` (one row per run), ``embeddingcluster`` (legacy-compatible
+assignments of completed runs) and ``clustersize`` (cluster sizes and centroids), all views
+over generation tables that a rebuild replaces atomically (see ``runner``).
+"""
+
+from .base import Checkpoint, Projection
+from .embeddingcluster import first_read_model_difference, read_model_digest
+from .ids import assignment_id, cluster_id
+from .runner import (
+    NAMES,
+    PROJECTIONS,
+    ProjectionStatus,
+    RebuildResult,
+    catch_up,
+    catch_up_all,
+    follow,
+    rebuild,
+    status,
+)
+
+__all__ = [
+    "NAMES",
+    "PROJECTIONS",
+    "Checkpoint",
+    "Projection",
+    "ProjectionStatus",
+    "RebuildResult",
+    "assignment_id",
+    "catch_up",
+    "catch_up_all",
+    "cluster_id",
+    "first_read_model_difference",
+    "follow",
+    "read_model_digest",
+    "rebuild",
+    "status",
+]

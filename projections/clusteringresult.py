@@ -1,0 +1,159 @@
+"""The ``clusteringresult`` read model: one row per run, with its status.
+
+Columns: ``id`` (the run id, or for a run imported from a legacy database the legacy
+clustering-result id from ``RunStarted.legacy_id``, so old SQL keeps finding it),
+``run_id`` (always the store's run id), model, algorithm, params, k, n_embeddings,
+n_assignments, status (``running``, ``completed``, ``failed``), error, started_at,
+finished_at, duration (seconds).
+
+Status follows the run's terminal events in log order: ``RunFailed`` makes it failed (with
+the error and the time it failed), ``RunResumed`` running again (error cleared), and
+``RunCompleted`` completed. ``n_assignments`` counts every assignment event of the run,
+across resumed segments. This projection never reads assignment payloads: the feed tells it
+how many there are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from sqlalchemy import Connection, Table, select, update
+
+from eventstore.codec import decode
+from eventstore.events import (
+    AssignmentRecorded,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
+from eventstore.feed import FeedBlock
+from eventstore.recorder import StoredEvent
+
+from .base import Projection
+from .schema import cr_tables
+
+COLUMNS = (
+    "id",
+    "run_id",
+    "model",
+    "algorithm",
+    "params",
+    "k",
+    "n_embeddings",
+    "n_assignments",
+    "status",
+    "error",
+    "started_at",
+    "finished_at",
+    "duration",
+)
+
+
+class ClusteringResultProjection(Projection):
+    name: ClassVar[str] = "clusteringresult"
+    version: ClassVar[int] = 1
+    reads_assignments: ClassVar[bool] = False
+    views: ClassVar[tuple[str, ...]] = ("clusteringresult",)
+    table_prefix: ClassVar[str] = "pj_cr"
+
+    def tables(self, generation: int) -> list[Table]:
+        return [cr_tables(generation).results]
+
+    def publish(self, conn: Connection, generation: int) -> None:
+        table = cr_tables(generation).results.name
+        body = f"SELECT {', '.join(COLUMNS)} FROM {table}"
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW clusteringresult AS {body}")
+        else:
+            conn.exec_driver_sql("DROP VIEW IF EXISTS clusteringresult")
+            conn.exec_driver_sql(f"CREATE VIEW clusteringresult AS {body}")
+
+    def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
+        t = cr_tables(generation).results
+        first_seen: dict[UUID, int] = {}
+        counts: Counter[UUID] = Counter()
+        for block in blocks:
+            first_seen.setdefault(block.run_id, block.position)
+            counts[block.run_id] += block.n_assignments
+        conn.execute(
+            self.insert(t).on_conflict_do_nothing(index_elements=["run_id"]),
+            [
+                {
+                    "run_id": run,
+                    "id": run,
+                    "n_assignments": 0,
+                    "status": "running",
+                    "first_position": position,
+                }
+                for run, position in first_seen.items()
+            ],
+        )
+        for block in blocks:
+            for ev in block.others:
+                if ev.type == AssignmentRecorded.TYPE:
+                    _decode(ev)  # a non-canonical (e.g. older-version) assignment: validate it
+                    counts[ev.run_id] += 1
+                else:
+                    self._apply_event(conn, t, ev)
+        for run, n in counts.items():
+            if n:
+                conn.execute(
+                    update(t).where(t.c.run_id == run).values(n_assignments=t.c.n_assignments + n)
+                )
+
+    def _apply_event(self, conn: Connection, t: Table, ev: StoredEvent) -> None:
+        event = _decode(ev)
+        where = t.c.run_id == ev.run_id
+        values: dict[str, Any]
+        match event:
+            case RunStarted():
+                values = {
+                    "id": event.legacy_id or ev.run_id,
+                    "model": event.model,
+                    "algorithm": event.algorithm,
+                    "params": event.params,
+                    "k": event.k,
+                    "dim": event.dim,
+                    "seed": event.seed,
+                    "n_embeddings": event.n_embeddings,
+                    "started_at": _utc(event.started_at),
+                    "status": "running",
+                }
+            case RunCompleted():
+                values = {
+                    "status": "completed",
+                    "error": None,
+                    "finished_at": _utc(event.finished_at),
+                    "duration": self._duration(conn, t, ev.run_id, event.finished_at),
+                }
+            case RunFailed():
+                values = {
+                    "status": "failed",
+                    "error": event.error,
+                    "finished_at": _utc(event.failed_at),
+                    "duration": self._duration(conn, t, ev.run_id, event.failed_at),
+                }
+            case RunResumed():
+                values = {"status": "running", "error": None, "finished_at": None, "duration": None}
+            case _:
+                return
+        conn.execute(update(t).where(where).values(**values))
+
+    @staticmethod
+    def _duration(conn: Connection, t: Table, run_id: UUID, end: datetime) -> float | None:
+        started = conn.execute(select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
+        if started is None:
+            return None
+        return (_utc(end) - _utc(started)).total_seconds()
+
+
+def _decode(ev: StoredEvent) -> Any:
+    return decode(ev.type, ev.version, ev.payload, run_id=ev.run_id, seq=ev.seq)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,388 @@
+"""The ``embeddingcluster`` read model (and ``clustersize``): which cluster each embedding
+is in, per completed run.
+
+Storage: ``pj_ec_assignment_g<N>`` holds every projected assignment of every run, keyed
+``(run_key, seq)`` (WITHOUT ROWID on SQLite) with the embedding id as 16 bytes / native
+uuid, the cluster index, the distance, and an imported assignment's legacy row id. Rows
+arrive in key order, so loading appends within a run instead of inserting at random keys.
+``pj_ec_run_g<N>`` has one row per run (its small integer key, ids, id prefixes, whether it
+is completed); ``pj_ec_cluster_g<N>`` the size of every cluster (counted from the projected
+assignments), its centroid and, for an imported run, its legacy cluster UUID.
+
+``embeddingcluster`` is a **view** with the legacy SQLModel columns ``id``,
+``embedding_id``, ``clustering_result_id``, ``cluster_id`` (CHAR(32) lowercase hex on
+SQLite, ``uuid`` on PostgreSQL, as SQLAlchemy's ``Uuid`` stores them) plus ``run_id``,
+``seq``, ``cluster`` and ``distance``. It shows **completed runs only**: a running or failed
+run's assignments stay in the table (a resumed run continues them) but the view hides them
+until the run's ``RunCompleted`` is projected, in the same transaction as the checkpoint,
+so a reader never sees part of a run.
+
+Ids are identical after any rebuild: ``id`` is a function of (run, seq) and ``cluster_id``
+of (run, cluster index) (``ids``); an imported run keeps its legacy row ids and cluster
+UUIDs instead (from ``AssignmentRecorded.legacy_id`` and ``RunStarted.legacy_cluster_ids``),
+so the SQL users ran against their old tables returns the same rows.
+``clustering_result_id`` is the run id (an imported run's is its legacy result id).
+``clustersize`` shows, per completed run, each cluster's size and centroid (float32
+little-endian bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator
+from typing import Any, ClassVar
+from uuid import UUID
+
+import numpy as np
+from sqlalchemy import Connection, Table, Uuid, bindparam, func, select, text, update
+
+from eventstore.codec import ASSIGNMENT_WIDTH, decode, pack_assignments, unpack_assignments
+from eventstore.errors import EventDecodeError
+from eventstore.events import (
+    AssignmentRecorded,
+    CentroidsComputed,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
+from eventstore.feed import FeedBlock
+from eventstore.recorder import StoredEvent
+from eventstore.store import EventStore
+
+from . import ids
+from ._load import Rows, insert_rows
+from .base import Projection, current_generation
+from .schema import ECTables, ec_tables
+
+
+class EmbeddingClusterProjection(Projection):
+    name: ClassVar[str] = "embeddingcluster"
+    version: ClassVar[int] = 1
+    reads_assignments: ClassVar[bool] = True
+    views: ClassVar[tuple[str, ...]] = ("embeddingcluster", "clustersize")
+    table_prefix: ClassVar[str] = "pj_ec_"
+
+    def tables(self, generation: int) -> list[Table]:
+        return list(ec_tables(generation))
+
+    def publish(self, conn: Connection, generation: int) -> None:
+        t = ec_tables(generation)
+        pg = self.dialect == "postgresql"
+        for view, body in (("embeddingcluster", _EC_VIEW), ("clustersize", _SIZE_VIEW)):
+            sql = body.format(
+                a=t.assignments.name,
+                r=t.runs.name,
+                c=t.clusters.name,
+                completed="r.completed" if pg else "r.completed = 1",
+                legacy_clusters="r.legacy_clusters" if pg else "r.legacy_clusters = 1",
+                id=_id_sql("r.id_prefix", "a.seq", pg),
+                cluster_id=_id_sql("r.cluster_prefix", "a.cluster", pg),
+                size_cluster_id=_id_sql("r.cluster_prefix", "c.cluster", pg),
+                embedding_id="a.embedding_id" if pg else "lower(hex(a.embedding_id))",
+                legacy_id="a.legacy_id" if pg else _SQLITE_LEGACY_ID,
+            )
+            if pg:
+                conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {view} AS {sql}")
+            else:
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+                conn.exec_driver_sql(f"CREATE VIEW {view} AS {sql}")
+
+    def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
+        t = ec_tables(generation)
+        keys = self._run_keys(conn, t, blocks)
+        parts: list[Rows] = []
+        for block in blocks:
+            key = keys[block.run_id]
+            if block.n_assignments:
+                parts.append(_block_rows(key, block))
+            extra = [ev for ev in block.others if ev.type == AssignmentRecorded.TYPE]
+            if extra:
+                parts.append(_decoded_rows(key, extra))
+        if parts:
+            rows = Rows.concat(parts)
+            insert_rows(conn, self.dialect, t.assignments, rows)
+            self._add_sizes(conn, t, rows)
+        for block in blocks:
+            for ev in block.others:
+                if ev.type != AssignmentRecorded.TYPE:
+                    self._apply_event(conn, t, keys[block.run_id], ev)
+
+    def _run_keys(self, conn: Connection, t: ECTables, blocks: list[FeedBlock]) -> dict[UUID, int]:
+        """Each run's key; runs seen for the first time get the next keys, in feed order."""
+        run_ids = list(dict.fromkeys(b.run_id for b in blocks))
+        r = t.runs
+        found = conn.execute(select(r.c.run_id, r.c.run_key).where(r.c.run_id.in_(run_ids)))
+        keys: dict[UUID, int] = {run: int(key) for run, key in found}
+        new = [run for run in run_ids if run not in keys]
+        if not new:
+            return keys
+        started: dict[UUID, RunStarted] = {}
+        for b in blocks:
+            for ev in b.others:
+                if ev.type == RunStarted.TYPE and b.run_id in new:
+                    started.setdefault(ev.run_id, _decode(ev))
+        nxt = int(conn.execute(select(func.max(r.c.run_key))).scalar() or 0) + 1
+        runs: list[dict[str, Any]] = []
+        clusters: list[dict[str, Any]] = []
+        for key, run in enumerate(new, start=nxt):
+            keys[run] = key
+            first = started.get(run)
+            legacy_clusters = list(first.legacy_cluster_ids or []) if first else []
+            runs.append(
+                {
+                    "run_key": key,
+                    "run_id": run,
+                    "result_id": (first.legacy_id if first else None) or run,
+                    "id_prefix": ids.prefix(ids.ASSIGNMENT_DOMAIN, run),
+                    "cluster_prefix": ids.prefix(ids.CLUSTER_DOMAIN, run),
+                    "completed": False,
+                    "legacy_clusters": bool(legacy_clusters),
+                }
+            )
+            clusters.extend(
+                {
+                    "run_key": key,
+                    "cluster": i,
+                    "size": 0,
+                    "centroid": None,
+                    "legacy_cluster_id": legacy,
+                }
+                for i, legacy in enumerate(legacy_clusters)
+            )
+        conn.execute(r.insert(), runs)
+        if clusters:
+            conn.execute(t.clusters.insert(), clusters)
+        return keys
+
+    def _add_sizes(self, conn: Connection, t: ECTables, rows: Rows) -> None:
+        combined = (rows.run_key.astype(np.int64) << 32) | rows.cluster.astype(np.int64)
+        values, counts = np.unique(combined, return_counts=True)
+        c = t.clusters
+        stmt = self.insert(c)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_key", "cluster"], set_={"size": c.c.size + stmt.excluded.size}
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "run_key": int(v >> 32),
+                    "cluster": int(v & 0xFFFFFFFF),
+                    "size": int(n),
+                    "centroid": None,
+                }
+                for v, n in zip(values.tolist(), counts.tolist(), strict=True)
+            ],
+        )
+
+    def _apply_event(self, conn: Connection, t: ECTables, key: int, ev: StoredEvent) -> None:
+        event = _decode(ev)
+        r, c = t.runs, t.clusters
+        match event:
+            case CentroidsComputed():
+                width = event.dim * 4
+                stmt = self.insert(c)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["run_key", "cluster"],
+                    set_={"centroid": stmt.excluded.centroid},
+                )
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "run_key": key,
+                            "cluster": i,
+                            "size": 0,
+                            "centroid": event.centroids[i * width : (i + 1) * width],
+                        }
+                        for i in range(event.k)
+                    ],
+                )
+            case RunCompleted():
+                conn.execute(update(r).where(r.c.run_key == key).values(completed=True))
+                if event.cluster_sizes:  # every cluster gets a row, empty ones too
+                    missing = self.insert(c).on_conflict_do_nothing(
+                        index_elements=["run_key", "cluster"]
+                    )
+                    conn.execute(
+                        missing,
+                        [
+                            {"run_key": key, "cluster": i, "size": 0, "centroid": None}
+                            for i in range(len(event.cluster_sizes))
+                        ],
+                    )
+            case RunFailed() | RunResumed():
+                conn.execute(update(r).where(r.c.run_key == key).values(completed=False))
+            case _:
+                pass
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def _block_rows(key: int, block: FeedBlock) -> Rows:
+    assert block.assignments is not None
+    try:
+        rec = unpack_assignments(block.assignments, legacy=block.width != ASSIGNMENT_WIDTH)
+    except EventDecodeError:  # a fixed-width payload in another msgpack layout: decode each
+        seqs = block.assignment_seqs().tolist()
+        w = block.width
+        return _decoded_rows(
+            key,
+            [
+                StoredEvent(
+                    block.run_id,
+                    seq,
+                    AssignmentRecorded.TYPE,
+                    AssignmentRecorded.VERSION,
+                    block.assignments[i * w : (i + 1) * w],
+                )
+                for i, seq in enumerate(seqs)
+            ],
+        )
+    return Rows.of(key, block.assignment_seqs(), rec)
+
+
+def _decoded_rows(key: int, events: list[StoredEvent]) -> Rows:
+    """Assignments in a layout numpy does not read (e.g. an older version): one by one."""
+    decoded: list[AssignmentRecorded] = [_decode(ev) for ev in events]
+    n = len(decoded)
+    return Rows(
+        np.full(n, key, dtype=np.int64),
+        np.array([ev.seq for ev in events], dtype=np.int64),
+        np.frombuffer(b"".join(a.embedding_id.bytes for a in decoded), dtype="V16"),
+        np.array([a.cluster for a in decoded], dtype=np.int64),
+        np.array([a.distance for a in decoded], dtype=np.float32),
+        np.frombuffer(
+            b"".join(a.legacy_id.bytes if a.legacy_id else bytes(16) for a in decoded),
+            dtype="V16",
+        ),
+        np.array([a.legacy_id is not None for a in decoded], dtype=np.bool_),
+    )
+
+
+def _decode(ev: StoredEvent) -> Any:
+    return decode(ev.type, ev.version, ev.payload, run_id=ev.run_id, seq=ev.seq)
+
+
+# ---------------------------------------------------------------------------- views SQL
+
+
+def _id_sql(prefix: str, number: str, pg: bool) -> str:
+    """A deterministic id (see ``ids``): the run's prefix and ``number | 1 << 63`` in hex."""
+    if pg:
+        return f"({prefix} || to_hex({number} | (1::bigint << 63)))::uuid"
+    return f"{prefix} || printf('%016x', {number} | (1 << 63))"
+
+
+# hex(NULL) is '', not NULL
+_SQLITE_LEGACY_ID = "CASE WHEN a.legacy_id IS NOT NULL THEN lower(hex(a.legacy_id)) END"
+
+_EC_VIEW = """SELECT COALESCE({legacy_id}, {id}) AS id, {embedding_id} AS embedding_id,
+ r.result_id AS clustering_result_id,
+ CASE WHEN {legacy_clusters} THEN COALESCE((SELECT c.legacy_cluster_id FROM {c} AS c
+   WHERE c.run_key = a.run_key AND c.cluster = a.cluster), {cluster_id})
+ ELSE {cluster_id} END AS cluster_id,
+ r.run_id AS run_id, a.seq AS seq, a.cluster AS cluster, a.distance AS distance
+FROM {a} AS a JOIN {r} AS r ON r.run_key = a.run_key
+WHERE {completed}"""
+
+_SIZE_VIEW = """SELECT r.result_id AS clustering_result_id, r.run_id AS run_id,
+ c.cluster AS cluster, COALESCE(c.legacy_cluster_id, {size_cluster_id}) AS cluster_id,
+ c.size AS size, c.centroid AS centroid
+FROM {c} AS c JOIN {r} AS r ON r.run_key = c.run_key
+WHERE {completed}"""
+
+
+# ---------------------------------------------------------------------------- digest
+
+
+def read_model_digest(store: EventStore, run_id: UUID) -> tuple[int, str] | None:
+    """(row count, sha256 hex) of a run's rows in ``embeddingcluster``: the assignment
+    payloads rebuilt from the view's rows in seq order (the canonical 29-byte layout, or the
+    47-byte one with the legacy row id where ``id`` is one), the same digest as
+    ``RunCompleted.digest``. None if the run is not in the read model (never projected, or
+    not completed, so the view does not show it)."""
+    digest = hashlib.sha256()
+    count = 0
+    chunks = _view_chunks(store, run_id)
+    if chunks is None:
+        return None
+    for seqs, payloads in chunks:
+        digest.update(b"".join(payloads))
+        count += len(seqs)
+    return count, digest.hexdigest()
+
+
+def first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
+    """The first seq at which the log's assignments and the run's rows in the read model
+    differ (changed, missing or extra on either side), or None when they agree or the run is
+    not in the read model. The read model was projected from the log when the run completed,
+    so after a change made around the store it pinpoints the changed row, which the digest
+    alone cannot."""
+    chunks = _view_chunks(store, run_id)
+    if chunks is None:
+        return None
+    model = ((seq, p) for seqs, payloads in chunks for seq, p in zip(seqs, payloads, strict=True))
+    log = (
+        (ev.seq, ev.payload)
+        for page in store.recorder.read_stream_pages(run_id)
+        for ev in page
+        if ev.type == AssignmentRecorded.TYPE
+    )
+    for pair in itertools.zip_longest(log, model):
+        a, b = pair
+        if a != b:
+            return min(x[0] for x in pair if x is not None)
+    return None
+
+
+def _view_chunks(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]] | None:
+    """The run's rows in the ``embeddingcluster`` view as (seqs, payloads) chunks in seq
+    order, or None if the view does not show the run."""
+    with store.recorder.transaction() as conn:
+        generation = current_generation(conn, EmbeddingClusterProjection.name)
+        if generation is None:
+            return None
+        r = ec_tables(generation).runs
+        completed = conn.execute(select(r.c.completed).where(r.c.run_id == run_id)).scalar()
+    if not completed:
+        return None
+    return _read_view(store, run_id)
+
+
+def _read_view(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]]:
+    query = text(
+        "SELECT id, seq, embedding_id, cluster, distance FROM embeddingcluster "
+        "WHERE run_id = :run ORDER BY seq"
+    ).bindparams(bindparam("run", type_=Uuid()))
+    prefix = ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id)
+    with store.recorder.transaction() as conn:
+        result = conn.execution_options(yield_per=50_000).execute(query, {"run": run_id})
+        for part in result.partitions():
+            yield [row[1] for row in part], _payloads(part, prefix)
+
+
+def _payloads(rows: Any, prefix: str) -> list[bytes]:
+    """The payload of each view row (id, seq, embedding_id, cluster, distance)."""
+    hexes = [v if isinstance(v, str) else v.hex for v in (row[0] for row in rows)]
+    derived = [prefix + format(row[1] | 1 << 63, "016x") for row in rows]
+    legacy = [h != d for h, d in zip(hexes, derived, strict=True)]
+    embedding = [v if isinstance(v, str) else v.hex for v in (row[2] for row in rows)]
+    clusters = np.array([row[3] for row in rows], dtype=np.int64)
+    distances = np.array([np.nan if row[4] is None else row[4] for row in rows]).astype("f4")
+    ids_v16 = np.frombuffer(bytes.fromhex("".join(embedding)), dtype="V16")
+    out: list[bytes] = []
+    start = 0
+    for is_legacy, group in itertools.groupby(legacy):  # imported rows carry their row ids
+        stop = start + len(list(group))
+        extra = {}
+        if is_legacy:
+            extra["legacy_ids"] = np.frombuffer(bytes.fromhex("".join(hexes[start:stop])), "V16")
+        cut = slice(start, stop)
+        packed = pack_assignments(ids_v16[cut], clusters[cut], distances[cut], **extra)
+        out.extend(packed.payload(i) for i in range(packed.count))
+        start = stop
+    return out

@@ -1,0 +1,481 @@
+"""The projection runner: catch-up, follow, rebuild, checkpoints.
+
+- **Catch-up** reads the global feed after the projection's checkpoint in batches of
+  ``BATCH_EVENTS`` (``eventstore.feed.read_feed_blocks``: set-based reads, bounded memory)
+  and applies each batch and advances the checkpoint in the *same* transaction, guarded by
+  the previous position: exactly once, and a crash (even SIGKILL) loses at most the
+  uncommitted batch, which the next run applies again from the last checkpoint.
+- **One runner per projection** (``locks``): a second ``catch_up`` waits until the running
+  one has reached the head it wanted (or takes over when that one ends); ``follow`` and
+  ``rebuild`` refuse at once with a message naming the holder.
+- **Follow** keeps applying new events: it polls; on PostgreSQL a ``LISTEN`` on the
+  store's notification channel only wakes it early (notifications can be lost).
+- **Rebuild** replays the whole log into a new generation of tables that no reader sees,
+  creates their secondary indexes after the load, then points the public views at it and
+  moves the checkpoint in one transaction; the old generation is dropped afterwards. Readers
+  see the old read model until the new one is complete. It runs exactly the code catch-up
+  runs, so a rebuild equals incremental catch-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, inspect, text, update
+
+from eventstore.errors import DatabaseBusyError, SchemaError
+from eventstore.feed import FeedBlock, read_feed_blocks
+from eventstore.store import EventStore
+
+from . import schema
+from .base import Checkpoint, Projection, read_checkpoint
+from .clusteringresult import ClusteringResultProjection
+from .embeddingcluster import EmbeddingClusterProjection
+from .locks import LOCK_TTL, RunnerLock, advisory_holder, make_lock, row_holder
+
+BATCH_EVENTS = 100_000
+POLL_SECONDS = 1.0
+WAIT_SECONDS = 60.0
+
+PROJECTIONS: dict[str, type[Projection]] = {
+    cls.name: cls for cls in (ClusteringResultProjection, EmbeddingClusterProjection)
+}
+NAMES: tuple[str, ...] = tuple(PROJECTIONS)
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    generation: int  # the generation readers see now
+    events: int  # events replayed into it
+    live_seconds: float  # from the start until readers saw the new generation
+    seconds: float  # including dropping the old generation (and, from ``rebuild``, the
+    #                 catch-up of what was appended meanwhile)
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    generation: int | None
+    checkpoint: int | None
+    head: int
+    updated_at: datetime | None
+    runner: str | None
+
+    @property
+    def lag(self) -> int:
+        return self.head - (self.checkpoint or 0)
+
+    @property
+    def state(self) -> str:
+        if self.checkpoint is None:
+            return "not built"
+        return "up to date" if self.lag <= 0 else "behind"
+
+
+class Runner:
+    """One projection's runner on one held connection: lock, checkpoint, batches."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        conn: Connection,
+        batch_events: int = BATCH_EVENTS,
+    ):
+        self.store = store
+        self.batch_events = batch_events
+        self.recorder = store.recorder
+        self.projection = projection
+        self.name = projection.name
+        self.conn = conn
+        self.lock: RunnerLock = make_lock(self.recorder, conn, self.name)
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def checkpoint(self) -> Checkpoint | None:
+        with self.recorder.transaction(conn=self.conn) as c:
+            return read_checkpoint(c, self.name)
+
+    def _advance(self, c: Connection, generation: int, old: int, new: int) -> None:
+        t = schema.checkpoints
+        result = c.execute(
+            update(t)
+            .where(t.c.name == self.name, t.c.generation == generation, t.c.position == old)
+            .values(position=new, updated_at=datetime.now(UTC))
+        )
+        if result.rowcount != 1:
+            raise DatabaseBusyError(
+                f"projection {self.name}: the checkpoint moved under this runner (another "
+                "runner?); the batch was rolled back, run the catch-up again"
+            )
+
+    def _publish(self, c: Connection, generation: int, position: int) -> None:
+        """Point the views at ``generation`` and set the checkpoint, in the caller's txn."""
+        self.projection.publish(c, generation)
+        t = schema.checkpoints
+        values = {
+            "generation": generation,
+            "version": self.projection.version,
+            "position": position,
+            "updated_at": datetime.now(UTC),
+        }
+        if c.execute(update(t).where(t.c.name == self.name).values(**values)).rowcount == 0:
+            c.execute(t.insert().values(name=self.name, **values))
+
+    # ------------------------------------------------------------------ building
+
+    def ensure_built(self, on_progress: ProgressFn | None = None) -> Checkpoint:
+        """The checkpoint; on first use generation 1 is created (empty); a read model built
+        by another layout version is rebuilt. Call with the lock held."""
+        cp = self.checkpoint()
+        if cp is None:
+            with self.recorder.transaction(write=True, conn=self.conn) as c:
+                self.lock.check(c)
+                _refuse_foreign_names(c, self.projection)
+                self._drop_generations(c, keep=None)
+                self.projection.create(c, 1)
+                self._publish(c, 1, 0)
+        elif cp.version != self.projection.version:
+            self.rebuild(on_progress)
+        cp = self.checkpoint()
+        assert cp is not None
+        return cp
+
+    def catch_up(self, on_progress: ProgressFn | None = None) -> int:
+        """Apply every event after the checkpoint; returns how many. Call with the lock held."""
+        cp = self.ensure_built(on_progress)
+        position = start = cp.position
+        while True:
+            applied = position
+            for blocks in self._batches(after=position):
+                new = blocks[-1].last_position
+                with self._batch_transaction() as c:
+                    self.projection.apply(c, cp.generation, blocks)
+                    self._advance(c, cp.generation, position, new)
+                if on_progress is not None:
+                    on_progress(new - position)
+                position = new
+            if position == applied:
+                return position - start
+
+    def rebuild(self, on_progress: ProgressFn | None = None) -> RebuildResult:
+        """Replay the whole log into a new generation and swap it in. Call with the lock
+        held."""
+        start = time.perf_counter()
+        cp = self.checkpoint()
+        old = cp.generation if cp is not None else None
+        generation = (old or 0) + 1
+        target = self.store.max_position()
+        with self.recorder.transaction(write=True, conn=self.conn) as c:
+            self.lock.check(c)
+            self._drop_generations(c, keep=old)
+            self.projection.create(c, generation, indexes=False)
+        position = 0
+        while position < target:
+            before = position
+            for blocks in self._batches(after=position, until=target):
+                with self._batch_transaction() as c:
+                    self.projection.apply(c, generation, blocks)
+                if on_progress is not None:
+                    on_progress(blocks[-1].last_position - position)
+                position = blocks[-1].last_position
+            if position == before:
+                break
+        with self.recorder.transaction(write=True, conn=self.conn) as c:
+            self.lock.check(c)
+            self.projection.create_indexes(c, generation)
+            if old is None:
+                _refuse_foreign_names(c, self.projection)
+            self._publish(c, generation, position)
+        live = time.perf_counter() - start
+        with self.recorder.transaction(write=True, conn=self.conn) as c:
+            self._drop_generations(c, keep=generation)
+        return RebuildResult(generation, position, live, time.perf_counter() - start)
+
+    @contextmanager
+    def _batch_transaction(self) -> Iterator[Connection]:
+        """The write transaction of one batch, under this runner's lock. On PostgreSQL it
+        commits without waiting for the WAL flush: a batch lost in a server crash is lost
+        together with the checkpoint it advanced, and applied again from the one before
+        (the generation swap and the setup commit synchronously)."""
+        with self.recorder.transaction(write=True, conn=self.conn) as c:
+            self.lock.check(c)
+            if self.store.backend == "postgresql":
+                c.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield c
+
+    def _batches(self, *, after: int, until: int | None = None) -> Iterator[list[FeedBlock]]:
+        """The feed after ``after`` in batches (until a short batch, or ``until``). While one
+        batch is applied, a thread reads the next on its own connection (the log is
+        immutable, so reading ahead is safe); at most three batches are in memory."""
+
+        def read(position: int, conn: Connection | None = None) -> list[FeedBlock]:
+            return read_feed_blocks(
+                self.recorder,
+                after=position,
+                max_events=self.batch_events,
+                assignments=self.projection.reads_assignments,
+                conn=conn,
+            )
+
+        def more(blocks: list[FeedBlock]) -> bool:
+            full = blocks[-1].last_position - blocks[0].position + 1 >= self.batch_events
+            return full and (until is None or blocks[-1].last_position < until)
+
+        first = read(after, self.conn)
+        if not first:
+            return
+        if not more(first):
+            yield first
+            return
+        yield from _prefetched(read, first, more)
+
+    def _drop_generations(self, c: Connection, *, keep: int | None) -> None:
+        """Drop every generation table of this projection except ``keep``'s."""
+        prefix = self.projection.table_prefix
+        stale = [
+            name
+            for name in inspect(c).get_table_names()
+            if (g := schema.generation_of(name, prefix)) is not None and g != keep
+        ]
+        self.projection.drop_tables(c, stale)
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def projections_for(store: EventStore, names: Sequence[str] | None) -> list[Projection]:
+    unknown = [n for n in names or () if n not in PROJECTIONS]
+    if unknown:
+        raise SchemaError(f"unknown projection {unknown[0]!r}; known: {', '.join(NAMES)}")
+    return [PROJECTIONS[n](store.backend) for n in (names or NAMES)]
+
+
+def catch_up(
+    store: EventStore,
+    names: Sequence[str] | None = None,
+    *,
+    on_progress: ProgressFn | None = None,
+    wait: float = WAIT_SECONDS,
+    batch_events: int = BATCH_EVENTS,
+) -> dict[str, int]:
+    """Bring the projections up to date with the log's head; returns events applied per
+    projection. If another runner holds a projection, wait (up to ``wait`` seconds) until it
+    has reached the head this call saw, or until it ends and this call can take over."""
+    applied: dict[str, int] = {}
+    with store.recorder.connection() as conn:
+        ensure_tables(store, conn)
+        for projection in projections_for(store, names):
+            runner = Runner(store, projection, conn, batch_events)
+            target = store.max_position()
+            if not _acquire_or_wait(runner, target, wait):
+                applied[projection.name] = 0
+                continue
+            try:
+                applied[projection.name] = runner.catch_up(on_progress)
+            finally:
+                runner.lock.release()
+    return applied
+
+
+def catch_up_all(
+    store: EventStore, *, quiet: bool = True, on_progress: ProgressFn | None = None
+) -> None:
+    """Bring every projection up to date (creating the read-model tables on first use).
+    ``quiet=False`` writes one summary line per projection that applied events to stderr."""
+    applied = catch_up(store, on_progress=on_progress)
+    if not quiet:
+        for name, n in applied.items():
+            if n:
+                sys.stderr.write(f"projection {name}: applied {n:,} events\n")
+
+
+def rebuild(
+    store: EventStore,
+    names: Sequence[str] | None = None,
+    *,
+    on_progress: ProgressFn | None = None,
+    batch_events: int = BATCH_EVENTS,
+) -> dict[str, RebuildResult]:
+    """Rebuild the projections from the whole log, each into a new generation swapped in
+    atomically, then catch up what was appended meanwhile. Refuses if another runner holds
+    a projection."""
+    done: dict[str, RebuildResult] = {}
+    with store.recorder.connection() as conn:
+        ensure_tables(store, conn)
+        for projection in projections_for(store, names):
+            with _holding(Runner(store, projection, conn, batch_events)) as runner:
+                start = time.perf_counter()
+                result = runner.rebuild(on_progress)
+                runner.catch_up(on_progress)
+                seconds = time.perf_counter() - start
+                done[projection.name] = replace(result, seconds=seconds)
+    return done
+
+
+def follow(
+    store: EventStore,
+    names: Sequence[str] | None = None,
+    *,
+    on_progress: ProgressFn | None = None,
+    poll: float = POLL_SECONDS,
+    stop: Callable[[], bool] | None = None,
+    batch_events: int = BATCH_EVENTS,
+) -> None:
+    """Keep the projections up to date until ``stop()`` is true (or Ctrl-C / SIGTERM in the
+    CLI): catch up, then wait for new events (poll; PostgreSQL notifications wake it early).
+    Refuses if another runner holds a projection."""
+    from .waker import make_waker
+
+    with store.recorder.connection() as conn, ExitStack() as stack:
+        ensure_tables(store, conn)
+        runners = [
+            stack.enter_context(_holding(Runner(store, p, conn, batch_events)))
+            for p in projections_for(store, names)
+        ]
+        waker = stack.enter_context(make_waker(store))
+        last_beat = time.monotonic()
+        while True:
+            applied = sum(r.catch_up(on_progress) for r in runners)
+            if stop is not None and stop():
+                return
+            if applied == 0:
+                if time.monotonic() - last_beat > LOCK_TTL.total_seconds() / 4:
+                    for r in runners:
+                        with store.recorder.transaction(write=True, conn=conn) as c:
+                            r.lock.check(c)
+                    last_beat = time.monotonic()
+                waker.wait(poll)
+
+
+def status(store: EventStore) -> list[ProjectionStatus]:
+    """Each projection's generation, checkpoint, the log's head and who is running it."""
+    head = store.max_position()
+    out = []
+    with store.recorder.transaction() as c:
+        names = set(inspect(c).get_table_names())
+        for name in NAMES:
+            cp = read_checkpoint(c, name) if schema.checkpoints.name in names else None
+            if store.backend == "postgresql":
+                runner = advisory_holder(c, name)
+            else:
+                runner = row_holder(c, name) if schema.locks.name in names else None
+            out.append(
+                ProjectionStatus(
+                    name,
+                    cp.generation if cp else None,
+                    cp.position if cp else None,
+                    head,
+                    cp.updated_at if cp else None,
+                    runner,
+                )
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _prefetched(
+    read: Callable[[int], list[FeedBlock]],
+    first: list[FeedBlock],
+    more: Callable[[list[FeedBlock]], bool],
+) -> Iterator[list[FeedBlock]]:
+    """``first``, then the batches a reader thread fetches one ahead of the consumer."""
+    ahead: queue.Queue[list[FeedBlock] | BaseException] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work(position: int) -> None:
+        try:
+            while not stop.is_set():
+                blocks = read(position)
+                ahead.put(blocks)
+                if not blocks or not more(blocks):
+                    return
+                position = blocks[-1].last_position
+        except BaseException as e:  # handed to the consumer, raised there
+            ahead.put(e)
+
+    thread = threading.Thread(target=work, args=(first[-1].last_position,), daemon=True)
+    thread.start()
+    try:
+        yield first
+        while True:
+            item = ahead.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+            if not more(item):
+                return
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a pending put, then let the thread end
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.05)
+        thread.join()
+
+
+def ensure_tables(store: EventStore, conn: Connection) -> None:
+    """Create the fixed read-model tables on first use (concurrent callers are serialised)."""
+    with store.recorder.transaction(write=True, conn=conn) as c:
+        if store.backend == "postgresql":
+            c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_KEY})
+        schema.metadata.create_all(c, checkfirst=True)
+
+
+_SETUP_KEY = 0x636C7573_70726F6A  # "clusproj": serialises the one-time CREATE TABLEs
+
+
+def _refuse_foreign_names(c: Connection, projection: Projection) -> None:
+    insp = inspect(c)
+    taken = set(insp.get_table_names()) | set(insp.get_view_names())
+    clash = [v for v in projection.views if v in taken]
+    if clash:
+        raise SchemaError(
+            f"the database already has a table or view named {clash[0]!r} that clusterstore "
+            f"did not create; the {projection.name} read model needs that name (rename it, or "
+            "keep the store in another database)"
+        )
+
+
+def _acquire_or_wait(runner: Runner, target: int, wait: float) -> bool:
+    """Take the runner's lock (True), or return False once the holder reached ``target``."""
+    deadline = time.monotonic() + wait
+    while not runner.lock.try_acquire():
+        cp = runner.checkpoint()
+        if cp is not None and cp.version == runner.projection.version and cp.position >= target:
+            return False
+        if time.monotonic() > deadline:
+            raise DatabaseBusyError(
+                f"projection {runner.name} is being updated by another runner "
+                f"({runner.lock.holder() or 'unknown'}) and did not reach position {target} "
+                f"within {wait:.0f} s; try again later (`clusterstore projections status`)"
+            )
+        time.sleep(0.2)
+    return True
+
+
+@contextmanager
+def _holding(runner: Runner) -> Iterator[Runner]:
+    if not runner.lock.try_acquire():
+        raise DatabaseBusyError(
+            f"projection {runner.name} is already being updated by another runner "
+            f"({runner.lock.holder() or 'unknown'}); stop it first, or wait for it to finish "
+            "(`clusterstore projections status` shows it)"
+        )
+    try:
+        yield runner
+    finally:
+        runner.lock.release()

@@ -1,0 +1,276 @@
+"""Projections under faults: SIGKILL mid-batch, readers during a rebuild, and (PostgreSQL)
+concurrent writers with rolled-back transactions while a follower runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import projections
+from eventstore import EventStore
+from projections.schema import ec_tables
+from tests.pj_util import make_run, physical_tables, query, snapshot, truth
+
+# A child that runs a projection and freezes inside batch number argv[3] (after the rows
+# are written, before the commit), so the parent can SIGKILL it mid-batch.
+FREEZE_IN_BATCH = r"""
+import sys, time
+import projections
+from eventstore import EventStore
+from projections.embeddingcluster import EmbeddingClusterProjection as P
+
+original = P.apply
+calls = 0
+
+def apply(self, conn, generation, blocks):
+    global calls
+    original(self, conn, generation, blocks)
+    calls += 1
+    if calls == int(sys.argv[3]):
+        print("inside batch", flush=True)
+        time.sleep(300)
+
+P.apply = apply
+store = EventStore.open(sys.argv[1])
+if sys.argv[4] == "rebuild":
+    projections.rebuild(store, ["embeddingcluster"], batch_events=int(sys.argv[2]))
+else:
+    projections.catch_up(store, ["embeddingcluster"], batch_events=int(sys.argv[2]))
+print("finished", flush=True)
+"""
+
+
+def kill_inside_batch(db_url: str, env: dict[str, str], batch: int, nth: int, mode: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", FREEZE_IN_BATCH, db_url, str(batch), str(nth), mode],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "inside batch\n"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+
+
+def assert_exactly_once(store: EventStore) -> None:
+    """Every assignment of the log is in the table once, and sizes count each once."""
+    log = truth(store)
+    for run_id, progress in log.items():
+        done = progress.completed
+        expected = (done.count, done.digest) if done is not None else None
+        assert projections.read_model_digest(store, run_id) == expected
+    gen = next(s.generation for s in projections.status(store) if s.name == "embeddingcluster")
+    assert gen is not None
+    t = ec_tables(gen)
+    total = sum(p.rows_done for p in log.values())
+    assert query(store, f"SELECT count(*) FROM {t.assignments.name}") == [(total,)]
+    assert query(store, f"SELECT sum(size) FROM {t.clusters.name}") == [(total,)]
+
+
+def test_sigkill_mid_batch_then_restart_applies_everything_once(
+    store: EventStore, db_url: str, subprocess_env: dict[str, str]
+) -> None:
+    for seed in range(3):
+        make_run(store, 400, seed=seed, batch_size=50)
+    make_run(store, 400, seed=9, recorded=170, fail=True, batch_size=50)
+
+    kill_inside_batch(db_url, subprocess_env, batch=250, nth=3, mode="catch-up")
+
+    state = {s.name: s for s in projections.status(store)}["embeddingcluster"]
+    assert state.checkpoint == 500  # two batches committed, the third rolled back
+    gen = state.generation
+    assert gen is not None
+    in_log = sum(1 for ev in store.feed(limit=500) if ev.type == 3)
+    table = ec_tables(gen).assignments.name
+    assert query(store, f"SELECT count(*) FROM {table}") == [(in_log,)]
+
+    assert projections.catch_up(store, ["embeddingcluster"], wait=30)["embeddingcluster"] > 0
+    assert_exactly_once(store)
+
+
+def test_sigkill_during_rebuild_leaves_the_old_read_model(
+    store: EventStore, db_url: str, subprocess_env: dict[str, str]
+) -> None:
+    for seed in range(2):
+        make_run(store, 300, seed=seed, batch_size=40)
+    projections.catch_up_all(store)
+    before = snapshot(store)
+
+    kill_inside_batch(db_url, subprocess_env, batch=100, nth=4, mode="rebuild")
+
+    assert snapshot(store) == before  # readers still see generation 1, complete
+    assert "pj_ec_assignment_g2" in physical_tables(store)  # the half-built one
+    done = projections.rebuild(store, ["embeddingcluster"])["embeddingcluster"]
+    assert done.generation == 2
+    assert snapshot(store) == before
+    assert {t for t in physical_tables(store) if t.startswith("pj_ec_")} == {
+        "pj_ec_run_g2",
+        "pj_ec_assignment_g2",
+        "pj_ec_cluster_g2",
+    }
+    assert_exactly_once(store)
+
+
+READ = (
+    "SELECT count(*), count(DISTINCT clustering_result_id), sum(cluster), "
+    "count(DISTINCT id) FROM embeddingcluster"
+)
+
+
+def test_readers_never_see_an_empty_or_partial_table_during_rebuild(store: EventStore) -> None:
+    for seed in range(4):
+        make_run(store, 300, seed=seed, batch_size=100)
+    make_run(store, 50, seed=7, recorded=20)  # running: never visible
+    projections.catch_up_all(store)
+    baseline = query(store, READ)[0]
+    assert baseline[:2] == (1200, 4)
+
+    reader = create_engine(store.recorder.url)
+    seen: list[tuple[Any, ...]] = []
+    during: list[tuple[Any, ...]] = []
+    stop = threading.Event()
+
+    def read_once() -> tuple[Any, ...]:
+        with reader.connect() as conn:
+            return tuple(conn.execute(text(READ)).one())
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            seen.append(read_once())
+
+    thread = threading.Thread(target=keep_reading)
+    thread.start()
+    try:
+        for _ in range(3):
+            projections.rebuild(
+                store,
+                ["embeddingcluster"],
+                batch_events=97,
+                on_progress=lambda n: during.append(read_once()),
+            )
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        reader.dispose()
+    assert len(during) >= 3 * 13  # a read after every committed shadow batch
+    assert set(during) == {baseline}
+    assert seen and set(seen) == {baseline}
+
+
+# A writer process: runs with appends that randomly roll back (an error inside the append
+# transaction, after the commit position was taken), failed runs, and resumed runs.
+WRITER = r"""
+import random, sys
+import numpy as np
+from eventstore import EventStore, EventStoreError
+from eventstore.postgres import PostgresRecorder
+from eventstore.runs import resume_run, start_run
+
+rng = random.Random(int(sys.argv[2]))
+original = PostgresRecorder._after_append
+
+def flaky(self, conn, position):
+    original(self, conn, position)
+    if rng.random() < 0.15:
+        conn.exec_driver_sql("SELECT 1/0")  # the whole append rolls back
+
+PostgresRecorder._after_append = flaky
+store = EventStore.open(sys.argv[1])
+N = 60
+started = []
+for i in range(int(sys.argv[3])):
+    gen = np.random.default_rng(rng.randrange(1 << 30))
+    data = (np.frombuffer(gen.bytes(16 * N), dtype="V16"), gen.integers(0, 3, N), gen.random(N))
+    try:
+        writer = start_run(store, model="w", algorithm="kmeans-l2", n_embeddings=N, dim=2,
+                           k=3, batch_size=10)
+    except EventStoreError:
+        continue
+    started.append((writer.run_id, data))
+    try:
+        with writer:
+            writer.record(*data)
+    except EventStoreError:
+        pass
+for run_id, (ids, labels, dist) in started:
+    if rng.random() < 0.5:
+        continue
+    for attempt in range(6):
+        try:
+            progress, writer = resume_run(store, run_id, batch_size=10)
+            done = progress.rows_done
+            writer.record(ids[done:], labels[done:], dist[done:])
+            writer.complete()
+            break
+        except EventStoreError as e:
+            if "already completed" in str(e):
+                break
+"""
+
+
+@pytest.mark.postgres_only
+def test_follower_with_concurrent_writers_holds_exactly_the_completed_runs(
+    store: EventStore, db_url: str, subprocess_env: dict[str, str]
+) -> None:
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--db",
+            db_url,
+            "projections",
+            "catch-up",
+            "--follow",
+            "--quiet",
+        ],
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        writers = [
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, db_url, str(seed), "6"], env=subprocess_env
+            )
+            for seed in range(3)
+        ]
+        assert [w.wait(timeout=600) for w in writers] == [0, 0, 0]
+        # the follower holds both projections: this waits until it has reached the head
+        assert projections.catch_up(store, wait=120) == {
+            "clusteringresult": 0,
+            "embeddingcluster": 0,
+        }
+        states = projections.status(store)
+        assert [(s.lag, s.runner is not None) for s in states] == [(0, True), (0, True)]
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=60)
+    assert (follower.returncode, out, err) == (0, "", "")
+
+    log = truth(store)
+    completed = {run for run, p in log.items() if p.completed is not None}
+    assert completed and len(completed) < len(log)  # the scenario made both kinds
+    visible = {
+        uuid.UUID(str(r))
+        for (r,) in query(store, "SELECT DISTINCT clustering_result_id FROM embeddingcluster")
+    }
+    assert visible == completed
+    assert_exactly_once(store)
+    statuses = dict(query(store, "SELECT run_id, status FROM clusteringresult"))
+    assert {uuid.UUID(str(k)) for k, v in statuses.items() if v == "completed"} == completed
