@@ -22,7 +22,7 @@ from eventstore.runs import DEFAULT_BATCH_SIZE
 from ._context import StoreContext, pass_store
 from ._options import output_options, quiet_option
 from ._output import echo_json, progress
-from .projections import bring_up_to_date
+from .projections import refresh_after_write
 from .runs_audit import list_runs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,7 +127,7 @@ def cluster_command(
         id_column=id_column,
         reporter=CliReporter(quiet or as_json),
     )
-    bring_up_to_date(store, quiet=quiet or as_json)
+    refresh_after_write(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -156,7 +156,7 @@ def resume_command(
     result = resume(
         store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
     )
-    bring_up_to_date(store, quiet=quiet or as_json)
+    refresh_after_write(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -170,7 +170,7 @@ def demo_command(ctx: click.Context, quiet: bool) -> None:
     if not quiet:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
     run_demo(store, reporter=CliReporter(quiet))
-    bring_up_to_date(store, quiet=quiet)
+    refresh_after_write(store, quiet=quiet)
     ctx.invoke(list_runs, status=None, model=None, as_json=False, quiet=quiet)
 
 

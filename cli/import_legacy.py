@@ -9,7 +9,7 @@ from legacy import LegacySource, import_legacy, plan
 from ._context import StoreContext, pass_store
 from ._options import output_options
 from ._output import echo_json, progress, render_table
-from .projections import bring_up_to_date
+from .projections import refresh_after_write
 
 
 @click.command("import-legacy")
@@ -31,7 +31,7 @@ def import_legacy_command(
         with progress("importing", todo, quiet=quiet or dry_run or as_json) as bar:
             report = import_legacy(legacy, store, dry_run=dry_run, on_progress=bar.update)
     if not dry_run:
-        bring_up_to_date(store, quiet=quiet or as_json)
+        refresh_after_write(store, quiet=quiet or as_json)
     if as_json:
         echo_json(report.as_dict())
         return

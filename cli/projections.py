@@ -10,7 +10,7 @@ from types import FrameType
 import click
 
 import projections as pj
-from eventstore import EventStore
+from eventstore import EventStore, EventStoreError
 
 from ._context import StoreContext, pass_store
 from ._options import json_option, quiet_option
@@ -34,6 +34,20 @@ def bring_up_to_date(
     lag = sum(s.lag for s in pj.status(store) if names is None or s.name in names)
     with progress("projecting", max(lag, 1), quiet=quiet) as bar:
         return pj.catch_up(store, names, on_progress=bar.update)
+
+
+def refresh_after_write(store: EventStore, *, quiet: bool) -> None:
+    """``bring_up_to_date`` at the end of a command that wrote to the log: what it wrote is
+    committed whatever happens here, so a read model that cannot be updated now (a damaged
+    event, a busy runner, a lost connection) is a warning, not a failed command."""
+    try:
+        bring_up_to_date(store, quiet=quiet)
+    except EventStoreError as e:
+        click.echo(
+            f"Warning: the log is written, but the read models are not up to date: {e}; "
+            "`clusterstore projections catch-up` retries",
+            err=True,
+        )
 
 
 @projections_group.command("catch-up")
