@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
@@ -239,3 +240,23 @@ def test_an_absurd_k_or_cluster_number_allocates_nothing_big(
         f"Error: run {damaged} seq 2: AssignmentRecorded cluster 4294967295 is not below "
         "k=3; the log is damaged (`clusterstore runs verify` lists what)\n",
     )
+
+
+def test_a_damaged_event_elsewhere_does_not_fail_a_new_run(
+    store: EventStore, db_url: str, tmp_path: Path
+) -> None:
+    """`cluster` ends by catching up the read models, which stop at a damaged event: the
+    new run is committed all the same, so that is a warning, and the run id is printed."""
+    damaged = insert_run(store, [as_row(started()), (3, 1, b"\xc1")])
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((100, 3)).astype(np.float32))
+    result = invoke(db_url, "cluster", str(path), "--model", "m", "--k", "2", "--quiet")
+    assert result.exit_code == 0
+    run = store.runs()[-1].run_id
+    assert result.stdout == f"{run}\n"
+    assert result.stderr.startswith(
+        f"Warning: the log is written, but the read models are not up to date: run {damaged} "
+        "seq 2: AssignmentRecorded payload does not decode: "
+    )
+    assert result.stderr.endswith("; `clusterstore projections catch-up` retries\n")
+    assert invoke(db_url, "runs", "verify", str(run)).exit_code == 0
