@@ -203,7 +203,10 @@ class Recorder(ABC):
         if "file is not a database" in low or "not a database" in low:
             return NotADatabaseError(f"{where} is not a SQLite database")
         if "unable to open database file" in low:
-            return ReadOnlyDatabaseError(f"{where}: unable to open the database file")
+            return ReadOnlyDatabaseError(
+                f"{where}: unable to open the database file; SQLite must be able to write "
+                "the file and its directory (for the -wal and -shm files)"
+            )
         if e.connection_invalidated or isinstance(
             e, sa_exc.OperationalError | sa_exc.InterfaceError
         ):
