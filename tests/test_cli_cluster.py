@@ -1,5 +1,6 @@
 """``clusterstore cluster``, ``runs resume`` and ``demo`` through click, on both backends:
-exit codes, exact messages, and a log left unchanged by every refused input."""
+exit codes and exact messages. Refused inputs (files, ids, options, run ids, database
+locations) are the battery in test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -97,92 +98,6 @@ def test_too_few_points_per_cluster_is_a_warning_on_stderr(db_url: str, emb: Pat
         "Warning: 400 embeddings for k=20 is fewer than 39 per cluster (780); the centroids "
         "will be poorly estimated, consider a smaller k\n"
     )
-
-
-def input_error_cases(tmp: Path, emb: Path) -> list[tuple[list[Any], str]]:
-    def save(name: str, arr: np.ndarray) -> Path:
-        np.save(tmp / name, arr)
-        return tmp / name
-
-    nan = blobs(400)
-    nan[123, 4] = np.nan
-    (tmp / "dup.txt").write_text("".join(f"{uuid.UUID(int=i % 399 + 1)}\n" for i in range(400)))
-    (tmp / "short.txt").write_text(f"{uuid.uuid4()}\n")
-    npz = tmp / "two.npz"
-    np.savez(npz, a=blobs(10), b=blobs(10))
-    return [
-        ([tmp / "nope.npy"], f"{tmp / 'nope.npy'}: no such file"),
-        ([save("nan.npy", nan)], "nan.npy row 123 contains NaN; embeddings must be finite"),
-        (
-            [save("int.npy", np.ones((4, 2), dtype=np.int32))],
-            "int.npy holds int32 values; embeddings must be float16, float32 or float64",
-        ),
-        (
-            [save("flat.npy", np.ones(4, dtype=np.float32))],
-            "flat.npy has shape (4,); embeddings must be a 2-D array (N x d)",
-        ),
-        ([emb, "--k", 401], "k must be between 1 and the number of embeddings (400), got 401"),
-        (
-            [emb, "--ids", tmp / "dup.txt"],
-            f"duplicate embedding id {uuid.UUID(int=1)} at rows 0 and 399 of dup.txt "
-            "(lines 1 and 400); ids must be unique within a run",
-        ),
-        (
-            [emb, "--ids", tmp / "short.txt"],
-            "short.txt holds 1 ids but the embeddings have 400 rows",
-        ),
-        ([emb, "--npz-key", "x"], "emb.npy is a .npy file; --npz-key only applies to .npz files"),
-        ([emb, "--model", " "], "a run needs a model name (--model)"),
-        ([npz], "two.npz holds several arrays (a, b); choose one with --npz-key"),
-        ([npz, "--npz-key", "c"], "two.npz has no array 'c' (it holds: a, b)"),
-    ]
-
-
-def test_every_input_error_is_one_line_exit_1_and_writes_nothing(
-    store: EventStore, db_url: str, emb: Path, tmp_path: Path
-) -> None:
-    assert run(db_url, "cluster", emb, "--model", "m", "--k", 3, "--quiet").exit_code == 0
-    before = log_snapshot(store)
-    for args, message in input_error_cases(tmp_path, emb):
-        # defaults first: click keeps the last value of a repeated option
-        result = run(db_url, "cluster", "--model", "m", "--k", 3, *args)
-        assert (result.exit_code, result.output) == (1, f"Error: {message}\n"), args
-    assert log_snapshot(store) == before
-
-
-@pytest.mark.parametrize(
-    ("args", "fragment"),
-    [
-        (["--k", 0], "Invalid value for '--k': 0 is not in the range x>=1."),
-        (["--k", 3, "--seed", -1], "Invalid value for '--seed': -1 is not in the range"),
-        (["--k", 3, "--batch-size", 0], "Invalid value for '--batch-size'"),
-        (["--k", 3, "--threads", 0], "Invalid value for '--threads'"),
-    ],
-)
-def test_usage_errors_exit_2(db_url: str, emb: Path, args: list[Any], fragment: str) -> None:
-    result = run(db_url, "cluster", emb, "--model", "m", *args)
-    assert result.exit_code == 2 and fragment in result.output
-
-
-def test_missing_model_is_a_usage_error(db_url: str, emb: Path) -> None:
-    result = run(db_url, "cluster", emb, "--k", 3)
-    assert result.exit_code == 2 and "Missing option '--model'" in result.output
-
-
-def test_runs_resume_errors(store: EventStore, db_url: str, emb: Path) -> None:
-    done = run(db_url, "cluster", emb, "--model", "m", "--k", 3, "--quiet").stdout.strip()
-    before = log_snapshot(store)
-    result = run(db_url, "runs", "resume", done)
-    assert (result.exit_code, result.output) == (
-        1,
-        f"Error: run {done} is already completed; nothing to resume\n",
-    )
-    result = run(db_url, "runs", "resume", "ffffffff")
-    assert (result.exit_code, result.output) == (
-        1,
-        "Error: no run matches 'ffffffff'; `clusterstore runs list` shows them\n",
-    )
-    assert log_snapshot(store) == before
 
 
 def test_demo_makes_three_completed_runs_and_prints_the_table(
