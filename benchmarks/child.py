@@ -1,7 +1,10 @@
 """One repetition of one step, in its own process (started by ``runner``):
 
-    python -m benchmarks.child '{"target": "benchmarks.steps:append", "backend": "sqlite",
-                                 "n": 1000, "db_url": "/tmp/x.db"}'
+    echo '{"target": "benchmarks.steps:append", "backend": "sqlite", "n": 1000,
+           "db_url": "/tmp/x.db"}' | python -m benchmarks.child
+
+The arguments come on stdin (or as the first argument), never on the runner's command
+line: a PostgreSQL URL may hold a password, and argv is visible to every user (``ps``).
 
 Prints one JSON line: ``{"ok": {events, seconds, cpu_seconds, note, peak_rss_mb, db_bytes}}`` or
 ``{"skipped": reason}``. Any other failure is a traceback on stderr and exit status 1.
@@ -49,7 +52,7 @@ def run(target: str, backend: str, n: int, db_url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    args = json.loads(argv[0])
+    args = json.loads(argv[0] if argv else sys.stdin.read())
     out = run(args["target"], args["backend"], args["n"], args["db_url"])
     sys.stdout.write(json.dumps(out) + "\n")
 

@@ -124,7 +124,8 @@ def _in_child(spec: StepSpec, backend: str, n: int, db_url: str) -> dict[str, An
     env["PYTHONPATH"] = os.pathsep.join([str(_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     args = {"target": spec.target, "backend": backend, "n": n, "db_url": db_url}
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.child", json.dumps(args)],
+        [sys.executable, "-m", "benchmarks.child"],
+        input=json.dumps(args),  # not in argv: the URL may hold a password
         capture_output=True,
         text=True,
         env=env,
