@@ -17,7 +17,7 @@ import numpy.typing as npt
 from sqlalchemy import func, select, tuple_
 
 from eventstore import EventStore, StoredEvent
-from eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE
+from eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, layout_mask
 from eventstore.errors import EventDecodeError
 from eventstore.events import AssignmentRecorded
 from eventstore.schema import commits, events
@@ -123,17 +123,7 @@ def canonical_mask(
     idx = np.flatnonzero(ok)
     if data is None or len(idx) != n:
         data = b"".join(payloads[i] for i in idx.tolist())
-    rec = np.frombuffer(data, dtype=dtype)
-    good = (
-        (rec["array"] == (0x94 if legacy else 0x93))
-        & (rec["bin"][:, 0] == 0xC4)
-        & (rec["bin"][:, 1] == 0x10)
-        & (rec["uint32"] == 0xCE)
-        & (rec["float32"] == 0xCA)
-    )
-    if legacy:
-        good &= (rec["legacy_bin"][:, 0] == 0xC4) & (rec["legacy_bin"][:, 1] == 0x10)
-    ok[idx] = good
+    ok[idx] = layout_mask(np.frombuffer(data, dtype=dtype), legacy=legacy)
     return ok
 
 

@@ -228,14 +228,9 @@ def pack_assignments(
     )
 
 
-def unpack_assignments(data: bytes, *, legacy: bool = False) -> npt.NDArray[np.void]:
-    """A block of canonical assignment payloads as a structured array (fields
-    ``embedding_id``, ``cluster``, ``distance``; with ``legacy`` the 47-byte layout and a
-    ``legacy_id`` field). Raises ``EventDecodeError`` if any record is not in that layout."""
-    dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
-    if len(data) % dtype.itemsize:
-        raise EventDecodeError(None, None, "assignment block is not a whole number of records")
-    rec = np.frombuffer(data, dtype=dtype)
+def layout_mask(rec: npt.NDArray[np.void], *, legacy: bool = False) -> npt.NDArray[np.bool_]:
+    """Which records of a structured assignment array carry the fixed layout's msgpack
+    markers (``ASSIGNMENT_DTYPE``, or ``LEGACY_ASSIGNMENT_DTYPE`` with ``legacy``)."""
     ok = (
         (rec["array"] == (0x94 if legacy else 0x93))
         & (rec["bin"][:, 0] == 0xC4)
@@ -245,6 +240,18 @@ def unpack_assignments(data: bytes, *, legacy: bool = False) -> npt.NDArray[np.v
     )
     if legacy:
         ok &= (rec["legacy_bin"][:, 0] == 0xC4) & (rec["legacy_bin"][:, 1] == 0x10)
+    return ok  # type: ignore[no-any-return]
+
+
+def unpack_assignments(data: bytes, *, legacy: bool = False) -> npt.NDArray[np.void]:
+    """A block of canonical assignment payloads as a structured array (fields
+    ``embedding_id``, ``cluster``, ``distance``; with ``legacy`` the 47-byte layout and a
+    ``legacy_id`` field). Raises ``EventDecodeError`` if any record is not in that layout."""
+    dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
+    if len(data) % dtype.itemsize:
+        raise EventDecodeError(None, None, "assignment block is not a whole number of records")
+    rec = np.frombuffer(data, dtype=dtype)
+    ok = layout_mask(rec, legacy=legacy)
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         raise EventDecodeError(None, None, f"assignment record {bad} is not in canonical layout")

@@ -21,13 +21,13 @@ from uuid import UUID
 
 import numpy as np
 import psycopg
-from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from . import schema
 from .codec import Batch, PackedEvents
-from .recorder import Recorder
+from .recorder import Recorder, next_position
 
 NOTIFY_CHANNEL = "clusterstore_log"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
@@ -156,11 +156,7 @@ class PostgresRecorder(Recorder):
 
     def _allocate_position(self, conn: Connection) -> int:
         conn.exec_driver_sql("LOCK TABLE cs_commits IN EXCLUSIVE MODE")
-        c = schema.commits
-        row = conn.execute(
-            select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
-        ).first()
-        return 1 if row is None else int(row[0] + row[1])
+        return next_position(conn)
 
     def _after_append(self, conn: Connection, position: int) -> None:
         conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")

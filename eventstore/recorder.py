@@ -461,12 +461,8 @@ class Recorder(ABC):
 
     def max_position(self) -> int:
         """The global position of the last committed event (0 for an empty log)."""
-        c = schema.commits
         with self.transaction() as conn:
-            row = conn.execute(
-                select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
-            ).first()
-        return 0 if row is None else int(row[0] + row[1] - 1)
+            return next_position(conn) - 1
 
     def read_commits(self, *, after: int = 0, limit: int | None = None) -> list[Commit]:
         """Commits that hold events at global positions > ``after``, in position order."""
@@ -516,6 +512,15 @@ class Recorder(ABC):
                         remaining -= len(page)
                         if remaining <= 0:
                             return
+
+
+def next_position(conn: Connection) -> int:
+    """The global position after the last committed event (1 for an empty log)."""
+    c = schema.commits
+    row = conn.execute(
+        select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
+    ).first()
+    return 1 if row is None else int(row[0] + row[1])
 
 
 def _utc(value: Any) -> datetime:

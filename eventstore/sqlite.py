@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL
 
 from . import schema
 from .codec import Batch, PackedEvents
-from .recorder import Recorder
+from .recorder import Recorder, next_position
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -142,11 +142,7 @@ class SQLiteRecorder(Recorder):
             )
 
     def _allocate_position(self, conn: Connection) -> int:
-        c = schema.commits
-        row = conn.execute(
-            select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
-        ).first()
-        return 1 if row is None else int(row[0] + row[1])
+        return next_position(conn)  # BEGIN IMMEDIATE: this writer is the only one
 
     def _after_append(self, conn: Connection, position: int) -> None:
         """Nothing: followers poll (a SQLite file has no notifications)."""

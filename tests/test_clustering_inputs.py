@@ -96,7 +96,7 @@ def test_input_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     )
     (tmp_path / "x.csv").write_text("1,2\n")
     assert error(open_source, tmp_path / "x.csv") == (
-        "x.csv: unsupported input format; give a .npy or .npz file"
+        "x.csv: unsupported input format; give a .npy, .npz or .parquet file"
     )
     (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
     assert error(open_source, tmp_path / "junk.npy").startswith(
