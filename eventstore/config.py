@@ -3,7 +3,8 @@
 Resolution order: the explicit value (``--db``), then ``$CLUSTERSTORE_DB``, then
 ``./clusterstore.db``. ``postgresql://`` URLs use psycopg 3. A path is checked before any
 connection is made, so a directory or a file that is not a SQLite database gets a clear
-error and is never opened for writing.
+error and is never opened for writing (unless this process has the file open as a store
+already: reading its header then would drop SQLite's locks on it).
 """
 
 from __future__ import annotations
@@ -60,11 +61,19 @@ def _mask(value: str) -> str:
         return "<unparseable URL>"
 
 
+def _open_here(path: Path) -> bool:
+    """True if this process already has ``path`` open as a store: it was checked then, and
+    opening it again here to read its header would drop SQLite's locks (see ``sqlite``)."""
+    from .sqlite import file_in_use
+
+    return file_in_use(path)
+
+
 def _sqlite_path_url(path: Path) -> URL:
     path = path.expanduser()
     if path.is_dir():
         raise ConfigurationError(f"{path} is a directory; give the path of a database file")
-    if path.exists():
+    if path.exists() and not _open_here(path):
         try:
             with path.open("rb") as f:
                 header = f.read(len(SQLITE_HEADER))

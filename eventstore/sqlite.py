@@ -11,12 +11,22 @@
   per-row BEFORE INSERT check that would close it measured ~40% off the append rate.
 - Global positions: writers are serialised by ``BEGIN IMMEDIATE``, so ``MAX + 1`` inside
   the write transaction is allocated and committed in order.
+- Files this process has open as a store are registered (``file_in_use``): ``config`` must
+  not open such a file itself to check its header, because closing any descriptor of a file
+  drops every POSIX lock the process holds on it, SQLite's included. Without its shared
+  lock, another process closing its last connection deletes the -wal and -shm files under
+  this one's live connections (measured: later commits invisible to other processes, and a
+  "database disk image is malformed" under load).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +38,16 @@ from .codec import Batch, PackedEvents
 from .recorder import Recorder, next_position
 
 BUSY_TIMEOUT_MS = 60_000
+
+_in_use: Counter[str] = Counter()  # realpath -> open SQLiteRecorders of this process
+_in_use_lock = threading.Lock()
+
+
+def file_in_use(path: str | os.PathLike[str]) -> bool:
+    """True while a recorder of this process has the SQLite file ``path`` open."""
+    with _in_use_lock:
+        return _in_use[os.path.realpath(path)] > 0
+
 
 _EXPAND_PACKED = """
 INSERT INTO cs_events (run_id, seq, type, version, payload)
@@ -107,6 +127,18 @@ class SQLiteRecorder(Recorder):
             cur.close()
 
         super().__init__(engine, url)
+        self._in_use_key: str | None = os.path.realpath(Path(str(url.database)))
+        with _in_use_lock:
+            _in_use[self._in_use_key] += 1
+
+    def dispose(self) -> None:
+        super().dispose()
+        with _in_use_lock:
+            if self._in_use_key is not None:
+                _in_use[self._in_use_key] -= 1
+                if _in_use[self._in_use_key] <= 0:
+                    del _in_use[self._in_use_key]
+                self._in_use_key = None
 
     @property
     def display_url(self) -> str:
