@@ -1,4 +1,5 @@
-"""SQLite: ``database is locked`` never reaches the user while another writer finishes.
+"""SQLite's locks: ``database is locked`` never reaches the user while another writer
+finishes, and a second store opened in one process does not drop the first one's locks.
 
 Writers wait in two layers: SQLite's busy timeout, then ``append_events`` retries with
 backoff (safe: an append is idempotent). Here the busy timeout is cut to 20 ms so the
@@ -6,11 +7,18 @@ retry layer is what waits: another connection holds the write lock until the sto
 been refused once, then lets go; the append goes through. A lock that is never released
 ends, after the retries, in one clear ``DatabaseBusyError``. Many processes at once (CLI
 writers, a follower, readers) are the load harness's part (test_harness.py).
+
+Closing any descriptor of a file drops all the POSIX locks the process holds on it, so a
+header check with ``open()`` while the process has the store open lets another process,
+closing its last connection, delete the -wal and -shm files under the live connections
+(found by the harness as "database disk image is malformed").
 """
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -107,3 +115,37 @@ def test_a_lock_that_is_never_released_is_one_clear_error(
         assert store.head(run) == 0  # nothing half-written
         # and once the lock is gone, the same append goes through
         assert store.append(run, assignments(5).packed(), expected_seq=0).head == 5
+
+
+CHILD_APPENDS = """
+import sys, uuid
+from eventstore import EventStore
+from tests.contracts.support import assignments
+with EventStore.open(sys.argv[1]) as s:
+    s.append(uuid.uuid4(), assignments(10).packed(), expected_seq=0)
+"""
+COUNT = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute({!r}).fetchone()[0])"
+
+
+def test_a_second_store_in_one_process_keeps_the_first_ones_locks(
+    db_url: str, subprocess_env: dict[str, str]
+) -> None:
+    def child(code: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", code, db_url],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    run = uuid.uuid4()
+    with EventStore.open(db_url) as first:
+        first.append(run, assignments(100).packed(), expected_seq=0)
+        EventStore.open(db_url).close()  # e.g. a CLI command run in-process
+        child(CHILD_APPENDS)  # another process writes and closes its last connection
+        assert Path(db_url + "-wal").exists()  # not deleted under first's connections
+        first.append(run, assignments(100, seed=1).packed(), expected_seq=100)
+        # what first committed is what every other process sees
+        assert child(COUNT.format("SELECT count(*) FROM cs_events")) == "210"
+        assert child(COUNT.format("PRAGMA integrity_check")) == "ok"
