@@ -10,7 +10,9 @@ for ``init``; this goes through every command that prints the store's location.
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,30 @@ def test_reachable_every_command_that_names_the_store(secret_url: str, tmp_path:
         for head in store.runs():
             for ev in store.read_raw(head.run_id):
                 assert SECRET.encode() not in ev.payload
+
+
+def test_follow_names_the_store_masked(secret_url: str, subprocess_env: dict[str, str]) -> None:
+    """``catch-up --follow`` says what it follows on stderr (a log line of a long-running
+    process): masked."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cli", "--db", secret_url, "projections", "catch-up", "--follow"],
+        env=subprocess_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stderr is not None
+        first = child.stderr.readline()
+        child.send_signal(signal.SIGTERM)
+        rest = child.communicate(timeout=60)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, rest
+    masked = make_url(secret_url).set(drivername="postgresql+psycopg")
+    assert first == f"following {masked.render_as_string(hide_password=True)} (Ctrl-C to stop)\n"
+    assert SECRET not in first + rest
 
 
 def test_import_legacy_source_with_a_password(secret_url: str) -> None:
