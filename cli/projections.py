@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 from types import FrameType
 
 import click
@@ -63,11 +64,11 @@ def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -
     store = state.open()
     names = [name] if name else None
     if follow:
-        _stop_on_sigterm()
+        stopping = _stop_on_signals()
         if not quiet:
             click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            pj.follow(store, names)
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C stops at once
+            pj.follow(store, names, stop=stopping.is_set)
         return
     applied = bring_up_to_date(store, names, quiet=quiet)
     if not quiet:
@@ -137,11 +138,18 @@ def status(state: StoreContext, as_json: bool) -> None:
     )
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM ends ``--follow`` like Ctrl-C: the current batch rolls back, locks are freed."""
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM and Ctrl-C end ``--follow`` between batches (never in the middle of a query or
+    a transaction, so locks and connections are released cleanly); a second one stops at
+    once."""
+    stopping = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
 
     if sys.platform != "win32":
         signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stopping
