@@ -216,8 +216,10 @@ class Harness:
             job.kill_at = 1 if f < 0.1 else 2 + int(f * s.n)  # 1: likely before centroids
         expected = sum(s.n + 3 for _ in jobs)
         base = self.store.max_position()
+        # seeded points in the first half of what the round writes (the killed writers
+        # write less); one not reached by the end of the round happens then
         follower_kills = sorted(
-            base + int(self.rng.uniform(0.1, 0.9) * expected) for _ in range(s.follower_kills)
+            base + int(self.rng.uniform(0.05, 0.5) * expected) for _ in range(s.follower_kills)
         )
         self.report.jobs += jobs
         for job in jobs:
@@ -237,6 +239,8 @@ class Harness:
                 follower_kills.pop(0)
                 self.kill_follower()
             time.sleep(POLL)
+        for _ in follower_kills:
+            self.kill_follower()
         self._map_runs(jobs)
         for job in jobs:
             self._collect(job)
@@ -341,8 +345,8 @@ class Harness:
                 if proc is not None and proc.poll() is None:  # only after a failure
                     proc.kill()
                     proc.wait()
-            try:
-                reader.wait(timeout=120)
+            try:  # it finishes the command it is running (a verify of every run)
+                reader.wait(timeout=TIMEOUT)
             except subprocess.TimeoutExpired:
                 reader.kill()
         assert reader.wait() == 0, self.text("reader", "err")

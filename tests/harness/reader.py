@@ -42,14 +42,22 @@ def one(db: str, args: list[str], problems: list[dict[str, Any]]) -> Any:
 def main(db: str, stop: str, out: str) -> None:
     problems: list[dict[str, Any]] = []
     commands = 0
-    while not os.path.exists(stop):
-        runs = one(db, ["runs", "list", "--json"], problems)
-        one(db, ["runs", "verify", "--all", "--json"], problems)
-        one(db, ["projections", "status", "--json"], problems)
-        commands += 3
-        if runs:
-            one(db, ["runs", "show", runs[0]["run_id"]], problems)
-            commands += 1
+    runs: Any = None
+    while True:
+        for args in (
+            ["runs", "list", "--json"],
+            ["runs", "verify", "--all", "--json"],
+            ["projections", "status", "--json"],
+            ["runs", "show", runs[0]["run_id"]] if runs else None,
+        ):
+            if os.path.exists(stop):
+                with open(out, "w") as f:
+                    json.dump({"commands": commands, "problems": problems}, f)
+                return
+            if args is not None:
+                answer = one(db, args, problems)
+                runs = answer if args[:2] == ["runs", "list"] else runs
+                commands += 1
         time.sleep(PAUSE)
     with open(out, "w") as f:
         json.dump({"commands": commands, "problems": problems}, f)
