@@ -12,6 +12,7 @@ The source is never written: SQLite is opened with ``mode=ro``, PostgreSQL with
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -213,23 +214,18 @@ class LegacySource:
     def _result(self, row: dict[str, Any]) -> LegacyResult:
         rid = to_uuid(row.pop("id"))
         used: set[str] = set()
-        name, model = _pick(row, MODEL_COLUMNS)
-        used.add(name or "")
-        name, algorithm = _pick(row, ALGORITHM_COLUMNS)
-        used.add(name or "")
-        name, params = _pick(row, PARAMS_COLUMNS)
-        used.add(name or "")
-        name, started = _pick(row, STARTED_COLUMNS)
-        used.add(name or "")
-        name, finished = _pick(row, FINISHED_COLUMNS)
-        used.add(name or "")
-        name, declared = _pick(row, COUNT_COLUMNS)
-        used.add(name or "")
-        name, status = _pick(row, STATUS_COLUMNS)
-        used.add(name or "")
-        if isinstance(params, str):
-            import json
 
+        def pick(names: Sequence[str]) -> Any:
+            name, value = _pick(row, names)
+            used.add(name or "")
+            return value
+
+        model, algorithm, params = (
+            pick(c) for c in (MODEL_COLUMNS, ALGORITHM_COLUMNS, PARAMS_COLUMNS)
+        )
+        started, finished = pick(STARTED_COLUMNS), pick(FINISHED_COLUMNS)
+        declared, status = pick(COUNT_COLUMNS), pick(STATUS_COLUMNS)
+        if isinstance(params, str):
             try:
                 params = json.loads(params)
             except ValueError:
