@@ -122,7 +122,12 @@ def test_connection_killed_mid_transaction_then_resume(
     assert (child.returncode, out) == (1, ""), err
     assert err.count("\n") == 1 and SECRET not in err, err
     assert err.startswith("Error: cannot use the database at postgresql+psycopg://postgres:***@")
-    assert "terminating connection due to administrator command" in err, err
+    # libpq reports the cut as the server's FATAL notice when it reads it before the socket
+    # closes, else as the closed socket: either names the cause.
+    assert (
+        "terminating connection due to administrator command" in err
+        or "server closed the connection unexpectedly" in err
+    ), err
 
     # what was committed stays; the cut batch is gone; RunFailed came on a new connection
     stored = list(store.read_raw(run))
