@@ -16,11 +16,11 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import func, select, tuple_
 
-from eventstore import EventStore, StoredEvent
-from eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, layout_mask
-from eventstore.errors import EventDecodeError
-from eventstore.events import AssignmentRecorded
-from eventstore.schema import commits, events
+from clusterstore.eventstore import EventStore, StoredEvent
+from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, layout_mask
+from clusterstore.eventstore.errors import EventDecodeError
+from clusterstore.eventstore.events import AssignmentRecorded
+from clusterstore.eventstore.schema import commits, events
 
 ASSIGNMENT = AssignmentRecorded.TYPE
 PAGE_SIZE = 20_000

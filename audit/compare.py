@@ -19,7 +19,7 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from eventstore import EventStore
+from clusterstore.eventstore import EventStore
 
 from ._log import PAGE_SIZE, ProgressFn, assignment_blocks
 

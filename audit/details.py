@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventstore import CentroidsComputed, EventStore
-from eventstore.errors import EventDecodeError
-from eventstore.store import decode_stored
+from clusterstore.eventstore import CentroidsComputed, EventStore
+from clusterstore.eventstore.errors import EventDecodeError
+from clusterstore.eventstore.store import decode_stored
 
 from ._log import PAGE_SIZE, ProgressFn, events_at
 from .summary import RunSummary, summarize_run

@@ -21,11 +21,11 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from eventstore import CentroidsComputed, EventStore, StoredEvent
-from eventstore.codec import ASSIGNMENT_DTYPE
-from eventstore.errors import EventDecodeError, InputError
-from eventstore.events import BY_CODE, BY_NAME, AssignmentRecorded
-from eventstore.store import decode_stored
+from clusterstore.eventstore import CentroidsComputed, EventStore, StoredEvent
+from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE
+from clusterstore.eventstore.errors import EventDecodeError, InputError
+from clusterstore.eventstore.events import BY_CODE, BY_NAME, AssignmentRecorded
+from clusterstore.eventstore.store import decode_stored
 
 from ._log import ASSIGNMENT, PAGE_SIZE, canonical_mask, pages, uuid_texts
 

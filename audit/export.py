@@ -25,8 +25,8 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from eventstore import EventStore
-from eventstore.errors import ConfigurationError, InputError
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.errors import ConfigurationError, InputError
 
 from ._log import PAGE_SIZE, AssignmentBlock, ProgressFn, assignment_blocks, uuid_texts
 

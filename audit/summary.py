@@ -21,9 +21,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from eventstore import Event, EventStore, RunCompleted, RunFailed, RunStarted, StoredEvent
-from eventstore.errors import EventDecodeError, InputError, RunNotFoundError
-from eventstore.store import decode_stored
+from clusterstore.eventstore import (
+    Event,
+    EventStore,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StoredEvent,
+)
+from clusterstore.eventstore.errors import EventDecodeError, InputError, RunNotFoundError
+from clusterstore.eventstore.store import decode_stored
 
 from ._log import committed_heads, count_assignments, events_at
 

@@ -30,7 +30,7 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from eventstore import (
+from clusterstore.eventstore import (
     EventStore,
     RunCompleted,
     RunFailed,
@@ -38,10 +38,10 @@ from eventstore import (
     RunStarted,
     StoredEvent,
 )
-from eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE
-from eventstore.errors import EventDecodeError
-from eventstore.events import BY_CODE
-from eventstore.store import decode_stored
+from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE
+from clusterstore.eventstore.errors import EventDecodeError
+from clusterstore.eventstore.events import BY_CODE
+from clusterstore.eventstore.store import decode_stored
 
 from ._log import ASSIGNMENT, PAGE_SIZE, CommitRange, ProgressFn, canonical_mask, pages, run_commits
 
@@ -157,9 +157,9 @@ def _read_model_digest(store: EventStore, run_id: UUID) -> tuple[ReadModelState,
     """``projections.read_model_digest`` if that package provides it: (count, digest) of the
     run's projected assignments, or None when the read model does not hold the run."""
     try:
-        import projections
+        projections = importlib.import_module("clusterstore.projections")
     except ModuleNotFoundError as e:
-        if e.name != "projections":
+        if e.name != "clusterstore.projections":
             raise
         return "unavailable", None
     fn = getattr(projections, "read_model_digest", None)
@@ -171,7 +171,9 @@ def _read_model_digest(store: EventStore, run_id: UUID) -> tuple[ReadModelState,
 
 def _first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
     """Where the log and the read model part: the row a change around the store touched."""
-    fn = getattr(importlib.import_module("projections"), "first_read_model_difference", None)
+    fn = getattr(
+        importlib.import_module("clusterstore.projections"), "first_read_model_difference", None
+    )
     return None if fn is None else fn(store, run_id)  # type: ignore[no-any-return]
 
 

@@ -1,8 +1,8 @@
 """Append throughput of the event log, and what PostgreSQL's never-skip lock costs.
 
-    python -m benchmarks.append                    # both backends, 1M events, median of 3
-    python -m benchmarks.append --backend sqlite --events 200000 --repeat 1
-    python -m benchmarks.append --lock-cost        # PG: 4 writers x 250k, lock vs no lock
+    python -m clusterstore.benchmarks.append             # both backends, 1M events, median of 3
+    python -m clusterstore.benchmarks.append --backend sqlite --events 200000 --repeat 1
+    python -m clusterstore.benchmarks.append --lock-cost # PG: 4 writers x 250k, lock vs no lock
 
 Single writer: one ``RunStarted``, then ``EventStore.append`` of ``PackedEvents`` batches
 (100k ``AssignmentRecorded`` each, generated before the clock starts) into a fresh
@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from eventstore import EventStore, PackedEvents, RunStarted, pack_assignments
+from clusterstore.eventstore import EventStore, PackedEvents, RunStarted, pack_assignments
 
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -163,7 +163,7 @@ def _writer(
     results: Any,
 ) -> None:
     if not lock:
-        from eventstore.postgres import PostgresRecorder
+        from clusterstore.eventstore.postgres import PostgresRecorder
 
         PostgresRecorder._allocate_position = _sequence_position  # type: ignore[method-assign]
     batches = make_batches(events, batch, seed)

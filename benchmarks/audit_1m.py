@@ -20,7 +20,7 @@ from uuid import UUID
 
 import numpy as np
 
-from audit import (
+from clusterstore.audit import (
     compare_labels,
     compare_runs,
     export_run,
@@ -29,8 +29,8 @@ from audit import (
     verify_run,
     write_events,
 )
-from eventstore import EventStore
-from eventstore.runs import start_run
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.runs import start_run
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from eventstore import AssignmentRecorded
+from clusterstore.eventstore import AssignmentRecorded
 
 from .core import Clock, Measurement
 from .databases import libpq_dsn

@@ -1,7 +1,7 @@
 """One repetition of one step, in its own process (started by ``runner``):
 
-    echo '{"target": "benchmarks.steps:append", "backend": "sqlite", "n": 1000,
-           "db_url": "/tmp/x.db"}' | python -m benchmarks.child
+    echo '{"target": "clusterstore.benchmarks.steps:append", "backend": "sqlite", "n": 1000,
+           "db_url": "/tmp/x.db"}' | python -m clusterstore.benchmarks.child
 
 The arguments come on stdin (or as the first argument), never on the runner's command
 line: a PostgreSQL URL may hold a password, and argv is visible to every user (``ps``).

@@ -1,8 +1,9 @@
 """Clustering a large input end to end, and resuming a run killed halfway.
 
-    python -m benchmarks.clustering_1m make-input /tmp/cs_bench/emb_1m_384.npy
-    python -m benchmarks.clustering_1m run /tmp/cs_bench/emb_1m_384.npy --db /tmp/cs_bench/a.db
-    python -m benchmarks.clustering_1m kill-resume /tmp/cs_bench/emb_1m_384.npy \
+    python -m clusterstore.benchmarks.clustering_1m make-input /tmp/cs_bench/emb_1m_384.npy
+    python -m clusterstore.benchmarks.clustering_1m run /tmp/cs_bench/emb_1m_384.npy \
+        --db /tmp/cs_bench/a.db
+    python -m clusterstore.benchmarks.clustering_1m kill-resume /tmp/cs_bench/emb_1m_384.npy \
         --db /tmp/cs_bench/b.db
 
 Each prints one JSON object: the run's timings (validate = the checking pass with the
@@ -53,7 +54,7 @@ def catch_up(store: Any) -> float | None:
     import importlib
 
     try:
-        catch_up_all = importlib.import_module("projections").catch_up_all
+        catch_up_all = importlib.import_module("clusterstore.projections").catch_up_all
     except (ImportError, AttributeError):
         return None
     t0 = time.perf_counter()
@@ -63,7 +64,7 @@ def catch_up(store: Any) -> float | None:
 
 def measured(db: str, work: Callable[[Any], Any]) -> dict[str, Any]:
     """Run ``work(store)``, then the projection catch-up; wall time and peak RSS."""
-    from eventstore import EventStore
+    from clusterstore.eventstore import EventStore
 
     baseline = peak_rss_mb()
     with EventStore.open(db) as store:
@@ -89,7 +90,7 @@ def measured(db: str, work: Callable[[Any], Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from clustering import ClusterSettings, cluster_file
+    from clusterstore.clustering import ClusterSettings, cluster_file
 
     settings = ClusterSettings(
         model="bench",
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resume_child(args: argparse.Namespace) -> dict[str, Any]:
-    from clustering import resume
+    from clusterstore.clustering import resume
 
     return measured(args.db, lambda store: resume(store, args.run))
 
@@ -110,13 +111,13 @@ def resume_child(args: argparse.Namespace) -> dict[str, Any]:
 def kill_resume(args: argparse.Namespace) -> dict[str, Any]:
     """Run the CLI in a child, SIGKILL it once half the rows are in the log, resume in
     another child (so the resume's peak RSS is its own)."""
-    from eventstore import EventStore
+    from clusterstore.eventstore import EventStore
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,
         "-m",
-        "cli",
+        "clusterstore",
         "--db",
         args.db,
         "cluster",
@@ -151,7 +152,14 @@ def kill_resume(args: argparse.Namespace) -> dict[str, Any]:
         run_id = new[0].run_id
         rows = store.head(run_id) - 2
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.clustering_1m", "resume-child", args.db, str(run_id)],
+        [
+            sys.executable,
+            "-m",
+            "clusterstore.benchmarks.clustering_1m",
+            "resume-child",
+            args.db,
+            str(run_id),
+        ],
         env=env,
         check=True,
         capture_output=True,

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from eventstore import EventStore
-from eventstore.runs import start_run
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.runs import start_run
 
 from .core import Clock, Measurement, StepSkipped, require
 from .synthetic import DIM, K, assignment_batches, embedding_ids, embeddings
@@ -20,7 +20,7 @@ from .synthetic import DIM, K, assignment_batches, embedding_ids, embeddings
 
 def _projections() -> Any:
     require("projections", "replay needs the projections package")
-    module = importlib.import_module("projections")
+    module = importlib.import_module("clusterstore.projections")
     if not hasattr(module, "catch_up_all"):
         raise StepSkipped("projections.catch_up_all(store) does not exist")
     return module
@@ -60,7 +60,7 @@ def _run_clustering(
     package's public API and record the run in ``store`` (RunStarted, CentroidsComputed, one
     AssignmentRecorded per row with ``ids[row]`` as its embedding id, RunCompleted).
     Projections are brought up to date by the caller."""
-    from clustering import ArraySource, ClusterSettings, cluster
+    from clusterstore.clustering import ArraySource, ClusterSettings, cluster
 
     cluster(store, ArraySource(vectors), ClusterSettings(model="bench", k=k, seed=seed), ids=ids)
 

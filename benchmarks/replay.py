@@ -1,8 +1,9 @@
 """Replay throughput: rebuilding the ``embeddingcluster`` read model from the log.
 
-    python -m benchmarks.replay                                # both backends, 1M, median of 3
-    python -m benchmarks.replay --backend sqlite --events 10000000 --repeat 1 --dir /tmp
-    python -m benchmarks.replay --backend postgres --ceiling   # + raw binary COPY ceilings
+    python -m clusterstore.benchmarks.replay            # both backends, 1M, median of 3
+    python -m clusterstore.benchmarks.replay --backend sqlite --events 10000000 --repeat 1 \
+        --dir /tmp
+    python -m clusterstore.benchmarks.replay --backend postgres --ceiling  # + COPY ceilings
 
 The log: ``--runs`` completed runs (RunStarted, ``AssignmentRecorded`` appended with
 ``EventStore.append`` of ``PackedEvents`` from ``pack_assignments`` in batches of 100k,
@@ -44,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.append import fresh_database
-from eventstore import (
+from clusterstore.benchmarks.append import fresh_database
+from clusterstore.eventstore import (
     AssignmentDigest,
     EventStore,
     RunCompleted,
@@ -129,8 +130,8 @@ def replay(db: str, *, batch_events: int | None = None) -> dict[str, float]:
     """Rebuild ``embeddingcluster`` once in this process. ``events_per_s``: events over the
     time until readers see the new generation; ``events_per_s_total`` also counts dropping
     the generation it replaced (SQLite reads every page of a dropped table)."""
-    import projections
-    from projections.runner import BATCH_EVENTS
+    from clusterstore import projections
+    from clusterstore.projections.runner import BATCH_EVENTS
 
     with EventStore.open(db) as store:
         done = projections.rebuild(
@@ -151,7 +152,7 @@ def _rss_mb() -> float:
 
 
 def _replay_child(db: str, batch_events: int | None, out: Any) -> None:
-    import projections  # noqa: F401  (imported before the baseline is taken)
+    from clusterstore import projections  # noqa: F401  (imported before the baseline is taken)
 
     with EventStore.open(db):
         pass
@@ -245,10 +246,10 @@ _HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 def _streams(db: str) -> tuple[list[bytes], list[bytes], int]:
     """The read model's rows of the whole log as binary COPY streams of 100k rows: in the
     read-model table's shape, and in the legacy shape."""
-    from eventstore.feed import read_feed_blocks
-    from projections import ids
-    from projections._load import Rows, copy_stream
-    from projections.embeddingcluster import _block_rows
+    from clusterstore.eventstore.feed import read_feed_blocks
+    from clusterstore.projections import ids
+    from clusterstore.projections._load import Rows, copy_stream
+    from clusterstore.projections.embeddingcluster import _block_rows
 
     same, legacy = [], []
     total = 0

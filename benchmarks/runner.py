@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventstore.errors import DatabaseUnavailableError, EventStoreError
+from clusterstore.eventstore.errors import DatabaseUnavailableError, EventStoreError
 
 from . import databases
 from .core import StepSkipped
@@ -46,31 +46,35 @@ STEPS: dict[str, StepSpec] = {
     for s in (
         StepSpec(
             "legacy",
-            "benchmarks.legacy:run",
+            "clusterstore.benchmarks.legacy:run",
             "SQLModel ORM, uuid7 key per row, flush every 1,000, one commit",
             cap=LEGACY_CAP,
             requires=("sqlmodel",),
         ),
-        StepSpec("append", "benchmarks.steps:append", "EventStore.append, PackedEvents x 100k"),
+        StepSpec(
+            "append",
+            "clusterstore.benchmarks.steps:append",
+            "EventStore.append, PackedEvents x 100k",
+        ),
         StepSpec(
             "ceiling",
-            "benchmarks.ceiling:run",
+            "clusterstore.benchmarks.ceiling:run",
             "raw driver, pre-encoded rows: sqlite3 executemany / psycopg COPY write_row",
         ),
         StepSpec(
             "ceiling_replay",
-            "benchmarks.ceiling:run_read_model",
+            "clusterstore.benchmarks.ceiling:run_read_model",
             "raw driver, embeddingcluster-shaped rows",
         ),
         StepSpec(
             "replay",
-            "benchmarks.plugins:replay",
+            "clusterstore.benchmarks.plugins:replay",
             "projections.catch_up_all on a fresh read model",
             requires=("projections",),
         ),
         StepSpec(
             "end_to_end",
-            "benchmarks.plugins:end_to_end",
+            "clusterstore.benchmarks.plugins:end_to_end",
             "cluster + record + project, 384-d, k=100",
             requires=("clustering", "projections"),
         ),
@@ -124,7 +128,7 @@ def _in_child(spec: StepSpec, backend: str, n: int, db_url: str) -> dict[str, An
     env["PYTHONPATH"] = os.pathsep.join([str(_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     args = {"target": spec.target, "backend": backend, "n": n, "db_url": db_url}
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.child"],
+        [sys.executable, "-m", "clusterstore.benchmarks.child"],
         input=json.dumps(args),  # not in argv: the URL may hold a password
         capture_output=True,
         text=True,
@@ -320,7 +324,7 @@ def _version(package: str) -> str | None:
 
 
 def _machine(config: BenchConfig, pg_ok: bool, load_before: list[float] | None) -> dict[str, Any]:
-    from eventstore import __version__
+    from clusterstore.eventstore import __version__
 
     pg_version = None
     if "postgres" in config.backends and pg_ok:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid_utils.compat as uu
 
-from eventstore import EventStore
+from clusterstore.eventstore import EventStore
 
 from .core import Clock, Measurement
 from .synthetic import assignment_batches, packed

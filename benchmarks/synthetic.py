@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from eventstore import PackedEvents, pack_assignments
+from clusterstore.eventstore import PackedEvents, pack_assignments
 
 from .core import BATCH, batches
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from eventstore import EventStore
+from clusterstore.eventstore import EventStore
 
 
 class StoreContext:

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from benchmarks import runner
-from benchmarks.databases import PG_DEFAULT, PG_ENV
-from benchmarks.legacy import CAP as LEGACY_CAP
-from benchmarks.runner import BACKENDS, STEPS, BenchConfig, run_bench
+from clusterstore.benchmarks import runner
+from clusterstore.benchmarks.databases import PG_DEFAULT, PG_ENV
+from clusterstore.benchmarks.legacy import CAP as LEGACY_CAP
+from clusterstore.benchmarks.runner import BACKENDS, STEPS, BenchConfig, run_bench
 
 from ._options import output_options
 from ._output import echo_json, progress_enabled, render_table

@@ -8,16 +8,20 @@ from typing import Any, TypeVar
 
 import click
 
-from clustering import (
+from clusterstore.clustering import (
     ClusterResult,
     ClusterSettings,
     cluster_file,
     resume,
     run_demo,
 )
-from clustering.kmeans import MAX_SEED
-from clustering.runner import DEFAULT_ITERATIONS, DEFAULT_THREADS, DEFAULT_TRAIN_PER_CENTROID
-from eventstore.runs import DEFAULT_BATCH_SIZE
+from clusterstore.clustering.kmeans import MAX_SEED
+from clusterstore.clustering.runner import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_THREADS,
+    DEFAULT_TRAIN_PER_CENTROID,
+)
+from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE
 
 from ._context import StoreContext, pass_store
 from ._options import output_options, quiet_option

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-import audit
-from audit.export import Format
+from clusterstore import audit
+from clusterstore.audit.export import Format
 
 from ._options import quiet_option
 from ._output import progress

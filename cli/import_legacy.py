@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from legacy import LegacySource, import_legacy, plan
+from clusterstore.legacy import LegacySource, import_legacy, plan
 
 from ._context import StoreContext, pass_store
 from ._options import output_options

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from eventstore import EventStoreError, __version__
-from eventstore.config import ENV_VAR
+from clusterstore.eventstore import EventStoreError, __version__
+from clusterstore.eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
 from .bench import bench

@@ -10,8 +10,8 @@ from types import FrameType
 
 import click
 
-import projections as pj
-from eventstore import EventStore, EventStoreError
+from clusterstore import projections as pj
+from clusterstore.eventstore import EventStore, EventStoreError
 
 from ._context import StoreContext, pass_store
 from ._options import json_option, quiet_option

@@ -12,12 +12,12 @@ from uuid import UUID
 
 import click
 
-import audit
-from audit.details import RunDetails
-from audit.summary import STATUS_LABELS, RunSummary
-from audit.text import format_duration, format_time, size_histogram
-from eventstore import EventStore
-from eventstore.events import BY_NAME
+from clusterstore import audit
+from clusterstore.audit.details import RunDetails
+from clusterstore.audit.summary import STATUS_LABELS, RunSummary
+from clusterstore.audit.text import format_duration, format_time, size_histogram
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.events import BY_NAME
 
 from ._options import json_option, output_options, quiet_option
 from ._output import echo_json, progress, render_table

@@ -1,6 +1,6 @@
 """Clustering runs with faiss k-means, recorded in the event store.
 
-    from clustering import ClusterSettings, cluster_file, resume
+    from clusterstore.clustering import ClusterSettings, cluster_file, resume
     result = cluster_file(store, "emb.npy", ClusterSettings(model="m", k=100, seed=7))
     resume(store, "0192f3")  # continue a killed or failed run
 

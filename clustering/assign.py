@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eventstore.runs import RunWriter
+from clusterstore.eventstore.runs import RunWriter
 
 from .ids import IdArray
 from .inputs import EmbeddingSource

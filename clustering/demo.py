@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eventstore.store import EventStore
+from clusterstore.eventstore.store import EventStore
 
 from .runner import ClusterResult, ClusterSettings, Reporter, cluster_file
 

@@ -27,7 +27,7 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from eventstore.errors import InputError
+from clusterstore.eventstore.errors import InputError
 
 IdArray = npt.NDArray[np.void]  # 1-D, dtype V16
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from eventstore.errors import InputError
+from clusterstore.eventstore.errors import InputError
 
 FLOAT_KINDS = ("float16", "float32", "float64")
 CHUNK_BYTES = 128 * 1024 * 1024

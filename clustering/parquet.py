@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from eventstore.errors import ConfigurationError, InputError
+from clusterstore.eventstore.errors import ConfigurationError, InputError
 
 from .ids import IdArray, as_ids, check_unique
 from .inputs import EmbeddingSource, npy_header

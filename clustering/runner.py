@@ -28,10 +28,16 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from eventstore.errors import InputError
-from eventstore.events import RunCompleted
-from eventstore.runs import DEFAULT_BATCH_SIZE, RunWriter, read_progress, resume_writer, start_run
-from eventstore.store import EventStore
+from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.events import RunCompleted
+from clusterstore.eventstore.runs import (
+    DEFAULT_BATCH_SIZE,
+    RunWriter,
+    read_progress,
+    resume_writer,
+    start_run,
+)
+from clusterstore.eventstore.store import EventStore
 
 from .assign import assign_and_write
 from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest, load_ids

@@ -29,11 +29,11 @@ from typing import Literal
 
 import numpy as np
 
-from eventstore import EventStore
-from eventstore.codec import AssignmentDigest, pack_assignments
-from eventstore.errors import InputError
-from eventstore.events import RunCompleted, RunFailed, RunStarted
-from eventstore.store import decode_stored
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.codec import AssignmentDigest, pack_assignments
+from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.events import RunCompleted, RunFailed, RunStarted
+from clusterstore.eventstore.store import decode_stored
 
 from .source import CHUNK, LegacyImportConflictError, LegacyResult, LegacySource
 

@@ -27,8 +27,12 @@ from sqlalchemy import Engine, MetaData, Table, create_engine, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
-from eventstore.config import resolve_url
-from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
+from clusterstore.eventstore.config import resolve_url
+from clusterstore.eventstore.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    EventStoreError,
+)
 
 RESULTS = "clusteringresult"
 ROWS = "embeddingcluster"

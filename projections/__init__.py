@@ -1,6 +1,6 @@
 """Read models built from the log: checkpointed catch-up, follow, and zero-downtime rebuild.
 
-    import projections
+    from clusterstore import projections
     projections.catch_up_all(store)             # bring every read model up to date
     projections.read_model_digest(store, run)   # (rows, sha256) of a run in embeddingcluster
 

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Table, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from eventstore.feed import FeedBlock
+from clusterstore.eventstore.feed import FeedBlock
 
 from . import schema
 

@@ -22,16 +22,16 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Table, select, update
 
-from eventstore.codec import decode
-from eventstore.events import (
+from clusterstore.eventstore.codec import decode
+from clusterstore.eventstore.events import (
     AssignmentRecorded,
     RunCompleted,
     RunFailed,
     RunResumed,
     RunStarted,
 )
-from eventstore.feed import FeedBlock
-from eventstore.recorder import StoredEvent
+from clusterstore.eventstore.feed import FeedBlock
+from clusterstore.eventstore.recorder import StoredEvent
 
 from .base import Projection
 from .schema import cr_tables

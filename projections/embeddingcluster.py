@@ -37,9 +37,14 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import Connection, Table, Uuid, bindparam, func, select, text, update
 
-from eventstore.codec import ASSIGNMENT_WIDTH, decode, pack_assignments, unpack_assignments
-from eventstore.errors import EventDecodeError
-from eventstore.events import (
+from clusterstore.eventstore.codec import (
+    ASSIGNMENT_WIDTH,
+    decode,
+    pack_assignments,
+    unpack_assignments,
+)
+from clusterstore.eventstore.errors import EventDecodeError
+from clusterstore.eventstore.events import (
     AssignmentRecorded,
     CentroidsComputed,
     RunCompleted,
@@ -47,9 +52,9 @@ from eventstore.events import (
     RunResumed,
     RunStarted,
 )
-from eventstore.feed import FeedBlock
-from eventstore.recorder import StoredEvent
-from eventstore.store import EventStore
+from clusterstore.eventstore.feed import FeedBlock
+from clusterstore.eventstore.recorder import StoredEvent
+from clusterstore.eventstore.store import EventStore
 
 from . import ids
 from ._load import Rows, insert_rows

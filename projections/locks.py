@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, text, update
 
-from eventstore.errors import DatabaseBusyError, EventStoreError
-from eventstore.recorder import Recorder
+from clusterstore.eventstore.errors import DatabaseBusyError, EventStoreError
+from clusterstore.eventstore.recorder import Recorder
 
 from . import schema
 

@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, inspect, text, update
 
-from eventstore.errors import DatabaseBusyError, SchemaError
-from eventstore.feed import FeedBlock, read_feed_blocks
-from eventstore.store import EventStore
+from clusterstore.eventstore.errors import DatabaseBusyError, SchemaError
+from clusterstore.eventstore.feed import FeedBlock, read_feed_blocks
+from clusterstore.eventstore.store import EventStore
 
 from . import schema
 from .base import Checkpoint, Projection, read_checkpoint

@@ -44,7 +44,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from eventstore.schema import UUIDType
+from clusterstore.eventstore.schema import UUIDType
 
 metadata = MetaData()
 

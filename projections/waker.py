@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from eventstore.errors import EventStoreError
-from eventstore.store import EventStore
+from clusterstore.eventstore.errors import EventStoreError
+from clusterstore.eventstore.store import EventStore
 
 
 class SleepWaker:
@@ -28,7 +28,7 @@ class ListenWaker:
         self.conn: Any = None
 
     def _listen(self) -> Any:
-        from eventstore.postgres import NOTIFY_CHANNEL  # only with psycopg installed
+        from clusterstore.eventstore.postgres import NOTIFY_CHANNEL  # only with psycopg installed
 
         if self.conn is None:
             conn = self.store.recorder.engine.connect().execution_options(

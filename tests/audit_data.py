@@ -14,9 +14,9 @@ import numpy.typing as npt
 import pytest
 from sqlalchemy import delete, insert, update
 
-from eventstore import EventStore
-from eventstore.runs import RunWriter, start_run
-from eventstore.schema import events
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.runs import RunWriter, start_run
+from clusterstore.eventstore.schema import events
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -31,7 +31,9 @@ RUN_D = UUID("0190aaaa-0004-7000-8000-000000000004")
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``eventstore.runs._now`` returns T0, T0 + 1.5 s, T0 + 3 s, ..."""
     ticks = itertools.count()
-    monkeypatch.setattr("eventstore.runs._now", lambda: T0 + timedelta(seconds=1.5 * next(ticks)))
+    monkeypatch.setattr(
+        "clusterstore.eventstore.runs._now", lambda: T0 + timedelta(seconds=1.5 * next(ticks))
+    )
     yield
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.core import Measurement, StepSkipped
+from clusterstore.benchmarks.core import Measurement, StepSkipped
 
 
 def fixed(backend: str, n: int, db_url: str) -> Measurement:

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from eventstore import EventStore
+from clusterstore.eventstore import EventStore
 
 PG_ENV = "CLUSTERSTORE_TEST_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"

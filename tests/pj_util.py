@@ -10,10 +10,10 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import inspect, text
 
-from eventstore import EventStore
-from eventstore.runs import RunProgress, read_progress, start_run
-from projections.base import current_generation
-from projections.schema import cr_tables, ec_tables
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.runs import RunProgress, read_progress, start_run
+from clusterstore.projections.base import current_generation
+from clusterstore.projections.schema import cr_tables, ec_tables
 
 
 def rows(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

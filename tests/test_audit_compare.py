@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit import compare_labels, compare_runs
-from audit.compare import id_keys
-from eventstore import EventStore
+from clusterstore.audit import compare_labels, compare_runs
+from clusterstore.audit.compare import id_keys
+from clusterstore.eventstore import EventStore
 from tests.audit_data import RUN_A, RUN_B, RUN_C, embedding_ids, labels_for, make_run
 
 
@@ -128,7 +128,7 @@ def test_large_tables_use_the_sparse_path(monkeypatch: pytest.MonkeyPatch) -> No
     k = keys(300)
     a, b = rng.integers(0, 40, 300), rng.integers(0, 40, 300)
     dense = compare_labels(k, a, k, b)
-    monkeypatch.setattr("audit.compare.DENSE_CELLS", 1)
+    monkeypatch.setattr("clusterstore.audit.compare.DENSE_CELLS", 1)
     sparse = compare_labels(k, a, k, b)
     assert dense == sparse
 
@@ -141,7 +141,9 @@ def test_hash_collisions_fall_back_to_the_exact_join(monkeypatch: pytest.MonkeyP
     dup_keys = np.concatenate([k, k[:10]])
     dup_a = np.concatenate([a, 4 - a[:10]])
     hashed = compare_labels(dup_keys, dup_a, k[::-1], b[::-1])
-    monkeypatch.setattr("audit.compare._hash", lambda keys: keys[:, 0].copy())  # collides
+    monkeypatch.setattr(
+        "clusterstore.audit.compare._hash", lambda keys: keys[:, 0].copy()
+    )  # collides
     exact = compare_labels(dup_keys, dup_a, k[::-1], b[::-1])
     assert hashed == exact
     assert (exact.shared, exact.duplicates_a) == (200, 10)

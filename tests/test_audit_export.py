@@ -13,10 +13,10 @@ from uuid import UUID
 import numpy as np
 import pytest
 
-from audit import export_run, write_events
-from audit.export import npy_header
-from eventstore import EventDecodeError, EventStore
-from eventstore.errors import ConfigurationError
+from clusterstore.audit import export_run, write_events
+from clusterstore.audit.export import npy_header
+from clusterstore.eventstore import EventDecodeError, EventStore
+from clusterstore.eventstore.errors import ConfigurationError
 from tests.audit_data import (
     RUN_A,
     RUN_B,

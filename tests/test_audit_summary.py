@@ -8,11 +8,17 @@ import pytest
 import uuid_utils.compat as uuid7
 from click.testing import CliRunner
 
-from audit import list_runs, parse_status, short_id, summarize_run, unique_prefix_length
-from audit.text import format_duration, size_histogram
-from cli.main import cli
-from eventstore import EventStore, InputError
-from eventstore.runs import resume_run
+from clusterstore.audit import (
+    list_runs,
+    parse_status,
+    short_id,
+    summarize_run,
+    unique_prefix_length,
+)
+from clusterstore.audit.text import format_duration, size_histogram
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore, InputError
+from clusterstore.eventstore.runs import resume_run
 from tests.audit_data import (
     RUN_A,
     RUN_B,

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from audit import verify_run
-from eventstore import EventStore, RunCompleted
-from eventstore.codec import encode
-from eventstore.runs import resume_run
+from clusterstore.audit import verify_run
+from clusterstore.eventstore import EventStore, RunCompleted
+from clusterstore.eventstore.codec import encode
+from clusterstore.eventstore.runs import resume_run
 from tests.audit_data import (
     RUN_A,
     RUN_B,
@@ -197,7 +197,7 @@ def test_digest_finding_names_both_digests(store: EventStore) -> None:
 def _fake_projections(monkeypatch: pytest.MonkeyPatch, answer: object) -> None:
     module = types.ModuleType("projections")
     module.read_model_digest = lambda store, run_id: answer  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "projections", module)
+    monkeypatch.setitem(sys.modules, "clusterstore.projections", module)
 
 
 def test_read_model_agreeing(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +227,7 @@ def test_read_model_absent_or_unavailable(
     make_run(store, RUN_A)
     _fake_projections(monkeypatch, None)
     assert verify_run(store, RUN_A).read_model == "absent"
-    monkeypatch.setitem(sys.modules, "projections", None)  # the package is not there
+    monkeypatch.setitem(sys.modules, "clusterstore.projections", None)  # the package is not there
     report = verify_run(store, RUN_A)
     assert (report.read_model, report.ok) == ("unavailable", True)
 
@@ -267,7 +267,7 @@ def test_a_payload_rewritten_as_text_is_read_as_bytes(store: EventStore) -> None
 def test_the_read_model_pinpoints_a_change_the_digest_only_notices(
     store: EventStore, tamper: Tamper, first_bad: int
 ) -> None:
-    import projections
+    from clusterstore import projections
 
     make_run(store, RUN_A)
     projections.catch_up_all(store)  # projected before the change

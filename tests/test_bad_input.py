@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
-from clustering import ClusterSettings, cluster_file
-from eventstore import EventStore
+from clusterstore.cli.main import cli
+from clusterstore.clustering import ClusterSettings, cluster_file
+from clusterstore.eventstore import EventStore
 from tests.conftest import BACKENDS, drop_pg_schema, make_pg_schema_url
 from tests.contracts.support import LogSnapshot, snapshot
 from tests.test_cli_cluster import blobs
@@ -469,7 +469,7 @@ def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[
             f'mount --bind "{store_dir}" "{store_dir}" && '
             f'mount -o remount,bind,ro "{store_dir}" || exit 77; exec "$@"'
         )
-        cmd = [sys.executable, "-m", "cli", "--db", str(path), *args]
+        cmd = [sys.executable, "-m", "clusterstore", "--db", str(path), *args]
         child = subprocess.run(
             [*UNSHARE, "sh", "-c", script, "sh", *cmd],
             capture_output=True,

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from benchmarks import runner
-from cli.main import cli
+from clusterstore.benchmarks import runner
+from clusterstore.cli.main import cli
 
 from .conftest import pg_base_url, require_pg
 

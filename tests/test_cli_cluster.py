@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
-from clustering import DEMO_BATCH_SIZE, DEMO_MODELS
-from eventstore import EventStore, RunCompleted
+from clusterstore.cli.main import cli
+from clusterstore.clustering import DEMO_BATCH_SIZE, DEMO_MODELS
+from clusterstore.eventstore import EventStore, RunCompleted
 
 
 def blobs(n: int, d: int = 6, seed: int = 0) -> np.ndarray:

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect, text
 
-from cli.main import cli
-from eventstore import EventStore, ForeignDatabaseError, NotADatabaseError, __version__
-from eventstore.config import resolve_url
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore, ForeignDatabaseError, NotADatabaseError, __version__
+from clusterstore.eventstore.config import resolve_url
 from tests.contracts.support import snapshot
 
 

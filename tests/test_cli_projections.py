@@ -7,10 +7,10 @@ import re
 
 from click.testing import CliRunner
 
-import projections
-from cli.main import cli
-from eventstore import EventStore
-from projections.runner import Runner
+from clusterstore import projections
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore
+from clusterstore.projections.runner import Runner
 from tests.pj_util import make_run
 
 

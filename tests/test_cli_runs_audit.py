@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from audit import verify_run
-from cli.main import cli
-from eventstore import EventStore
+from clusterstore.audit import verify_run
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore
 from tests.audit_data import (
     RUN_A,
     RUN_B,
@@ -136,7 +136,7 @@ cluster sizes: 4 clusters, min 9, median 12, max 17
 @pytest.fixture
 def no_projections(monkeypatch: pytest.MonkeyPatch) -> None:
     """The read model check is skipped (the projections package is not there)."""
-    monkeypatch.setitem(sys.modules, "projections", None)
+    monkeypatch.setitem(sys.modules, "clusterstore.projections", None)
 
 
 def test_show(history: EventStore, db_url: str, no_projections: None) -> None:

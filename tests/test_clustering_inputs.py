@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clustering.ids import as_ids, check_unique, derived_ids, load_ids
-from clustering.inputs import ArraySource, open_source, scan
-from eventstore import InputError
+from clusterstore.clustering.ids import as_ids, check_unique, derived_ids, load_ids
+from clusterstore.clustering.inputs import ArraySource, open_source, scan
+from clusterstore.eventstore import InputError
 
 
 def emb(n: int = 50, d: int = 6, seed: int = 0) -> np.ndarray:

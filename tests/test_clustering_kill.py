@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from eventstore import AssignmentRecorded, EventStore, RunResumed
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import AssignmentRecorded, EventStore, RunResumed
 
 N = 200_000
 BATCH = 100
@@ -37,7 +37,16 @@ def test_sigkill_mid_append_then_resume_equals_an_uninterrupted_run(
     log = tmp_path / "child.log"
     with log.open("wb") as out:
         child = subprocess.Popen(
-            [sys.executable, "-m", "cli", "--db", db_url, *args, "--batch-size", str(BATCH)],
+            [
+                sys.executable,
+                "-m",
+                "clusterstore",
+                "--db",
+                db_url,
+                *args,
+                "--batch-size",
+                str(BATCH),
+            ],
             env=subprocess_env,
             stdout=out,
             stderr=subprocess.STDOUT,

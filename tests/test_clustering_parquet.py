@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
-from eventstore import EventStore
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore
 from tests.test_cli_cluster import blobs, log_snapshot
 
 N, D = 1500, 6
@@ -104,8 +104,8 @@ def test_the_only_list_column_is_found_and_ids_are_derived_without_id_column(
 def test_a_killed_parquet_run_resumes_from_its_columns(
     store: EventStore, db_url: str, tmp_path: Path, data: tuple[np.ndarray, list[uuid.UUID]]
 ) -> None:
-    from clustering import ClusterSettings, cluster_file, resume
-    from eventstore.runs import RunWriter
+    from clusterstore.clustering import ClusterSettings, cluster_file, resume
+    from clusterstore.eventstore.runs import RunWriter
 
     x, ids = data
     path = tmp_path / "e.parquet"

@@ -12,8 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clustering import ArraySource, ClusterSettings, cluster, cluster_file, derived_ids, resume
-from eventstore import (
+from clusterstore.clustering import (
+    ArraySource,
+    ClusterSettings,
+    cluster,
+    cluster_file,
+    derived_ids,
+    resume,
+)
+from clusterstore.eventstore import (
     AssignmentRecorded,
     CentroidsComputed,
     EventStore,
@@ -23,7 +30,7 @@ from eventstore import (
     RunResumed,
     RunStarted,
 )
-from eventstore.codec import unpack_assignments
+from clusterstore.eventstore.codec import unpack_assignments
 
 
 def blobs(n: int, d: int = 8, k: int = 4, seed: int = 0) -> np.ndarray:
@@ -216,7 +223,7 @@ def test_resume_refusals_leave_the_log_unchanged(store: EventStore, tmp_path: Pa
 
 
 def test_a_run_without_centroids_cannot_be_resumed(store: EventStore) -> None:
-    from eventstore.runs import start_run
+    from clusterstore.eventstore.runs import start_run
 
     writer = start_run(store, model="m", algorithm="kmeans-l2", n_embeddings=10, dim=2, k=2)
     writer.fail("killed while training")

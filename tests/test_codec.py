@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore import (
+from clusterstore.eventstore import (
     AssignmentRecorded,
     Event,
     EventDecodeError,
@@ -22,8 +22,8 @@ from eventstore import (
     pack_assignments,
     unpack_assignments,
 )
-from eventstore.codec import ASSIGNMENT_WIDTH, decode, encode, is_canonical_assignment
-from eventstore.events import EVENT_TYPES
+from clusterstore.eventstore.codec import ASSIGNMENT_WIDTH, decode, encode, is_canonical_assignment
+from clusterstore.eventstore.events import EVENT_TYPES
 from tests.contracts.support import ANY_EVENT, CLUSTERS, FLOAT32, STRATEGIES, started
 
 

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
 
-from cli.main import cli
-from eventstore import EventDecodeError, EventStore, RunStarted, schema
-from eventstore.codec import decode, encode
-from eventstore.events import CentroidsComputed, RunFailed
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventDecodeError, EventStore, RunStarted, schema
+from clusterstore.eventstore.codec import decode, encode
+from clusterstore.eventstore.events import CentroidsComputed, RunFailed
 from tests.audit_data import RUN_A, make_run
 from tests.contracts.support import ANY_EVENT, STRATEGIES, started
 
@@ -98,7 +98,7 @@ def assert_answered(result: Result) -> None:
 
 @pytest.fixture
 def no_projections(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "projections", None)
+    monkeypatch.setitem(sys.modules, "clusterstore.projections", None)
 
 
 @contextmanager

@@ -13,15 +13,21 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from eventstore import (
+from clusterstore.eventstore import (
     EventStore,
     FutureEventVersionError,
     RawEvent,
     UnknownEventTypeError,
     codec,
 )
-from eventstore.codec import AssignmentDigest, decode
-from eventstore.events import UPCASTERS, AssignmentRecorded, Event, RunCompleted, RunFailed
+from clusterstore.eventstore.codec import AssignmentDigest, decode
+from clusterstore.eventstore.events import (
+    UPCASTERS,
+    AssignmentRecorded,
+    Event,
+    RunCompleted,
+    RunFailed,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "log_v1.jsonl"
 

@@ -16,11 +16,17 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SAWarning
 from sqlmodel import Session, SQLModel
 
-from cli.main import cli
-from eventstore import AssignmentRecorded, EventStore, RunCompleted, RunFailed, RunStarted
-from eventstore.codec import AssignmentDigest
-from legacy import LegacySource, import_legacy
-from legacy.importer import EMPTY_RESULT_ERROR
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import (
+    AssignmentRecorded,
+    EventStore,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+)
+from clusterstore.eventstore.codec import AssignmentDigest
+from clusterstore.legacy import LegacySource, import_legacy
+from clusterstore.legacy.importer import EMPTY_RESULT_ERROR
 from tests.conftest import drop_pg_schema, make_pg_schema_url
 from tests.legacy_models import ClusteringResult, EmbeddingCluster, uuid7
 

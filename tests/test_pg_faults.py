@@ -28,9 +28,9 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from cli.main import cli
-from eventstore import EventStore, RunFailed, RunResumed
-from eventstore.store import decode_stored
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore, RunFailed, RunResumed
+from clusterstore.eventstore.store import decode_stored
 from tests.conftest import pg_base_url
 
 pytestmark = pytest.mark.postgres_only

@@ -9,8 +9,8 @@ import msgspec
 import numpy as np
 import pytest
 
-import projections
-from eventstore import (
+from clusterstore import projections
+from clusterstore.eventstore import (
     DatabaseBusyError,
     EventStore,
     RawEvent,
@@ -18,8 +18,8 @@ from eventstore import (
     SchemaError,
     pack_assignments,
 )
-from eventstore.runs import resume_run
-from projections.runner import Runner
+from clusterstore.eventstore.runs import resume_run
+from clusterstore.projections.runner import Runner
 from tests.pj_util import make_run, query, rows, snapshot, truth
 
 
@@ -151,7 +151,7 @@ def test_non_canonical_assignment_events_are_projected(store: EventStore) -> Non
         ],
         expected_seq=1,
     )
-    from eventstore import AssignmentDigest, RunCompleted
+    from clusterstore.eventstore import AssignmentDigest, RunCompleted
 
     digest = AssignmentDigest()
     digest.update(canonical.data, 3)

@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-import projections
-from eventstore import EventStore
-from projections.schema import ec_tables
+from clusterstore import projections
+from clusterstore.eventstore import EventStore
+from clusterstore.projections.schema import ec_tables
 from tests.pj_util import make_run, physical_tables, query, snapshot, truth
 
 # A child that runs a projection and freezes inside batch number argv[3] (after the rows
 # are written, before the commit), so the parent can SIGKILL it mid-batch.
 FREEZE_IN_BATCH = r"""
 import sys, time
-import projections
-from eventstore import EventStore
-from projections.embeddingcluster import EmbeddingClusterProjection as P
+from clusterstore import projections
+from clusterstore.eventstore import EventStore
+from clusterstore.projections.embeddingcluster import EmbeddingClusterProjection as P
 
 original = P.apply
 calls = 0
@@ -176,9 +176,9 @@ def test_readers_never_see_an_empty_or_partial_table_during_rebuild(store: Event
 WRITER = r"""
 import random, sys
 import numpy as np
-from eventstore import EventStore, EventStoreError
-from eventstore.postgres import PostgresRecorder
-from eventstore.runs import resume_run, start_run
+from clusterstore.eventstore import EventStore, EventStoreError
+from clusterstore.eventstore.postgres import PostgresRecorder
+from clusterstore.eventstore.runs import resume_run, start_run
 
 rng = random.Random(int(sys.argv[2]))
 original = PostgresRecorder._after_append
@@ -230,7 +230,7 @@ def test_follower_with_concurrent_writers_holds_exactly_the_completed_runs(
         [
             sys.executable,
             "-m",
-            "cli",
+            "clusterstore",
             "--db",
             db_url,
             "projections",

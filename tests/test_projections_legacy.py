@@ -13,9 +13,9 @@ import numpy as np
 from sqlalchemy import create_engine, text
 from sqlmodel import Session, select
 
-import projections
-from eventstore import EventStore, RunCompleted
-from legacy import LegacySource, import_legacy
+from clusterstore import projections
+from clusterstore.eventstore import EventStore, RunCompleted
+from clusterstore.legacy import LegacySource, import_legacy
 from tests.legacy_models import ClusteringResult, EmbeddingCluster, uuid7
 from tests.pj_util import make_run, query, snapshot
 

@@ -14,9 +14,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import projections
-from eventstore import EventStore, EventStoreError
-from eventstore.runs import RunWriter, resume_run, start_run
+from clusterstore import projections
+from clusterstore.eventstore import EventStore, EventStoreError
+from clusterstore.eventstore.runs import RunWriter, resume_run, start_run
 from tests.conftest import drop_pg_schema, make_pg_schema_url
 from tests.pj_util import query, rows, snapshot, truth
 

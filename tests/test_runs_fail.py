@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from eventstore import AssignmentRecorded, EventStore, RunFailed
-from eventstore.runs import start_run
+from clusterstore.eventstore import AssignmentRecorded, EventStore, RunFailed
+from clusterstore.eventstore.runs import start_run
 
 
 def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

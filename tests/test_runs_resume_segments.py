@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from eventstore import EventStore
-from eventstore.codec import AssignmentDigest, pack_assignments
-from eventstore.runs import read_progress, resume_run, start_run
+from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.codec import AssignmentDigest, pack_assignments
+from clusterstore.eventstore.runs import read_progress, resume_run, start_run
 
 
 def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 
-from benchmarks import runner as bench_runner
-from cli.main import cli
-from eventstore import EventStore
+from clusterstore.benchmarks import runner as bench_runner
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore
 from tests.conftest import drop_pg_schema, make_pg_schema_url, pg_base_url
 from tests.test_cli_cluster import blobs
 
@@ -125,7 +125,16 @@ def test_follow_names_the_store_masked(secret_url: str, subprocess_env: dict[str
     """``catch-up --follow`` says what it follows on stderr (a log line of a long-running
     process): masked."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--db", secret_url, "projections", "catch-up", "--follow"],
+        [
+            sys.executable,
+            "-m",
+            "clusterstore",
+            "--db",
+            secret_url,
+            "projections",
+            "catch-up",
+            "--follow",
+        ],
         env=subprocess_env,
         stderr=subprocess.PIPE,
         text=True,

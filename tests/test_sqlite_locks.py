@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from eventstore import DatabaseBusyError, EventStore
-from eventstore.recorder import APPEND_RETRIES
+from clusterstore.eventstore import DatabaseBusyError, EventStore
+from clusterstore.eventstore.recorder import APPEND_RETRIES
 from tests.contracts.support import assignments
 
 pytestmark = pytest.mark.sqlite_only
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.sqlite_only
 
 @pytest.fixture
 def impatient(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("eventstore.sqlite.BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr("clusterstore.eventstore.sqlite.BUSY_TIMEOUT_MS", 20)
 
 
 class Refusals:
@@ -119,7 +119,7 @@ def test_a_lock_that_is_never_released_is_one_clear_error(
 
 CHILD_APPENDS = """
 import sys, uuid
-from eventstore import EventStore
+from clusterstore.eventstore import EventStore
 from tests.contracts.support import assignments
 with EventStore.open(sys.argv[1]) as s:
     s.append(uuid.uuid4(), assignments(10).packed(), expected_seq=0)

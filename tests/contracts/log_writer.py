@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from eventstore import EventStore, PackedEvents, RunFailed, pack_assignments
-from eventstore.codec import encode
+from clusterstore.eventstore import EventStore, PackedEvents, RunFailed, pack_assignments
+from clusterstore.eventstore.codec import encode
 
 P_ROLLBACK = 0.12
 P_HOLD = 0.12

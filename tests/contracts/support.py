@@ -11,7 +11,7 @@ import numpy.typing as npt
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from eventstore import (
+from clusterstore.eventstore import (
     AssignmentDigest,
     AssignmentRecorded,
     CentroidsComputed,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from eventstore import (
+from clusterstore.eventstore import (
     ConcurrencyError,
     EventConflictError,
     EventStore,

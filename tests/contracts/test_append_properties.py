@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from eventstore import (
+from clusterstore.eventstore import (
     ConcurrencyError,
     Event,
     EventConflictError,
@@ -33,8 +33,8 @@ from eventstore import (
     RawEvent,
     pack_assignments,
 )
-from eventstore.codec import encode
-from eventstore.store import decode_stored
+from clusterstore.eventstore.codec import encode
+from clusterstore.eventstore.store import decode_stored
 from tests.contracts.support import ANY_EVENT, snapshot
 
 N_RUNS = 3
@@ -69,7 +69,7 @@ def _as_batch(raws: list[RawEvent], packed: bool) -> Any:
 
 
 def decode_stored_raw(r: RawEvent) -> Event:
-    from eventstore.codec import decode
+    from clusterstore.eventstore.codec import decode
 
     return decode(r.type, r.version, r.payload)
 

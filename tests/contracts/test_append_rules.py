@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from eventstore import (
+from clusterstore.eventstore import (
     ConcurrencyError,
     Event,
     EventConflictError,
@@ -18,8 +18,8 @@ from eventstore import (
     RunFailed,
     pack_assignments,
 )
-from eventstore.codec import decode, encode
-from eventstore.events import AssignmentRecorded
+from clusterstore.eventstore.codec import decode, encode
+from clusterstore.eventstore.events import AssignmentRecorded
 from tests.contracts.support import assignments, feed_keys, snapshot, started
 
 

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from eventstore import EventStore, StoredEvent
+from clusterstore.eventstore import EventStore, StoredEvent
 from tests.conftest import drop_pg_schema, make_pg_schema_url
 
 WRITERS = {"sqlite": 2, "postgres": 4}

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from eventstore import EventStore, ImmutableLogError
+from clusterstore.eventstore import EventStore, ImmutableLogError
 from tests.contracts.support import assignments, snapshot, started
 
 TABLES = ("cs_events", "cs_commits", "cs_runs")

@@ -16,7 +16,7 @@ from uuid import UUID
 import numpy as np
 import pytest
 
-from eventstore import (
+from clusterstore.eventstore import (
     AssignmentDigest,
     AssignmentRecorded,
     DatabaseUnavailableError,
@@ -26,8 +26,8 @@ from eventstore import (
     RunFailed,
     RunResumed,
 )
-from eventstore.runs import RunWriter, read_progress, resume_run, start_run
-from eventstore.store import decode_stored
+from clusterstore.eventstore.runs import RunWriter, read_progress, resume_run, start_run
+from clusterstore.eventstore.store import decode_stored
 from tests.contracts.support import Assignments, assignments
 
 B = 5

@@ -8,15 +8,15 @@ import uuid
 import numpy as np
 import pytest
 
-import eventstore.postgres
-import eventstore.sqlite
-from eventstore import ConcurrencyError, EventStore, PackedEvents, pack_assignments
+from clusterstore.eventstore import ConcurrencyError, EventStore, PackedEvents, pack_assignments
+from clusterstore.eventstore import postgres as pg_backend
+from clusterstore.eventstore import sqlite as sqlite_backend
 
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eventstore.sqlite, "ROW_NUMBERS", 7)
-    monkeypatch.setattr(eventstore.postgres, "COPY_CHUNK_ROWS", 5)
+    monkeypatch.setattr(sqlite_backend, "ROW_NUMBERS", 7)
+    monkeypatch.setattr(pg_backend, "COPY_CHUNK_ROWS", 5)
 
 
 def _batch(n: int, seed: int) -> PackedEvents:

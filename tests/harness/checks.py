@@ -12,11 +12,11 @@ from uuid import UUID
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from cli.main import cli
-from eventstore import AssignmentRecorded, EventStore, RunCompleted, RunResumed
-from eventstore.events import BY_CODE
-from projections.base import current_generation
-from projections.schema import cr_tables, ec_tables
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import AssignmentRecorded, EventStore, RunCompleted, RunResumed
+from clusterstore.eventstore.events import BY_CODE
+from clusterstore.projections.base import current_generation
+from clusterstore.projections.schema import cr_tables, ec_tables
 
 from .driver import FORBIDDEN, Harness
 

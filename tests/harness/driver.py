@@ -27,9 +27,9 @@ from uuid import UUID
 import numpy as np
 from click.testing import CliRunner
 
-import projections
-from cli.main import cli
-from eventstore import EventStore, RunStarted
+from clusterstore import projections
+from clusterstore.cli.main import cli
+from clusterstore.eventstore import EventStore, RunStarted
 
 TIMEOUT = 900  # seconds for anything to happen before the harness gives up
 POLL = 0.01
@@ -147,11 +147,18 @@ class Harness:
 
     # ------------------------------------------------------------------ processes
 
-    def spawn(self, args: list[str], name: str, module: str = "cli") -> subprocess.Popen[bytes]:
+    def spawn(
+        self, args: list[str], name: str, module: str = "clusterstore"
+    ) -> subprocess.Popen[bytes]:
         out = open(self.workdir / f"{name}.out", "wb")  # noqa: SIM115  (closed in close())
         err = open(self.workdir / f"{name}.err", "wb")  # noqa: SIM115
         self._logs += [out, err]
-        cmd = [sys.executable, "-m", module, *([] if module != "cli" else ["--db", self.db_url])]
+        cmd = [
+            sys.executable,
+            "-m",
+            module,
+            *([] if module != "clusterstore" else ["--db", self.db_url]),
+        ]
         return subprocess.Popen([*cmd, *args], stdout=out, stderr=err, env=self.env)
 
     def text(self, name: str, stream: str) -> str:

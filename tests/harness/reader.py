@@ -18,7 +18,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from cli.main import cli
+from clusterstore.cli.main import cli
 
 PAUSE = 0.1  # leave the CPUs to the writers between rounds
 

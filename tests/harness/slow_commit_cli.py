@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any
 
-from eventstore.postgres import PostgresRecorder
-from eventstore.sqlite import SQLiteRecorder
+from clusterstore.eventstore.postgres import PostgresRecorder
+from clusterstore.eventstore.sqlite import SQLiteRecorder
 
 
 def hold_before_commit(cls: Any, seconds: float) -> None:
@@ -39,7 +39,7 @@ def hold_before_commit(cls: Any, seconds: float) -> None:
 def main(argv: list[str]) -> None:
     for cls in (PostgresRecorder, SQLiteRecorder):
         hold_before_commit(cls, float(argv[0]))
-    from cli.main import cli
+    from clusterstore.cli.main import cli
 
     cli.main(argv[1:], prog_name="clusterstore")
 
