@@ -206,7 +206,7 @@ def test_events_and_export_memory_stays_flat(store: EventStore, tmp_path: Path) 
 
     def export(run: UUID, fmt: str) -> Callable[[], object]:
         path = tmp_path / f"{run}.{fmt}"
-        return lambda: export_run(store, run, path, format=fmt, page_size=page)  # type: ignore[arg-type]
+        return lambda: export_run(store, run, path, format=fmt, page_size=page, force=True)  # type: ignore[arg-type]
 
     jobs: list[tuple[str, Callable[[UUID], Callable[[], object]]]] = [
         ("events", events),

@@ -381,10 +381,21 @@ def test_export(history: EventStore, db_url: str, tmp_path: Path) -> None:
     ]
     npy = run(db_url, "export", A, "-o", str(tmp_path / "a.npy"))
     assert npy.stdout.endswith("(npy)\n")
-    partial = run(db_url, "export", C, "-o", str(tmp_path / "c.bin"), "--format", "npy")
+    refused = run(db_url, "export", C, "-o", str(tmp_path / "c.bin"), "--format", "npy")
+    assert (refused.exit_code, refused.stdout, refused.stderr) == (
+        1,
+        "",
+        f"Error: run {C} is not completed (status: incomplete); 10 assignments are recorded; "
+        "pass --allow-incomplete to export them anyway\n",
+    )
+    assert not (tmp_path / "c.bin").exists()
+    partial = run(
+        db_url, "export", C, "-o", str(tmp_path / "c.bin"), "--format", "npy", "--allow-incomplete"
+    )
     assert partial.stdout == f"exported 10 assignments of run {C} to {tmp_path / 'c.bin'} (npy)\n"
     assert partial.stderr == (
-        f"note: run {C} is incomplete; the export holds the assignments recorded so far\n"
+        f"warning: run {C} is not completed (status: incomplete); the export holds the 10 "
+        "assignments recorded so far\n"
     )
 
 
