@@ -8,7 +8,8 @@ layers over these functions.
 from .compare import Comparison, Overlap, compare_labels, compare_runs, load_labels
 from .details import RunDetails, run_details
 from .events_json import EventsResult, event_json, event_type_codes, write_events
-from .export import FORMATS, ExportResult, export_run
+from .export import FORMATS, ExportResult, export_format, export_run
+from .output_file import open_output
 from .summary import (
     STATUSES,
     RunSummary,
@@ -39,10 +40,12 @@ __all__ = [
     "compare_runs",
     "event_json",
     "event_type_codes",
+    "export_format",
     "export_run",
     "id_digits",
     "list_runs",
     "load_labels",
+    "open_output",
     "parse_status",
     "run_details",
     "short_id",

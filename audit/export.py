@@ -1,9 +1,13 @@
 """Exporting a run's assignments: ``embedding_id``, ``cluster``, ``distance`` in seq order.
 
-Streamed page by page (memory stays flat), written to a temporary file beside the output
-and renamed into place at the end. The bytes depend only on the assignments, never on how
-the log was paged or batched, so two runs over the same input that made the same
-assignments export to identical files.
+Streamed page by page (memory stays flat) through ``output_file.open_output``: the file is
+created and never substitutes what is at the path (an existing file only with ``force``,
+never the store's own files), and only a complete file appears; ``-`` is standard output
+(csv and parquet; npy needs the row count in its header before the rows). The format
+follows the file's extension (``export_format``). A run that is not completed is refused
+unless ``allow_incomplete``. The bytes depend only on the assignments, never on how the
+log was paged or batched, so two runs over the same input that made the same assignments
+export to identical files.
 
 - csv: a header line, then ``uuid,cluster,distance`` (the float32's shortest exact text);
 - npy: one structured array, dtype ``[('embedding_id', 'V16'), ('cluster', '<u4'),
@@ -15,9 +19,7 @@ assignments export to identical files.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 from uuid import UUID
@@ -26,9 +28,16 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore
-from clusterstore.eventstore.errors import ConfigurationError, InputError
+from clusterstore.eventstore.errors import (
+    ConfigurationError,
+    IncompleteRunError,
+    InputError,
+    OutputFileError,
+)
 
 from ._log import PAGE_SIZE, AssignmentBlock, ProgressFn, assignment_blocks, uuid_texts
+from .output_file import STDOUT, open_output
+from .summary import Status, summarize_run
 
 Format = Literal["csv", "npy", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "npy", "parquet")
@@ -40,9 +49,35 @@ _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 
 class ExportResult(NamedTuple):
     run_id: UUID
-    path: Path
+    path: str  # as given; "-" is standard output
     format: Format
     rows: int
+    status: Status  # "completed" unless allow_incomplete let another through
+
+
+def export_format(path: str | os.PathLike[str], format: str | None = None) -> Format:
+    """The format for ``path``: its extension (.csv, .npy, .parquet), or ``format``, which
+    must agree with a known extension; ``-`` (standard output) needs ``format``."""
+    if format is not None and format not in FORMATS:
+        raise InputError(f"unknown export format {format!r}; use csv, npy or parquet")
+    text = os.fspath(path)
+    suffix = Path(text).suffix.lower().lstrip(".")
+    known = suffix if suffix in FORMATS else None
+    if format is None:
+        if text == STDOUT:
+            raise OutputFileError("writing to standard output (-o -) needs --format csv or parquet")
+        if known is None:
+            raise OutputFileError(
+                f"cannot tell the format of {text} from its extension; name it .csv, .npy or "
+                ".parquet, or give --format csv, npy or parquet"
+            )
+        return known  # type: ignore[return-value]
+    if known is not None and known != format:
+        raise OutputFileError(
+            f"{text} has the extension .{known} but --format is {format}; "
+            f"name the file .{format} or drop --format"
+        )
+    return format  # type: ignore[return-value]
 
 
 def export_run(
@@ -50,24 +85,39 @@ def export_run(
     run_id: UUID,
     path: str | os.PathLike[str],
     *,
-    format: Format = "csv",
+    format: Format | None = None,
+    force: bool = False,
+    allow_incomplete: bool = False,
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> ExportResult:
-    """Write the run's assignments to ``path`` (replaced only when complete)."""
-    if format not in FORMATS:
-        raise InputError(f"unknown export format {format!r}; use csv, npy or parquet")
-    target = Path(path)
-    pa = _pyarrow() if format == "parquet" else None
+    """Write the run's assignments to ``path`` (see the module docstring for the rules)."""
+    chosen = export_format(path, format)
+    if chosen == "npy" and os.fspath(path) == STDOUT:
+        raise OutputFileError(
+            "npy cannot be streamed to standard output (its header holds the row count); "
+            "give a file name, or use --format csv or parquet"
+        )
+    pa = _pyarrow() if chosen == "parquet" else None
+    summary = summarize_run(store, run_id)
+    if summary.status != "completed" and not allow_incomplete:
+        raise IncompleteRunError(
+            run_id,
+            summary.status,
+            summary.n_assignments,
+            f"run {run_id} is not completed (status: {summary.status_label}); "
+            f"{summary.n_assignments} assignments are recorded; pass --allow-incomplete "
+            "to export them anyway",
+        )
     blocks = assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress)
-    with _replacing(target) as out:
-        if format == "csv":
+    with open_output(path, force=force, protect=store.local_files()) as out:
+        if chosen == "csv":
             count = _write_csv(out, blocks)
-        elif format == "npy":
+        elif chosen == "npy":
             count = _write_npy(out, blocks)
         else:
             count = _write_parquet(out, blocks, pa)
-    return ExportResult(run_id, target, format, count)
+    return ExportResult(run_id, os.fspath(path), chosen, count, summary.status)
 
 
 def _pyarrow() -> Any:
@@ -80,27 +130,6 @@ def _pyarrow() -> Any:
             "pip install 'clusterstore[parquet]' (or use --format csv or npy)"
         ) from e
     return pyarrow
-
-
-@contextmanager
-def _replacing(target: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside ``target`` that replaces it when the block succeeds."""
-    parent = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise ConfigurationError(f"{target} is a directory; give a file name for the export")
-    if not parent.is_dir():
-        raise ConfigurationError(f"cannot write {target}: the directory {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise ConfigurationError(f"cannot write {target}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _export_records(block: AssignmentBlock) -> npt.NDArray[np.void]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from clusterstore import audit
 from clusterstore.audit.export import Format
+from clusterstore.audit.summary import STATUS_LABELS
 
 from ._options import quiet_option
 from ._output import progress
@@ -24,38 +24,74 @@ if TYPE_CHECKING:
     "-o",
     required=True,
     metavar="PATH",
-    help="The file to write (replaced if it exists).",
+    help="The file to create; - writes to standard output (needs --format csv or parquet).",
 )
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(audit.FORMATS),
-    help="csv, npy or parquet. Default: from the file's extension, else csv.",
+    help="csv, npy or parquet. Default: from the file's extension (.csv, .npy, .parquet); "
+    "must agree with it.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing regular file (its permission bits are kept).",
+)
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Export a run that is not completed (running, failed or interrupted): the "
+    "assignments recorded so far, with a warning.",
 )
 @quiet_option
 @click.pass_obj
-def export(state: StoreContext, run: str, output: str, fmt: str | None, quiet: bool) -> None:
+def export(
+    state: StoreContext,
+    run: str,
+    output: str,
+    fmt: str | None,
+    force: bool,
+    allow_incomplete: bool,
+    quiet: bool,
+) -> None:
     """Write a RUN's assignments (embedding_id, cluster, distance) in sequence order.
 
     Two runs that made the same assignments export to byte-identical files.
+
+    \b
+    The file is created, never substituted:
+    - an existing file is refused unless --force (then replaced when the export is
+      complete, keeping its permission bits);
+    - a symlink is followed: the rules apply to the file it points to;
+    - a directory, FIFO, device or socket is refused; - means standard output;
+    - the store's own files (the SQLite database, -wal, -shm, -journal) are always refused;
+    - a new file gets the umask's permissions.
+    The data goes to a hidden .NAME.clusterstore-PID.tmp file beside the target, removed if
+    the export fails or is interrupted (Ctrl-C, SIGTERM); one left by a killed export is
+    removed by the next export into that directory.
     """
+    chosen: Format = audit.export_format(output, fmt)
     store = state.open()
     run_id = store.resolve_run(run)
-    chosen: Format = fmt or _format_of(output)  # type: ignore[assignment]
     with progress("exporting", store.head(run_id), quiet=quiet) as bar:
-        result = audit.export_run(store, run_id, output, format=chosen, on_progress=bar.update)
-    if quiet:
-        return
-    summary = audit.summarize_run(store, run_id)
-    if summary.status != "completed":
+        result = audit.export_run(
+            store,
+            run_id,
+            output,
+            format=chosen,
+            force=force,
+            allow_incomplete=allow_incomplete,
+            on_progress=bar.update,
+        )
+    if result.status != "completed":  # printed even with --quiet: the file is partial
         click.echo(
-            f"note: run {run_id} is {summary.status_label}; the export holds the assignments "
-            "recorded so far",
+            f"warning: run {run_id} is not completed (status: {STATUS_LABELS[result.status]}); "
+            f"the export holds the {result.rows} assignments recorded so far",
             err=True,
         )
-    click.echo(f"exported {result.rows} assignments of run {run_id} to {output} ({chosen})")
-
-
-def _format_of(path: str) -> str:
-    suffix = Path(path).suffix.lower().lstrip(".")
-    return suffix if suffix in audit.FORMATS else "csv"
+    if not quiet:  # to stderr when the data itself goes to stdout
+        click.echo(
+            f"exported {result.rows} assignments of run {run_id} to {output} ({chosen})",
+            err=output == "-",
+        )

@@ -6,7 +6,8 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     EventStoreError
     ├── ConfigurationError (ValueError)      bad --db value, unusable file
     │   ├── NotADatabaseError                the file is not a SQLite database
-    │   └── ForeignDatabaseError             a database that holds tables of another app
+    │   ├── ForeignDatabaseError             a database that holds tables of another app
+    │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
     ├── ReadOnlyDatabaseError                the database cannot be written
@@ -14,6 +15,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── ConcurrencyError                     the run's head is not where the writer expected
     │   └── EventConflictError               a (run, seq) is stored with different bytes
     ├── ImmutableLogError                    something tried to change or delete the log
+    ├── IncompleteRunError                   the run is not completed (export refuses it)
     ├── RunNotFoundError (LookupError)       no run has that id or prefix
     ├── AmbiguousRunError (LookupError)      a prefix names several runs
     ├── EventDecodeError (ValueError)        stored bytes that cannot be decoded
@@ -41,6 +43,11 @@ class NotADatabaseError(ConfigurationError):
 
 class ForeignDatabaseError(ConfigurationError):
     """The database holds tables that clusterstore does not own."""
+
+
+class OutputFileError(ConfigurationError):
+    """An output path is refused (it exists, is not a regular file, is one of the store's
+    own files, or its name and the format disagree) or cannot be written."""
 
 
 class DatabaseUnavailableError(EventStoreError):
@@ -90,6 +97,17 @@ class EventConflictError(ConcurrencyError):
 
 class ImmutableLogError(EventStoreError):
     """The database refused an UPDATE, DELETE or TRUNCATE of the append-only log."""
+
+
+class IncompleteRunError(EventStoreError):
+    """The run is not completed (running, failed or interrupted) and the caller asked for
+    a completed one."""
+
+    def __init__(self, run_id: UUID, status: str, assignments: int, message: str):
+        self.run_id = run_id
+        self.status = status
+        self.assignments = assignments
+        super().__init__(message)
 
 
 class RunNotFoundError(EventStoreError, LookupError):

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -102,6 +103,10 @@ class Recorder(ABC):
     def display_url(self) -> str:
         """The URL with any password masked: the only form ever printed."""
         return self.url.render_as_string(hide_password=True)
+
+    def local_files(self) -> list[Path]:
+        """The files on this machine that hold the store (none for a server database)."""
+        return []
 
     # ------------------------------------------------------------------ backend hooks
 

@@ -145,6 +145,12 @@ class SQLiteRecorder(Recorder):
         """A SQLite store is shown as its file path."""
         return str(self.url.database)
 
+    def local_files(self) -> list[Path]:
+        """The database file and the files SQLite keeps beside it (whether or not they
+        exist right now): ``-wal``, ``-shm`` and ``-journal``."""
+        db = Path(str(self.url.database))
+        return [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
+
     def _begin_write(self, conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

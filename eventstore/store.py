@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 from uuid import UUID
@@ -64,6 +65,12 @@ class EventStore:
     @property
     def backend(self) -> str:
         return self.recorder.dialect_name
+
+    def local_files(self) -> list[Path]:
+        """The files on this machine that hold the store: a SQLite database and its
+        ``-wal``, ``-shm`` and ``-journal`` (listed whether or not they exist); none for
+        PostgreSQL. Commands that write files refuse these."""
+        return self.recorder.local_files()
 
     # ------------------------------------------------------------------ writes
 

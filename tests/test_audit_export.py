@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import stat
+import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 from uuid import UUID
 
 import numpy as np
 import pytest
 
-from clusterstore.audit import export_run, write_events
+from clusterstore.audit import FORMATS, export_format, export_run, open_output, write_events
 from clusterstore.audit.export import npy_header
-from clusterstore.eventstore import EventDecodeError, EventStore
+from clusterstore.eventstore import (
+    EventDecodeError,
+    EventStore,
+    IncompleteRunError,
+    OutputFileError,
+)
 from clusterstore.eventstore.errors import ConfigurationError
 from tests.audit_data import (
     RUN_A,
@@ -206,7 +216,7 @@ def test_events_and_export_memory_stays_flat(store: EventStore, tmp_path: Path) 
 
     def export(run: UUID, fmt: str) -> Callable[[], object]:
         path = tmp_path / f"{run}.{fmt}"
-        return lambda: export_run(store, run, path, format=fmt, page_size=page)  # type: ignore[arg-type]
+        return lambda: export_run(store, run, path, format=fmt, page_size=page, force=True)  # type: ignore[arg-type]
 
     jobs: list[tuple[str, Callable[[UUID], Callable[[], object]]]] = [
         ("events", events),
@@ -217,3 +227,236 @@ def test_events_and_export_memory_stays_flat(store: EventStore, tmp_path: Path) 
         job(RUN_A)()  # warm caches (statement compilation, imports)
         small, big = peak_bytes(job(RUN_A)), peak_bytes(job(RUN_B))
         assert big < 1.6 * small, f"{name}: peak {big} B for 4x the events vs {small} B"
+
+
+# ---------------------------------------------------------------- the output file (issue 16)
+
+CSV_START = "embedding_id,cluster,distance\n"
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.sqlite_only
+def test_the_store_files_are_refused(store: EventStore, tmp_path: Path) -> None:
+    """The database, its -wal (and links to either) are refused even with force; the store
+    is intact afterwards."""
+    make_run(store, RUN_A, n=20, k=2)
+    db, wal = store.local_files()[:2]
+    assert db.is_file() and wal.is_file()  # the store is open: WAL mode keeps the -wal
+    (tmp_path / "hard.csv").hardlink_to(db)
+    (tmp_path / "soft.csv").symlink_to(wal)
+    before = db.read_bytes()
+    for target in (db, wal, tmp_path / "hard.csv", tmp_path / "soft.csv"):
+        with pytest.raises(OutputFileError, match="is one of the store's own files"):
+            export_run(store, RUN_A, target, format="csv", force=True)
+    assert db.read_bytes() == before and (tmp_path / "soft.csv").is_symlink()
+    assert leftovers(tmp_path) == []
+    assert export_run(store, RUN_A, tmp_path / "ok.csv").rows == 20  # still readable
+
+
+def test_an_existing_file_is_kept_unless_forced(store: EventStore, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    out = tmp_path / "a.csv"
+    out.write_text("keep me\n")
+    out.chmod(0o640)
+    with pytest.raises(OutputFileError) as info:
+        export_run(store, RUN_A, out)
+    assert (
+        str(info.value) == f"{out} already exists; pass --force to replace it, or give another name"
+    )
+    assert out.read_text() == "keep me\n"
+    export_run(store, RUN_A, out, force=True)
+    assert out.read_text().startswith(CSV_START)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert leftovers(tmp_path) == []
+
+
+def test_a_symlink_is_followed(store: EventStore, tmp_path: Path) -> None:
+    """The file the link points to is written (created, or replaced with force); the link
+    stays a link."""
+    make_run(store, RUN_A, n=5, k=2)
+    (tmp_path / "data").mkdir()
+    real = tmp_path / "data" / "real.csv"
+    link = tmp_path / "latest.csv"
+    link.symlink_to(Path("data") / "real.csv")  # dangling, relative
+    export_run(store, RUN_A, link)
+    assert link.is_symlink() and real.read_text().startswith(CSV_START)
+    real.write_text("old\n")
+    with pytest.raises(OutputFileError, match=r"\(the symlink .*latest.csv points to it\)"):
+        export_run(store, RUN_A, link)
+    assert real.read_text() == "old\n"
+    export_run(store, RUN_A, link, force=True)
+    assert link.is_symlink() and real.read_text().startswith(CSV_START)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_non_regular_targets_are_refused(store: EventStore, tmp_path: Path, kind: str) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    if kind == "fifo":
+        target, check, name = tmp_path / "pipe.csv", stat.S_ISFIFO, "a FIFO"
+        os.mkfifo(target)
+    elif kind == "device":
+        target, check, name = Path("/dev/null"), stat.S_ISCHR, "a character device"
+    else:
+        target, check, name = tmp_path / "dir.csv", stat.S_ISDIR, "a directory"
+        target.mkdir()
+    for force in (False, True):
+        with pytest.raises(OutputFileError) as info:
+            export_run(store, RUN_A, target, format="csv", force=force)
+        assert str(info.value) == (
+            f"{target} is {name}, not a regular file; give a file name (or - for standard output)"
+        )
+    assert check(os.lstat(target).st_mode)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_a_new_file_gets_the_umask_mode(
+    store: EventStore, tmp_path: Path, umask: int, mode: int
+) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    previous = os.umask(umask)
+    try:
+        export_run(store, RUN_A, tmp_path / "a.npy")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.npy").stat().st_mode) == mode
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt", "expected"),
+    [
+        ("a.csv", None, "csv"),
+        ("A.NPY", None, "npy"),
+        ("a.parquet", "parquet", "parquet"),
+        ("c.bin", "npy", "npy"),
+        ("-", "csv", "csv"),
+        (
+            "a.csv",
+            "npy",
+            "a.csv has the extension .csv but --format is npy; name the file .npy or drop --format",
+        ),
+        (
+            "x.json",
+            None,
+            "cannot tell the format of x.json from its extension; name it .csv, .npy or "
+            ".parquet, or give --format csv, npy or parquet",
+        ),
+        ("-", None, "writing to standard output (-o -) needs --format csv or parquet"),
+    ],
+)
+def test_the_format_follows_the_extension(path: str, fmt: str | None, expected: str) -> None:
+    if expected in FORMATS:
+        assert export_format(path, fmt) == expected
+    else:
+        with pytest.raises(OutputFileError) as info:
+            export_format(path, fmt)
+        assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failure_mid_write_leaves_no_temp_file(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    out = tmp_path / "a.csv"
+    if existing:
+        out.write_text("keep me\n")
+
+    def half_then_fail(f: IO[bytes], blocks: object) -> int:
+        f.write(b"half a file")
+        f.flush()
+        assert leftovers(tmp_path) == [f".a.csv.clusterstore-{os.getpid()}.tmp"]
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("clusterstore.audit.export._write_csv", half_then_fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        export_run(store, RUN_A, out, force=True)
+    assert leftovers(tmp_path) == []
+    assert (out.read_text() == "keep me\n") if existing else not out.exists()
+
+
+def test_sigterm_mid_write_removes_the_temp_file(tmp_path: Path) -> None:
+    """In the writing process: SIGTERM becomes SystemExit(143), the temp file goes, and the
+    previous handler is back afterwards."""
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("the previous handler must not run during the write")
+
+    original = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises(SystemExit) as info, open_output(tmp_path / "a.csv") as f:
+            f.write(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # a point where the pending handler runs
+        assert info.value.code == 143
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+WRITER = """
+import sys
+from clusterstore.audit.output_file import open_output
+with open_output(sys.argv[1]) as f:
+    f.write(b"partial")
+    f.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()  # blocks until the parent signals
+"""
+
+
+def start_writer(target: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    assert leftovers(target.parent) == [f".{target.name}.clusterstore-{child.pid}.tmp"]
+    return child
+
+
+def test_sigterm_to_a_writing_process(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    child = start_writer(tmp_path / "a.csv", subprocess_env)
+    child.send_signal(signal.SIGTERM)
+    child.communicate()  # waits, and closes the pipes
+    assert child.returncode == 143
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_killed_writers_temp_file_goes_with_the_next_export(
+    store: EventStore, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    make_run(store, RUN_A, n=5, k=2)
+    child = start_writer(tmp_path / "a.csv", subprocess_env)
+    child.kill()
+    child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    stale = f".a.csv.clusterstore-{child.pid}.tmp"
+    live = f".b.csv.clusterstore-{os.getpid()}.tmp"  # a live process's: left alone
+    (tmp_path / live).write_text("in progress")
+    assert leftovers(tmp_path) == sorted([stale, live])
+    export_run(store, RUN_A, tmp_path / "c.csv")
+    assert leftovers(tmp_path) == [live]
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_an_incomplete_run_is_refused_unless_allowed(store: EventStore, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=50, k=4, end="none", rows=10)
+    make_run(store, RUN_B, n=50, k=4, end="fail", rows=20)
+    for run, label, rows in ((RUN_A, "incomplete", 10), (RUN_B, "failed", 20)):
+        with pytest.raises(IncompleteRunError) as info:
+            export_run(store, run, tmp_path / f"{run}.csv")
+        assert str(info.value) == (
+            f"run {run} is not completed (status: {label}); {rows} assignments are recorded; "
+            "pass --allow-incomplete to export them anyway"
+        )
+        assert not (tmp_path / f"{run}.csv").exists()
+        result = export_run(store, run, tmp_path / f"{run}.csv", allow_incomplete=True)
+        assert (result.rows, result.status != "completed") == (rows, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -381,10 +382,21 @@ def test_export(history: EventStore, db_url: str, tmp_path: Path) -> None:
     ]
     npy = run(db_url, "export", A, "-o", str(tmp_path / "a.npy"))
     assert npy.stdout.endswith("(npy)\n")
-    partial = run(db_url, "export", C, "-o", str(tmp_path / "c.bin"), "--format", "npy")
+    refused = run(db_url, "export", C, "-o", str(tmp_path / "c.bin"), "--format", "npy")
+    assert (refused.exit_code, refused.stdout, refused.stderr) == (
+        1,
+        "",
+        f"Error: run {C} is not completed (status: incomplete); 10 assignments are recorded; "
+        "pass --allow-incomplete to export them anyway\n",
+    )
+    assert not (tmp_path / "c.bin").exists()
+    partial = run(
+        db_url, "export", C, "-o", str(tmp_path / "c.bin"), "--format", "npy", "--allow-incomplete"
+    )
     assert partial.stdout == f"exported 10 assignments of run {C} to {tmp_path / 'c.bin'} (npy)\n"
     assert partial.stderr == (
-        f"note: run {C} is incomplete; the export holds the assignments recorded so far\n"
+        f"warning: run {C} is not completed (status: incomplete); the export holds the 10 "
+        "assignments recorded so far\n"
     )
 
 
@@ -400,3 +412,122 @@ def test_export_parquet_missing(
     )
     bad = run(db_url, "export", A, "-o", "x", "--format", "xlsx")
     assert bad.exit_code == 2
+
+
+def error(result: Result) -> tuple[int, str, str]:
+    return (result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.mark.sqlite_only
+def test_export_onto_the_store_is_refused(history: EventStore, db_url: str) -> None:
+    """Issue 16: `export RUN -o <the store>` replaced the database and exited 0."""
+    db = Path(db_url)
+    for target in (db, db.with_name(db.name + "-wal")):
+        assert target.is_file()
+        result = run(db_url, "export", A, "-o", str(target), "--format", "csv", "--force")
+        assert error(result) == (
+            1,
+            "",
+            f"Error: {target} is one of the store's own files; it is never overwritten, "
+            "even with --force; give another file name\n",
+        )
+    assert run(db_url, "runs", "list").stdout == LIST
+    assert sorted(p.name for p in db.parent.iterdir()) == [
+        "store.db",
+        "store.db-shm",
+        "store.db-wal",
+    ]
+
+
+def test_export_onto_an_existing_file(history: EventStore, db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "a.csv"
+    out.write_text("mine\n")
+    refused = run(db_url, "export", A, "-o", str(out))
+    assert error(refused) == (
+        1,
+        "",
+        f"Error: {out} already exists; pass --force to replace it, or give another name\n",
+    )
+    assert out.read_text() == "mine\n"
+    forced = run(db_url, "export", A, "-o", str(out), "--force")
+    assert forced.exit_code == 0 and out.read_text().startswith("embedding_id,cluster,distance\n")
+
+
+def test_export_to_stdout(
+    history: EventStore, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o -` streams the data to stdout (the summary goes to stderr) and creates no file."""
+    monkeypatch.chdir(tmp_path)
+    run(db_url, "export", A, "-o", "a.csv", "-q")
+    result = run(db_url, "export", A, "-o", "-", "--format", "csv")
+    assert error(result) == (
+        0,
+        (tmp_path / "a.csv").read_text(),
+        f"exported 50 assignments of run {A} to - (csv)\n",
+    )
+    for args, message in (
+        ([], "writing to standard output (-o -) needs --format csv or parquet"),
+        (
+            ["--format", "npy"],
+            "npy cannot be streamed to standard output (its header holds the row count); "
+            "give a file name, or use --format csv or parquet",
+        ),
+    ):
+        assert error(run(db_url, "export", A, "-o", "-", *args)) == (1, "", f"Error: {message}\n")
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-o", "x.json"],
+            "cannot tell the format of x.json from its extension; name it .csv, .npy or "
+            ".parquet, or give --format csv, npy or parquet",
+        ),
+        (
+            ["-o", "a.csv", "--format", "parquet"],
+            "a.csv has the extension .csv but --format is parquet; name the file .parquet or "
+            "drop --format",
+        ),
+        (
+            ["-o", "/dev/null", "--format", "csv"],
+            "/dev/null is a character device, not a "
+            "regular file; give a file name (or - for standard output)",
+        ),
+    ],
+)
+def test_export_refused_targets(
+    history: EventStore,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    listing = sorted(os.listdir(tmp_path))
+    assert error(run(db_url, "export", A, *args)) == (1, "", f"Error: {message}\n")
+    assert sorted(os.listdir(tmp_path)) == listing
+    assert os.path.exists("/dev/null") and Path("/dev/null").is_char_device()
+
+
+def test_export_incomplete_warns_even_when_quiet(
+    history: EventStore, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "b.csv"
+    refused = run(db_url, "export", B, "-o", str(out), "-q")
+    assert error(refused) == (
+        1,
+        "",
+        f"Error: run {B} is not completed (status: failed); 20 assignments are recorded; "
+        "pass --allow-incomplete to export them anyway\n",
+    )
+    allowed = run(db_url, "export", B, "-o", str(out), "-q", "--allow-incomplete")
+    assert error(allowed) == (
+        0,
+        "",
+        f"warning: run {B} is not completed (status: failed); the export holds the 20 "
+        "assignments recorded so far\n",
+    )
+    assert len(out.read_text().splitlines()) == 21
