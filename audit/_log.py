@@ -139,7 +139,8 @@ def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
 class AssignmentBlock(NamedTuple):
     """Consecutive assignments of a run, decoded as a structured array (``ASSIGNMENT_DTYPE``,
     or ``LEGACY_ASSIGNMENT_DTYPE`` for an imported run: fields ``embedding_id`` V16,
-    ``cluster`` >u4, ``distance`` >f4 either way) with their seqs."""
+    ``cluster`` >u4, ``distance`` >f4 either way) with their seqs. ``codec.labels_of``
+    reads the labels (-1 for noise, whose ``cluster`` field holds 0xffffffff)."""
 
     seqs: npt.NDArray[np.int64]
     records: npt.NDArray[np.void]
