@@ -54,24 +54,29 @@ def open_event_store(
     store = EventStore.open(db, allow_existing=allow_existing)
     if store.created:
         try:
-            ensure_read_models(store, warn=warn)
+            ensure_read_models(store, warn=warn, done="the store is created")
         except BaseException:
             store.close()
             raise
     return store
 
 
-def ensure_read_models(store: EventStore, *, warn: Callable[[str], None] | None = None) -> None:
+def ensure_read_models(
+    store: EventStore,
+    *,
+    warn: Callable[[str], None] | None = None,
+    done: str = "the log is written",
+) -> None:
     """Bring the read models (and their views) up to date. What the log holds is committed
     whatever happens here, so a failure is reported through ``warn`` (default: a
-    ``ReadModelWarning``), not raised."""
+    ``ReadModelWarning``) after ``done``, not raised."""
     from clusterstore import projections
 
     try:
         projections.catch_up(store)
     except EventStoreError as e:
         message = (
-            f"the log is written, but the read models are not up to date: {e}; "
+            f"{done}, but the read models are not up to date: {e}; "
             "`store.catch_up()` or `clusterstore projections catch-up` retries"
         )
         if warn is not None:
