@@ -7,6 +7,10 @@ all 128 bits (a hash collision falls back to a lexsort join), the table is count
 (or ``unique`` when it would be large and sparse), so memory is O(n + cells), never O(n^2).
 The formulas follow the usual conventions (those of scikit-learn): ARI and NMI (arithmetic
 normalisation, natural log) are 1.0 for two identical labelings whatever the label names.
+
+Noise (label -1) is compared as a class of its own, as scikit-learn's scores do with the
+labels they are given: two runs that call the same ids noise agree on them. ``Comparison``
+says so (``noise``) and counts the shared ids each run calls noise.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.codec import NOISE, labels_of
 
 from ._log import PAGE_SIZE, ProgressFn, assignment_blocks
 
 Keys = npt.NDArray[np.uint64]  # (n, 2): an embedding id as two big-endian halves
 Labels = npt.NDArray[np.int64]
 DENSE_CELLS = 1 << 24  # contingency tables up to this many cells are counted densely
+NOISE_POLICY = "own_class"  # how noise (-1) enters ARI, NMI and the overlaps
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Comparison:
     shared: int
     only_a: int
     only_b: int
-    clusters_a: int  # distinct clusters among the shared ids
+    clusters_a: int  # distinct clusters among the shared ids (noise is not a cluster)
     clusters_b: int
     ari: float | None  # None when the runs share no id
     nmi: float | None
@@ -60,6 +66,9 @@ class Comparison:
     duplicates_b: int = 0
     run_a: UUID | None = None
     run_b: UUID | None = None
+    noise_a: int = 0  # shared ids that run a labels noise (-1)
+    noise_b: int = 0
+    noise: str = NOISE_POLICY
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +83,9 @@ class Comparison:
             "nmi": self.nmi,
             "duplicates_a": self.duplicates_a,
             "duplicates_b": self.duplicates_b,
+            "noise": self.noise,
+            "noise_a": self.noise_a,
+            "noise_b": self.noise_b,
             "overlaps": [o.to_json() for o in self.overlaps],
         }
 
@@ -101,12 +113,12 @@ def load_labels(
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> tuple[Keys, Labels]:
-    """A run's (embedding id keys, clusters) in seq order."""
+    """A run's (embedding id keys, clusters) in seq order; noise is -1."""
     keys: list[Keys] = []
     labels: list[Labels] = []
     for block in assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress):
         keys.append(id_keys(block.records["embedding_id"]))
-        labels.append(block.records["cluster"].astype(np.int64))
+        labels.append(labels_of(block.records))
     if not keys:
         return np.zeros((0, 2), dtype=np.uint64), np.zeros(0, dtype=np.int64)
     return np.concatenate(keys), np.concatenate(labels)
@@ -141,8 +153,10 @@ def compare_labels(
         return Comparison(clusters_a=0, clusters_b=0, ari=None, nmi=None, **base)
     table = Contingency.of(la[ia], lb[ib])
     return Comparison(
-        clusters_a=len(table.labels_a),
-        clusters_b=len(table.labels_b),
+        noise_a=int(np.count_nonzero(la[ia] == NOISE)),
+        noise_b=int(np.count_nonzero(lb[ib] == NOISE)),
+        clusters_a=int(np.count_nonzero(table.labels_a != NOISE)),
+        clusters_b=int(np.count_nonzero(table.labels_b != NOISE)),
         ari=table.adjusted_rand_index(),
         nmi=table.normalized_mutual_info(),
         overlaps=table.largest(top),

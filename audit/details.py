@@ -26,11 +26,17 @@ class RunDetails:
     def cluster_sizes(self) -> list[int]:
         return self.integrity.cluster_sizes
 
+    @property
+    def n_noise(self) -> int:
+        """Assignments labelled -1 (noise) in the log: in no cluster, not in k."""
+        return self.integrity.n_noise
+
     def to_json(self) -> dict[str, Any]:
         s = self.summary.started
         c = self.centroids
         return {
             **self.summary.to_json(),
+            "n_noise": self.n_noise,
             "dim": s.dim if s else None,
             "seed": s.seed if s else None,
             "params": s.params if s else None,

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import CentroidsComputed, EventStore, StoredEvent
-from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE
+from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, labels_of
 from clusterstore.eventstore.errors import EventDecodeError, InputError
 from clusterstore.eventstore.events import BY_CODE, BY_NAME, AssignmentRecorded
 from clusterstore.eventstore.store import decode_stored
@@ -110,7 +110,7 @@ def _assignment_lines(
         return "".join(_line(event_json(ev, full=full, result=result)) for ev in evs)
     rec = np.frombuffer(data, dtype=ASSIGNMENT_DTYPE)
     ids = uuid_texts(rec["embedding_id"])
-    clusters = rec["cluster"].astype(np.int64).tolist()
+    clusters = labels_of(rec).tolist()  # -1 for noise
     dists = _float_texts(rec["distance"])
     version = AssignmentRecorded.VERSION
     return "".join(

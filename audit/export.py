@@ -14,6 +14,12 @@ export to identical files.
   ('distance', '<f4')]``; ``np.load`` reads it;
 - parquet: columns string, uint32, float32 in row groups of ``ROW_GROUP`` rows
   (needs pyarrow: ``pip install 'clusterstore[parquet]'``).
+
+Noise (label -1) is written as -1 in every format. A uint32 cannot hold it, so the cluster
+column of a run that has noise is signed: ``'<i8'`` in npy, int64 in parquet
+(``NOISY_EXPORT_DTYPE``); a run without noise keeps the unsigned column and exports to the
+same bytes as before noise existed. Whether a run has noise comes from its RunCompleted
+(``n_noise``), or, for an incomplete run, from a first pass over its labels.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.codec import labels_of
 from clusterstore.eventstore.errors import (
     ConfigurationError,
+    EventDecodeError,
     IncompleteRunError,
     InputError,
     OutputFileError,
@@ -42,6 +50,9 @@ from .summary import Status, summarize_run
 Format = Literal["csv", "npy", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "npy", "parquet")
 EXPORT_DTYPE = np.dtype([("embedding_id", "V16"), ("cluster", "<u4"), ("distance", "<f4")])
+NOISY_EXPORT_DTYPE = np.dtype(
+    [("embedding_id", "V16"), ("cluster", "<i8"), ("distance", "<f4")]
+)  # a run with noise (-1)
 CSV_HEADER = "embedding_id,cluster,distance\n"
 ROW_GROUP = 65_536
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
@@ -109,14 +120,23 @@ def export_run(
             f"{summary.n_assignments} assignments are recorded; pass --allow-incomplete "
             "to export them anyway",
         )
+    noisy = False
+    if chosen != "csv":  # the column type: signed only for a run with noise
+        noisy = (
+            summary.completed.n_noise > 0
+            if summary.completed is not None
+            else _has_noise(store, run_id, page_size)
+        )
     blocks = assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress)
+    if chosen != "csv" and not noisy:
+        blocks = _no_noise(blocks, run_id, summary.status)
     with open_output(path, force=force, protect=store.local_files()) as out:
         if chosen == "csv":
             count = _write_csv(out, blocks)
         elif chosen == "npy":
-            count = _write_npy(out, blocks)
+            count = _write_npy(out, blocks, NOISY_EXPORT_DTYPE if noisy else EXPORT_DTYPE)
         else:
-            count = _write_parquet(out, blocks, pa)
+            count = _write_parquet(out, blocks, pa, noisy=noisy)
     return ExportResult(run_id, os.fspath(path), chosen, count, summary.status)
 
 
@@ -132,10 +152,42 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def _export_records(block: AssignmentBlock) -> npt.NDArray[np.void]:
-    out = np.empty(len(block.records), dtype=EXPORT_DTYPE)
+def _has_noise(store: EventStore, run_id: UUID, page_size: int) -> bool:
+    """Whether an incomplete run (no RunCompleted to say it) holds a noise label."""
+    return any(
+        bool((labels_of(block.records) < 0).any())
+        for block in assignment_blocks(store, run_id, page_size=page_size)
+    )
+
+
+def _no_noise(
+    blocks: Iterator[AssignmentBlock], run_id: UUID, status: Status
+) -> Iterator[AssignmentBlock]:
+    """The blocks of a run exported with an unsigned cluster column. Noise there means the
+    run gained it while exporting (a running run) or its RunCompleted does not count it (a
+    damaged log): the export stops and no file appears."""
+    for block in blocks:
+        noise = np.flatnonzero(labels_of(block.records) < 0)
+        if len(noise):
+            why = (
+                "its RunCompleted counts none (`clusterstore runs verify` checks the run)"
+                if status == "completed"
+                else "it was recorded while the run was being exported; export it again"
+            )
+            raise EventDecodeError(
+                run_id, int(block.seqs[noise[0]]), f"the run holds noise (label -1), but {why}"
+            )
+        yield block
+
+
+def _export_records(
+    block: AssignmentBlock, dtype: np.dtype[Any] = EXPORT_DTYPE
+) -> npt.NDArray[np.void]:
+    out = np.empty(len(block.records), dtype=dtype)
     out["embedding_id"] = block.records["embedding_id"]
-    out["cluster"] = block.records["cluster"]
+    out["cluster"] = (
+        labels_of(block.records) if dtype is NOISY_EXPORT_DTYPE else block.records["cluster"]
+    )
     out["distance"] = block.records["distance"]
     return out
 
@@ -146,7 +198,7 @@ def _write_csv(out: IO[bytes], blocks: Iterator[AssignmentBlock]) -> int:
     for block in blocks:
         rec = block.records
         ids = uuid_texts(rec["embedding_id"])
-        clusters = rec["cluster"].astype(np.int64).tolist()
+        clusters = labels_of(rec).tolist()
         dists = rec["distance"].astype(str).tolist()
         text = "".join(f"{i},{c},{d}\n" for i, c, d in zip(ids, clusters, dists, strict=True))
         out.write(text.encode())
@@ -154,10 +206,10 @@ def _write_csv(out: IO[bytes], blocks: Iterator[AssignmentBlock]) -> int:
     return count
 
 
-def npy_header(count: int) -> bytes:
+def npy_header(count: int, dtype: np.dtype[Any] = EXPORT_DTYPE) -> bytes:
     """The .npy (version 1.0) header for ``count`` records, always the same length, so it
     can be written first and rewritten once the count is known."""
-    descr = np.lib.format.dtype_to_descr(EXPORT_DTYPE)
+    descr = np.lib.format.dtype_to_descr(dtype)
     widest = repr({"descr": descr, "fortran_order": False, "shape": (10**18,)})
     total = -(-(len(_NPY_MAGIC) + 2 + len(widest) + 1) // 64) * 64
     text = repr({"descr": descr, "fortran_order": False, "shape": (count,)})
@@ -165,27 +217,31 @@ def npy_header(count: int) -> bytes:
     return _NPY_MAGIC + len(text).to_bytes(2, "little") + text.encode("latin1")
 
 
-def _write_npy(out: IO[bytes], blocks: Iterator[AssignmentBlock]) -> int:
-    out.write(npy_header(0))
+def _write_npy(out: IO[bytes], blocks: Iterator[AssignmentBlock], dtype: np.dtype[Any]) -> int:
+    out.write(npy_header(0, dtype))
     count = 0
     for block in blocks:
-        out.write(_export_records(block).tobytes())
+        out.write(_export_records(block, dtype).tobytes())
         count += len(block.records)
     out.seek(0)
-    out.write(npy_header(count))
+    out.write(npy_header(count, dtype))
     return count
 
 
-def _write_parquet(out: IO[bytes], blocks: Iterator[AssignmentBlock], pa: Any) -> int:
+def _write_parquet(
+    out: IO[bytes], blocks: Iterator[AssignmentBlock], pa: Any, *, noisy: bool = False
+) -> int:
+    cluster_type = pa.int64() if noisy else pa.uint32()
+    dtype = NOISY_EXPORT_DTYPE if noisy else EXPORT_DTYPE
     schema = pa.schema(
-        [("embedding_id", pa.string()), ("cluster", pa.uint32()), ("distance", pa.float32())]
+        [("embedding_id", pa.string()), ("cluster", cluster_type), ("distance", pa.float32())]
     )
     pending: list[npt.NDArray[np.void]] = []
     held = 0
     count = 0
     with pa.parquet.ParquetWriter(out, schema, compression="zstd") as writer:
         for block in blocks:
-            pending.append(_export_records(block))
+            pending.append(_export_records(block, dtype))
             held += len(block.records)
             while held >= ROW_GROUP:
                 rows = np.concatenate(pending)
@@ -202,7 +258,7 @@ def _write_group(writer: Any, rows: npt.NDArray[np.void], schema: Any, pa: Any) 
     table = pa.table(
         {
             "embedding_id": pa.array(uuid_texts(rows["embedding_id"]), pa.string()),
-            "cluster": pa.array(rows["cluster"], pa.uint32()),
+            "cluster": pa.array(rows["cluster"], schema.field("cluster").type),
             "distance": pa.array(rows["distance"], pa.float32()),
         },
         schema=schema,

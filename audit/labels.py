@@ -5,7 +5,7 @@ result is O(n), which is what the caller asked for) as
 
 - ids: 1-D ``V16`` array, each the 16 bytes of a UUID (``uuid.UUID(bytes=ids[i].tobytes())``;
   every id form the store accepts also takes this one back);
-- clusters: 1-D ``int64``;
+- clusters: 1-D ``int64``, -1 for noise;
 - distances: 1-D ``float32`` (NaN where the run recorded none).
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.codec import labels_of
 
 from ._log import PAGE_SIZE, ProgressFn, assignment_blocks
 
@@ -37,7 +38,7 @@ def run_labels(
     for block in assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress):
         rec = block.records
         ids.append(np.ascontiguousarray(rec["embedding_id"]).astype("V16"))
-        clusters.append(rec["cluster"].astype(np.int64))
+        clusters.append(labels_of(rec))
         distances.append(rec["distance"].astype(np.float32))
     if not ids:
         return np.empty(0, "V16"), np.empty(0, np.int64), np.empty(0, np.float32)

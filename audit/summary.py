@@ -93,6 +93,7 @@ class RunSummary:
             "k": s.k if s else None,
             "n_embeddings": s.n_embeddings if s else None,
             "n_assignments": self.n_assignments,
+            "n_noise": self.completed.n_noise if self.completed else None,
             "status": self.status,
             "started_at": self.started_at.isoformat(),
             "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),

@@ -8,8 +8,9 @@ One streaming pass over the run's events (pages, vectorised over assignments) ch
 - every event decodes; assignments are in the canonical 29-byte layout, clusters are below
   k, distances finite; seq 1 is the only RunStarted; nothing follows RunCompleted, and no
   assignment follows a RunFailed that was not resumed;
-- RunCompleted's count, digest (sha256 over the assignment payloads in seq order) and
-  cluster sizes match the log;
+- RunCompleted's count, digest (sha256 over the assignment payloads in seq order),
+  cluster sizes and noise count (label -1: in the count and digest, in no cluster) match
+  the log;
 - the read model agrees with the log (``projections.read_model_digest``, when present).
 
 Each finding names the run and the first bad seq. A changed assignment that still decodes
@@ -38,7 +39,12 @@ from clusterstore.eventstore import (
     RunStarted,
     StoredEvent,
 )
-from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE
+from clusterstore.eventstore.codec import (
+    ASSIGNMENT_DTYPE,
+    LEGACY_ASSIGNMENT_DTYPE,
+    count_labels,
+    labels_of,
+)
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import BY_CODE
 from clusterstore.eventstore.store import decode_stored
@@ -83,6 +89,7 @@ class VerifyReport:
     cluster_sizes: list[int]  # recomputed from the log
     read_model: ReadModelState
     findings: list[Finding] = field(default_factory=list)
+    n_noise: int = 0  # assignments labelled -1 (noise), recomputed from the log
 
     @property
     def ok(self) -> bool:
@@ -95,6 +102,7 @@ class VerifyReport:
             "events": self.events,
             "head": self.head,
             "n_assignments": self.n_assignments,
+            "n_noise": self.n_noise,
             "digest": self.digest,
             "recorded_digest": self.recorded_digest,
             "read_model": self.read_model,
@@ -144,6 +152,7 @@ def verify_run(
         cluster_sizes=checker.sizes_list(),
         read_model=state,
         findings=checker.findings(),
+        n_noise=checker.n_noise,
     )
 
 
@@ -191,6 +200,7 @@ class _Checker:
         self.first_assign: int | None = None
         self.last_assign: int | None = None
         self.sizes = np.zeros(0, dtype=np.int64)
+        self.n_noise = 0
         self.started: RunStarted | None = None
         self.seq1_type: int | None = None
         self.completed: tuple[int, RunCompleted] | None = None
@@ -318,7 +328,7 @@ class _Checker:
         return self.started is None or self.started.has_distances
 
     def _values(self, rec: npt.NDArray[np.void], seqs: npt.NDArray[np.int64]) -> None:
-        clusters = rec["cluster"].astype(np.int64)
+        clusters = labels_of(rec)  # -1 for noise
         bound = self.started.k if self.started is not None else _UNBOUNDED_CLUSTERS
         over = clusters >= bound
         if over.any() and self.started is not None:
@@ -329,7 +339,8 @@ class _Checker:
                 f"cluster {clusters[j]} is not below k={bound}",
                 int(over.sum()),
             )
-        counts = np.bincount(clusters[~over & (clusters < _UNBOUNDED_CLUSTERS)], minlength=0)
+        counts, n_noise = count_labels(clusters[~over & (clusters < _UNBOUNDED_CLUSTERS)])
+        self.n_noise += n_noise
         if len(counts) > len(self.sizes):
             self.sizes = np.pad(self.sizes, (0, len(counts) - len(self.sizes)))
         self.sizes[: len(counts)] += counts
@@ -426,6 +437,13 @@ class _Checker:
             )
             more = f"; and {len(diff) - 3} more clusters" if len(diff) > 3 else ""
             self.add("sizes_mismatch", seq, f"RunCompleted's cluster sizes differ ({shown}{more})")
+        if rc.n_noise != self.n_noise:
+            self.add(
+                "noise_mismatch",
+                seq,
+                f"RunCompleted counts {rc.n_noise} noise assignments (label -1), "
+                f"the log holds {self.n_noise}",
+            )
 
     def sizes_list(self) -> list[int]:
         k = self.started.k if self.started is not None else len(self.sizes)
@@ -434,7 +452,13 @@ class _Checker:
         return [int(x) for x in sizes]
 
 
-_CLAIMS = ("count_mismatch", "digest_mismatch", "sizes_mismatch", "read_model_mismatch")
+_CLAIMS = (
+    "count_mismatch",
+    "digest_mismatch",
+    "sizes_mismatch",
+    "noise_mismatch",
+    "read_model_mismatch",
+)
 
 
 def _finding_order(f: Finding) -> tuple[int, int]:

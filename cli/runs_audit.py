@@ -102,7 +102,8 @@ def _details_lines(d: RunDetails) -> list[str]:
         ]
     if s.problem:
         rows.append(("problem", s.problem))
-    rows.append(("events", f"{s.events}, {d.integrity.n_assignments} assignments"))
+    noise = f" ({d.n_noise} noise: label -1, in no cluster)" if d.n_noise else ""
+    rows.append(("events", f"{s.events}, {d.integrity.n_assignments} assignments{noise}"))
     if d.centroids is not None:
         rows.append(("centroids", _centroids_text(d)))
     rows.append(("started", f"{format_time(s.started_at)} UTC"))
@@ -298,6 +299,11 @@ def compare(
         f"NMI         {_score(result.nmi)}",
         f"clusters    {result.clusters_a} in A, {result.clusters_b} in B (over the shared ids)",
     ]
+    if result.noise_a or result.noise_b:
+        lines.append(
+            f"noise       {result.noise_a} ids in A, {result.noise_b} in B labelled -1; noise is "
+            "compared as a class of its own (noise in both runs agrees)"
+        )
     if result.duplicates_a or result.duplicates_b:
         lines.append(
             f"duplicates  {result.duplicates_a} ids in A, {result.duplicates_b} in B assigned "

@@ -330,8 +330,8 @@ def resume(
         raise InputError(f"run {run_id} is already completed; nothing to resume")
     if started.algorithm not in ALGORITHMS.values():
         raise InputError(
-            f"run {run_id} ({started.algorithm}) was not made by `clusterstore cluster`; "
-            "resume it with the code that started it"
+            f"run {run_id} (algorithm {started.algorithm!r}) was not made by "
+            "`clusterstore cluster`; resume it with the code that started it"
         )
     if progress.centroids is None:
         raise InputError(

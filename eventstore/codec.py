@@ -7,6 +7,11 @@ reads for whole batches at once (no Python loop per event):
     0x93 | 0xc4 0x10 <16-byte embedding id> | 0xce <uint32 BE cluster> | 0xca <float32 BE distance>
 
 It is ordinary msgpack (a 3-element array), so msgspec decodes it like any other event.
+Noise (label -1, as HDBSCAN and BERTopic write outliers) keeps the width and the layout:
+its cluster is the msgpack int32 ``0xd2 ff ff ff ff`` (-1) where a cluster has ``0xce``
+and a uint32, so every payload says what it holds by itself: a uint32 cluster reads as
+before in any run (old logs never held the int32 marker), and msgspec decodes noise as
+``cluster=-1``. ``labels_of`` gives the labels of decoded records (-1 for noise).
 An assignment imported from a legacy database also keeps its legacy row id: a 4-element
 array, 47 bytes, the same layout followed by ``0xc4 0x10 <16-byte legacy id>``.
 Every assignment written by clusterstore uses this layout, which makes a re-sent batch
@@ -36,13 +41,16 @@ ASSIGNMENT_DTYPE = np.dtype(
         ("array", "u1"),
         ("bin", "u1", (2,)),
         ("embedding_id", "V16"),
-        ("uint32", "u1"),
+        ("uint32", "u1"),  # the cluster's msgpack marker: CLUSTER_MARKER, or NOISE_MARKER
         ("cluster", ">u4"),
         ("float32", "u1"),
         ("distance", ">f4"),
     ]
 )
 assert ASSIGNMENT_DTYPE.itemsize == ASSIGNMENT_WIDTH
+NOISE = -1  # the label of an assignment to no cluster (an outlier)
+CLUSTER_MARKER = 0xCE  # msgpack uint32: a cluster 0 .. 2**32-1
+NOISE_MARKER = 0xD2  # msgpack int32: only -1 (0xffffffff) is canonical
 LEGACY_ASSIGNMENT_WIDTH = 47
 LEGACY_ASSIGNMENT_DTYPE = np.dtype(
     [*ASSIGNMENT_DTYPE.descr, ("legacy_bin", "u1", (2,)), ("legacy_id", "V16")]
@@ -194,8 +202,8 @@ def pack_assignments(
             f"ids, labels and distances must have the same length (got {n}, "
             f"{labels.shape}, {dists.shape})"
         )
-    if n and (labels.min() < 0 or labels.max() > 0xFFFFFFFF):
-        raise InputError("cluster labels must be between 0 and 2**32-1")
+    if n and (labels.min() < NOISE or labels.max() > 0xFFFFFFFF):
+        raise InputError("cluster labels must be between 0 and 2**32-1, or -1 for noise")
     legacy = None if legacy_ids is None else as_id_bytes(legacy_ids)
     if legacy is not None and legacy.shape != (n,):
         raise InputError(f"legacy ids must have the same length as the ids ({n})")
@@ -203,8 +211,10 @@ def pack_assignments(
     out["array"] = 0x93
     out["bin"] = (0xC4, 0x10)
     out["embedding_id"] = ids
-    out["uint32"] = 0xCE
-    out["cluster"] = labels
+    out["uint32"] = CLUSTER_MARKER
+    out["cluster"] = labels  # -1 wraps to 0xffffffff: the int32 -1's bytes
+    if n and labels.min() < 0:
+        out["uint32"][labels < 0] = NOISE_MARKER
     out["float32"] = 0xCA
     out["distance"] = dists
     if legacy is not None:
@@ -223,7 +233,10 @@ def layout_mask(rec: npt.NDArray[np.void], *, legacy: bool = False) -> npt.NDArr
         (rec["array"] == (0x94 if legacy else 0x93))
         & (rec["bin"][:, 0] == 0xC4)
         & (rec["bin"][:, 1] == 0x10)
-        & (rec["uint32"] == 0xCE)
+        & (
+            (rec["uint32"] == CLUSTER_MARKER)
+            | ((rec["uint32"] == NOISE_MARKER) & (rec["cluster"] == 0xFFFFFFFF))
+        )
         & (rec["float32"] == 0xCA)
     )
     if legacy:
@@ -246,14 +259,39 @@ def unpack_assignments(data: bytes, *, legacy: bool = False) -> npt.NDArray[np.v
     return rec
 
 
+def labels_of(rec: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
+    """The cluster labels of records in a fixed layout (``unpack_assignments``,
+    ``ASSIGNMENT_DTYPE``), as int64: -1 (``NOISE``) where the record holds noise."""
+    labels = rec["cluster"].astype(np.int64)
+    noise = rec["uint32"] == NOISE_MARKER
+    if noise.any():
+        labels[noise] -= 1 << 32  # the int32 reading of the same bytes
+    return labels
+
+
+def count_labels(
+    labels: npt.NDArray[np.int64], minlength: int = 0
+) -> tuple[npt.NDArray[np.int64], int]:
+    """(cluster sizes, noise count) of a block of labels: noise (-1) is counted apart and
+    never in a cluster's size, nor in k. Every fold of a run's assignments counts with this.
+    Callers check their own upper bound (k) first; a label below -1 is not counted (no
+    canonical record holds one)."""
+    n_noise = int(np.count_nonzero(labels == NOISE))
+    real = (
+        labels if n_noise == 0 and (not len(labels) or labels.min() >= 0) else labels[labels >= 0]
+    )
+    return np.bincount(real, minlength=minlength).astype(np.int64), n_noise
+
+
 ASSIGNMENT_FIELDS = np.dtype(
-    [("embedding_id", "V16"), ("cluster", "<u4"), ("distance", "<f4"), ("legacy_id", "V16")]
+    [("embedding_id", "V16"), ("cluster", "<i8"), ("distance", "<f4"), ("legacy_id", "V16")]
 )
 
 
 def assignments_from_payloads(payloads: Sequence[bytes]) -> npt.NDArray[np.void]:
     """Decode any list of AssignmentRecorded payloads into one structured array
-    (``ASSIGNMENT_FIELDS``; ``legacy_id`` is 16 zero bytes where there is none).
+    (``ASSIGNMENT_FIELDS``: ``cluster`` is int64, -1 for noise; ``legacy_id`` is 16 zero
+    bytes where there is none).
 
     Whole blocks in either fixed layout are decoded with numpy; anything else (e.g. a
     payload written by a newer release with more fields) goes through msgspec one by one.
@@ -267,8 +305,9 @@ def assignments_from_payloads(payloads: Sequence[bytes]) -> npt.NDArray[np.void]
         except EventDecodeError:
             rec = None
         if rec is not None:
-            for name in ("embedding_id", "cluster", "distance"):
+            for name in ("embedding_id", "distance"):
                 out[name] = rec[name]
+            out["cluster"] = labels_of(rec)
             if legacy:
                 out["legacy_id"] = rec["legacy_id"]
             return out
@@ -278,6 +317,10 @@ def assignments_from_payloads(payloads: Sequence[bytes]) -> npt.NDArray[np.void]
             ev = decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise EventDecodeError(None, None, f"assignment {i} does not decode: {e}") from e
+        if not NOISE <= ev.cluster <= 0xFFFFFFFF:
+            raise EventDecodeError(
+                None, None, f"assignment {i} has cluster {ev.cluster}, not a uint32 or -1"
+            )
         out[i] = (
             ev.embedding_id.bytes,
             ev.cluster,
@@ -292,7 +335,10 @@ def is_canonical_assignment(payload: bytes) -> bool:
         len(payload) == ASSIGNMENT_WIDTH
         and payload[0] == 0x93
         and payload[1:3] == b"\xc4\x10"
-        and payload[19] == 0xCE
+        and (
+            payload[19] == CLUSTER_MARKER
+            or (payload[19] == NOISE_MARKER and payload[20:24] == b"\xff\xff\xff\xff")
+        )
         and payload[24] == 0xCA
     )
 

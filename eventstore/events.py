@@ -86,7 +86,9 @@ class AssignmentRecorded(Event, frozen=True, array_like=True):
     """One embedding's cluster. Array-like: the hot path encodes it with numpy (``codec``).
 
     ``legacy_id`` (added after the first release, at the end, with a default) keeps the row
-    id of an assignment imported from a legacy ``embeddingcluster`` table.
+    id of an assignment imported from a legacy ``embeddingcluster`` table. ``cluster`` is
+    -1 for noise (an outlier of HDBSCAN, BERTopic, ...): encoded as msgpack int32, never as
+    a uint32, so a cluster number of an older run is never read as noise (``codec``).
     """
 
     TYPE: ClassVar[int] = 3
@@ -105,7 +107,8 @@ class RunCompleted(Event, frozen=True, kw_only=True):
     count: int
     digest: str
     finished_at: datetime
-    cluster_sizes: list[int] = []
+    cluster_sizes: list[int] = []  # k real clusters; noise is in no cluster
+    n_noise: int = 0  # assignments labelled -1 (noise); counted in ``count`` and the digest
 
 
 class RunFailed(Event, frozen=True, kw_only=True):

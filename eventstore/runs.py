@@ -31,8 +31,11 @@ import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
 from .codec import (
+    NOISE,
     AssignmentDigest,
     assignments_from_payloads,
+    count_labels,
+    labels_of,
     pack_assignments,
     unpack_assignments,
 )
@@ -99,6 +102,7 @@ class RunWriter:
     has_centroids: bool = False
     digest: AssignmentDigest = field(default_factory=AssignmentDigest)
     sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    n_noise: int = 0  # rows labelled -1 (noise): in the count and digest, in no cluster
     finished: bool = False
     on_progress: ProgressFn | None = None
     completion: RunCompleted | None = None  # built once, so a retried complete() re-sends it
@@ -151,18 +155,25 @@ class RunWriter:
     ) -> int:
         """Record assignments for rows ``start_row ...`` (default: the next row), in batches.
 
-        Rows already recorded may be re-sent (an idempotent no-op when identical).
-        Returns the number of newly written assignments.
+        Labels are 0 .. k-1, or -1 for noise (outliers: HDBSCAN, BERTopic), which is stored
+        and counted (``n_noise``) but in no cluster. Rows already recorded may be re-sent
+        (an idempotent no-op when identical). Returns the number of newly written assignments.
         """
         if self.finished:
             raise InputError(f"run {self.run_id} is already finished")
-        packed = pack_assignments(embedding_ids, labels, distances)
+        start = self.rows_done if start_row is None else start_row
         labels_arr = np.asarray(labels)
+        if labels_arr.ndim == 1 and labels_arr.size and labels_arr.min() < NOISE:
+            i = int(np.flatnonzero(labels_arr < NOISE)[0])
+            raise InputError(
+                f"run {self.run_id}: row {start + i} has label {labels_arr[i]}; labels are "
+                f"0 .. k-1 for clusters, or -1 for noise"
+            )
+        packed = pack_assignments(embedding_ids, labels, distances)
         if packed.count and int(labels_arr.max()) >= self.started.k:
             raise InputError(
                 f"cluster labels must be below k={self.started.k}, got {int(labels_arr.max())}"
             )
-        start = self.rows_done if start_row is None else start_row
         if start > self.rows_done:
             raise InputError(
                 f"run {self.run_id}: rows {self.rows_done}..{start - 1} are missing; "
@@ -195,8 +206,8 @@ class RunWriter:
 
     def _account(self, data: bytes, count: int) -> None:
         self.digest.update(data, count)
-        rec = unpack_assignments(data)
-        counts = np.bincount(rec["cluster"].astype(np.int64), minlength=self.started.k)
+        counts, n_noise = count_labels(labels_of(unpack_assignments(data)), self.started.k)
+        self.n_noise += n_noise
         if self.sizes.shape[0] < counts.shape[0]:
             self.sizes = np.pad(self.sizes, (0, counts.shape[0] - self.sizes.shape[0]))
         self.sizes[: counts.shape[0]] += counts
@@ -214,6 +225,7 @@ class RunWriter:
             digest=self.digest.hexdigest(),
             finished_at=_now(),
             cluster_sizes=[int(x) for x in sizes],
+            n_noise=self.n_noise,
         )
         self.completion = event
         with deferred_interrupt():
@@ -343,6 +355,7 @@ def read_progress(store: EventStore, run_id: UUID) -> tuple[RunProgress, RunWrit
         has_centroids=state.centroids is not None,
         digest=state.digest,
         sizes=state.sizes,
+        n_noise=state.n_noise,
         finished=state.completed is not None,
     )
     return progress, writer
@@ -360,6 +373,7 @@ class _Replay:
     base: int | None = None
     digest: AssignmentDigest = field(default_factory=AssignmentDigest)
     sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    n_noise: int = 0
 
     def assignments(self, block: list[StoredEvent]) -> None:
         if not block:
@@ -383,7 +397,8 @@ class _Replay:
                 "the log is damaged (`clusterstore runs verify` lists what)",
             )
         self.digest.update(b"".join(payloads), len(block))
-        counts = np.bincount(labels.astype(np.int64))
+        counts, n_noise = count_labels(labels)  # labels are int64, -1 for noise
+        self.n_noise += n_noise
         self.sizes = np.pad(self.sizes, (0, max(0, counts.shape[0] - self.sizes.shape[0])))
         self.sizes[: counts.shape[0]] += counts
         if self.base is None:

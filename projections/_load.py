@@ -21,13 +21,15 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Table
 
+from clusterstore.eventstore.codec import labels_of
+
 
 @dataclass(frozen=True)
 class Rows:
     run_key: npt.NDArray[np.int64]
     seq: npt.NDArray[np.int64]
     embedding_id: npt.NDArray[np.void]  # V16
-    cluster: npt.NDArray[np.int64]
+    cluster: npt.NDArray[np.int64]  # -1 for noise
     distance: npt.NDArray[np.float32]
     legacy_id: npt.NDArray[np.void]  # V16: an imported assignment's legacy row id
     has_legacy: npt.NDArray[np.bool_]  # whether ``legacy_id`` is set (else NULL)
@@ -45,7 +47,7 @@ class Rows:
             np.full(n, run_key, dtype=np.int64),
             seqs.astype(np.int64, copy=False),
             rec["embedding_id"],
-            rec["cluster"].astype(np.int64),
+            labels_of(rec),  # -1 for noise
             rec["distance"].astype(np.float32),
             rec["legacy_id"] if legacy else np.zeros(n, dtype="V16"),
             np.full(n, legacy, dtype=np.bool_),
@@ -101,9 +103,10 @@ def _width(values: npt.NDArray[Any]) -> int:
 
 def _insert_sqlite(conn: Connection, table: Table, rows: Rows) -> None:
     """The integer columns go as one blob of fixed-width decimal digits per row, each as
-    wide as the batch's largest value needs."""
+    wide as the batch's largest value needs. Digits are non-negative: the cluster goes as
+    ``cluster + 1`` (noise, -1, as 0) and the SQL takes the 1 off again."""
     legacy = bool(rows.has_legacy.any())
-    columns = [("run_key", rows.run_key), ("seq", rows.seq), ("cluster", rows.cluster)]
+    columns = [("run_key", rows.run_key), ("seq", rows.seq), ("cluster", rows.cluster + 1)]
     if legacy:
         columns.append(("flag", rows.has_legacy.astype(np.int64)))
     widths = [_width(values) for _, values in columns]
@@ -114,6 +117,7 @@ def _insert_sqlite(conn: Connection, table: Table, rows: Rows) -> None:
     for (name, _), w in zip(columns, widths, strict=True):
         cut[name] = f"CAST(substr(:nums, key * {record} + {offset}, {w}) AS INTEGER)"
         offset += w
+    cut["cluster"] += " - 1"
     cut["legacy"] = (
         f"CASE WHEN {cut.pop('flag')} = 1 THEN substr(:legacy, key * 16 + 1, 16) END"
         if legacy

@@ -4,7 +4,8 @@ Columns: ``id`` (the run id, or for a run imported from a legacy database the le
 clustering-result id from ``RunStarted.legacy_id``, so old SQL keeps finding it),
 ``run_id`` (always the store's run id), model, algorithm, params, k, n_embeddings,
 n_assignments, status (``running``, ``completed``, ``failed``), error, started_at,
-finished_at, duration (seconds).
+finished_at, duration (seconds), n_noise (the assignments labelled -1, noise, from
+``RunCompleted``; NULL until the run completes).
 
 Status follows the run's terminal events in log order: ``RunFailed`` makes it failed (with
 the error and the time it failed), ``RunResumed`` running again (error cleared), and
@@ -50,12 +51,13 @@ COLUMNS = (
     "started_at",
     "finished_at",
     "duration",
+    "n_noise",
 )
 
 
 class ClusteringResultProjection(Projection):
     name: ClassVar[str] = "clusteringresult"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: n_noise
     reads_assignments: ClassVar[bool] = False
     views: ClassVar[tuple[str, ...]] = ("clusteringresult",)
     table_prefix: ClassVar[str] = "pj_cr"
@@ -129,6 +131,7 @@ class ClusteringResultProjection(Projection):
                     "error": None,
                     "finished_at": _utc(event.finished_at),
                     "duration": self._duration(conn, t, ev.run_id, event.finished_at),
+                    "n_noise": event.n_noise,
                 }
             case RunFailed():
                 values = {
@@ -138,7 +141,13 @@ class ClusteringResultProjection(Projection):
                     "duration": self._duration(conn, t, ev.run_id, event.failed_at),
                 }
             case RunResumed():
-                values = {"status": "running", "error": None, "finished_at": None, "duration": None}
+                values = {
+                    "status": "running",
+                    "error": None,
+                    "finished_at": None,
+                    "duration": None,
+                    "n_noise": None,
+                }
             case _:
                 return
         conn.execute(update(t).where(where).values(**values))

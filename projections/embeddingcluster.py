@@ -24,6 +24,8 @@ imported run keeps its legacy row ids and cluster
 UUIDs instead (from ``AssignmentRecorded.legacy_id`` and ``RunStarted.legacy_cluster_ids``),
 so the SQL users ran against their old tables returns the same rows.
 ``clustering_result_id`` is the run id (an imported run's is its legacy result id).
+Noise (an assignment labelled -1, e.g. an HDBSCAN outlier) is a row like any other, with
+``cluster`` -1 and a NULL ``cluster_id``; it is in no ``clustersize`` row.
 ``clustersize`` shows, per completed run, each cluster's size and centroid (float32
 little-endian bytes).
 """
@@ -66,7 +68,7 @@ from .schema import ECTables, ec_tables
 
 class EmbeddingClusterProjection(Projection):
     name: ClassVar[str] = "embeddingcluster"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: noise (-1) has a NULL cluster_id and no clustersize row
     reads_assignments: ClassVar[bool] = True
     views: ClassVar[tuple[str, ...]] = ("embeddingcluster", "clustersize")
     table_prefix: ClassVar[str] = "pj_ec_"
@@ -186,6 +188,11 @@ class EmbeddingClusterProjection(Projection):
         return str(found) if found is not None else ids.prefix(ids.CLUSTER_DOMAIN, parent)
 
     def _add_sizes(self, conn: Connection, t: ECTables, rows: Rows) -> None:
+        real = rows.cluster >= 0  # noise (-1) is in no cluster
+        if not real.all():
+            rows = rows.take(real)
+            if not len(rows):
+                return
         combined = (rows.run_key.astype(np.int64) << 32) | rows.cluster.astype(np.int64)
         values, counts = np.unique(combined, return_counts=True)
         c = t.clusters
@@ -311,7 +318,8 @@ _SQLITE_LEGACY_ID = "CASE WHEN a.legacy_id IS NOT NULL THEN lower(hex(a.legacy_i
 
 _EC_VIEW = """SELECT COALESCE({legacy_id}, {id}) AS id, {embedding_id} AS embedding_id,
  r.result_id AS clustering_result_id,
- CASE WHEN {legacy_clusters} THEN COALESCE((SELECT c.legacy_cluster_id FROM {c} AS c
+ CASE WHEN a.cluster < 0 THEN NULL
+ WHEN {legacy_clusters} THEN COALESCE((SELECT c.legacy_cluster_id FROM {c} AS c
    WHERE c.run_key = a.run_key AND c.cluster = a.cluster), {cluster_id})
  ELSE {cluster_id} END AS cluster_id,
  r.run_id AS run_id, a.seq AS seq, a.cluster AS cluster, a.distance AS distance

@@ -151,6 +151,7 @@ def cr_tables(generation: int) -> CRTables:
         Column("finished_at", DateTime(timezone=True), nullable=True),
         Column("duration", Float, nullable=True),
         Column("first_position", BigInteger, nullable=False),
+        Column("n_noise", BigInteger, nullable=True),  # from RunCompleted (label -1)
         Index(f"pj_cr{g}_id", "id"),
     )
     return CRTables(results)

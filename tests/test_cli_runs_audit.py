@@ -93,6 +93,7 @@ def test_list_json(history: EventStore, db_url: str) -> None:
         "k": 4,
         "n_embeddings": 50,
         "n_assignments": 20,
+        "n_noise": None,  # known from RunCompleted; this run failed
         "status": "failed",
         "started_at": "2026-01-02T03:04:08+00:00",
         "finished_at": "2026-01-02T03:04:09.500000+00:00",
@@ -102,6 +103,7 @@ def test_list_json(history: EventStore, db_url: str) -> None:
         "problem": None,
     }
     assert (rows[0]["n_assignments"], rows[0]["finished_at"]) == (10, None)
+    assert rows[2]["n_noise"] == 0  # completed without noise
 
 
 def test_list_empty_store(store: EventStore, db_url: str) -> None:

@@ -91,8 +91,8 @@ def test_pack_rejects_bad_input() -> None:
     ids = np.zeros((2, 16), np.uint8)
     with pytest.raises(InputError, match="same length"):
         pack_assignments(ids, [0], [0.0, 1.0])
-    with pytest.raises(InputError, match="between 0 and 2\\*\\*32-1"):
-        pack_assignments(ids, [0, -1], [0.0, 1.0])
+    with pytest.raises(InputError, match="between 0 and 2\\*\\*32-1, or -1 for noise"):
+        pack_assignments(ids, [0, -2], [0.0, 1.0])  # -1 is noise (tests/test_noise.py)
     with pytest.raises(InputError, match="between 0 and 2\\*\\*32-1"):
         pack_assignments(ids, [0, 2**32], [0.0, 1.0])
     with pytest.raises(InputError, match="16-byte UUIDs"):

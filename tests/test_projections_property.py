@@ -83,6 +83,8 @@ class Scenario:
         if w is None or w.finished or i in self.failed:
             return
         ids, labels, dist = rows(N, K, seed=100 + i)
+        if i >= 2:  # runs 2 and 3 have noise (-1), as HDBSCAN's outliers
+            labels[(np.arange(N) + i) % 5 == 0] = -1
         lo = w.rows_done
         hi = min(N, lo + count)
         w.record(ids[lo:hi], labels[lo:hi], dist[lo:hi])
@@ -114,12 +116,18 @@ def check_against_log(store: EventStore) -> None:
         uuid.UUID(str(r[0])): (r[1], r[2])
         for r in query(store, "SELECT run_id, status, n_assignments FROM clusteringresult")
     }
+    noise = dict(query(store, "SELECT run_id, n_noise FROM clusteringresult"))
+    sizes: dict[uuid.UUID, list[int]] = {}
+    for run, size in query(store, "SELECT run_id, size FROM clustersize ORDER BY run_id, cluster"):
+        sizes.setdefault(uuid.UUID(str(run)), []).append(size)
     for run_id, progress in truth(store).items():
         done = progress.completed
         got = projections.read_model_digest(store, run_id)
         if done is not None:
             assert got == (done.count, done.digest)
             assert statuses[run_id] == ("completed", progress.rows_done)
+            assert noise[run_id if store.backend == "postgres" else run_id.hex] == done.n_noise
+            assert sizes[run_id] == done.cluster_sizes  # noise is in no cluster
         else:
             assert got is None
             state = "failed" if progress.failed is not None else "running"

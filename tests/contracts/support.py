@@ -81,7 +81,10 @@ def centroids_computed() -> st.SearchStrategy[CentroidsComputed]:
 
 def assignment_recorded() -> st.SearchStrategy[AssignmentRecorded]:
     return st.builds(
-        AssignmentRecorded, embedding_id=st.uuids(), cluster=CLUSTERS, distance=FLOAT32
+        AssignmentRecorded,
+        embedding_id=st.uuids(),
+        cluster=st.just(-1) | CLUSTERS,  # -1: noise
+        distance=FLOAT32,
     )
 
 
@@ -92,6 +95,7 @@ def run_completed() -> st.SearchStrategy[RunCompleted]:
         digest=st.text(max_size=64),
         finished_at=DATETIMES,
         cluster_sizes=st.lists(SMALL_INT, max_size=20),
+        n_noise=SMALL_INT,
     )
 
 
