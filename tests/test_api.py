@@ -212,3 +212,18 @@ def test_a_read_model_that_cannot_be_updated_is_a_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert api.catch_up()["embeddingcluster"] == 4
+
+
+def test_record_passes_noise_through(api: clusterstore.Store, backend: str) -> None:
+    labels = np.array([0, -1, 1, 1, -1, 0, 2])
+    run = api.record(uuids(7), labels, model="m", algorithm="hdbscan")
+    assert (run.k, run.n_assignments, run.n_noise, run.cluster_sizes) == (3, 7, 2, [2, 2, 1])
+    assert api.labels(run)[1].tolist() == labels.tolist()
+    rows = view_rows(
+        api,
+        "SELECT cluster, cluster_id FROM embeddingcluster WHERE run_id = :r ORDER BY seq",
+        r=hex_id(run, backend),
+    )
+    assert [r[0] for r in rows] == labels.tolist()
+    assert [r[1] is None for r in rows] == (labels == -1).tolist()
+    assert api.verify(run).ok
