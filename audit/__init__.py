@@ -9,6 +9,7 @@ from .compare import Comparison, Overlap, compare_labels, compare_runs, load_lab
 from .details import RunDetails, run_details
 from .events_json import EventsResult, event_json, event_type_codes, write_events
 from .export import FORMATS, ExportResult, export_format, export_run
+from .labels import run_labels
 from .output_file import open_output
 from .summary import (
     STATUSES,
@@ -48,6 +49,7 @@ __all__ = [
     "open_output",
     "parse_status",
     "run_details",
+    "run_labels",
     "short_id",
     "summarize_run",
     "summarize_runs",

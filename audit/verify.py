@@ -322,6 +322,11 @@ class _Checker:
         row id, and no distances (NaN), since the legacy schema has none."""
         return self.started is not None and self.started.legacy_id is not None
 
+    @property
+    def has_distances(self) -> bool:
+        """False for labels recorded without distances (NaN, like an imported run's)."""
+        return self.started is None or self.started.has_distances
+
     def _values(self, rec: npt.NDArray[np.void], seqs: npt.NDArray[np.int64]) -> None:
         clusters = labels_of(rec)  # -1 for noise
         bound = self.started.k if self.started is not None else _UNBOUNDED_CLUSTERS
@@ -340,7 +345,7 @@ class _Checker:
             self.sizes = np.pad(self.sizes, (0, len(counts) - len(self.sizes)))
         self.sizes[: len(counts)] += counts
         finite = np.isfinite(rec["distance"])
-        if not finite.all() and not self.imported:
+        if not finite.all() and not self.imported and self.has_distances:
             j = int(np.flatnonzero(~finite)[0])
             self.add(
                 "bad_distance",

@@ -15,11 +15,13 @@ from clusterstore.eventstore import EventStoreError, __version__
 from clusterstore.eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
+from .assign import assign_command
 from .bench import bench
 from .cluster import cluster_command, demo_command, resume_command
 from .export import export
 from .import_legacy import import_legacy_command
-from .projections import projections_group
+from .projections import projections_group, refresh_after_write
+from .record import record_command
 from .runs_audit import COMMANDS as RUNS_AUDIT
 
 
@@ -58,8 +60,10 @@ def cli(ctx: click.Context, db: str | None) -> None:
 )
 @pass_store
 def init(state: StoreContext, allow_existing: bool) -> None:
-    """Create the store's tables (safe to run again)."""
+    """Create the store's tables and read-model views (safe to run again)."""
     store = state.open(allow_existing=allow_existing)
+    if not store.created:  # a new store got its views when it was opened
+        refresh_after_write(store, quiet=True)
     click.echo(f"clusterstore ready at {store.display_url}")
 
 
@@ -74,6 +78,8 @@ for _command in RUNS_AUDIT:
 cli.add_command(export)
 cli.add_command(import_legacy_command)
 cli.add_command(cluster_command)
+cli.add_command(record_command)
+cli.add_command(assign_command)
 cli.add_command(demo_command)
 runs.add_command(resume_command)
 cli.add_command(bench)

@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from uuid import UUID
 
 import numpy as np
-import numpy.typing as npt
 
 from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.ids import IdArray, as_ids, check_unique, parse_uuid_text
 
-IdArray = npt.NDArray[np.void]  # 1-D, dtype V16
+__all__ = [
+    "IdArray",
+    "as_ids",
+    "check_unique",
+    "derived_ids",
+    "ids_digest",
+    "load_ids",
+    "parse_uuid_text",
+]
 
-_HEX = np.full(256, 255, dtype=np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX[_c] = 10 + _i
-_DASHES = [8, 13, 18, 23]
-_HEX_COLUMNS_36 = [i for i in range(36) if i not in _DASHES]
 _TEXT_BLOCK = 1 << 20  # lines parsed per block
 
 
@@ -57,9 +57,11 @@ def ids_digest(ids: IdArray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids).view(np.uint8).data).hexdigest()
 
 
-def load_ids(path: str | Path, n: int, *, column: str | None = None) -> IdArray:
-    """The ids in ``path`` (``column`` of a ``.parquet`` file): exactly ``n`` of them, all
-    valid and unique."""
+def load_ids(
+    path: str | Path, n: int, *, column: str | None = None, rows_of: str = "the embeddings"
+) -> IdArray:
+    """The ids in ``path`` (``column`` of a ``.parquet`` file): exactly ``n`` of them (one
+    per row of ``rows_of``), all valid and unique."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
@@ -68,86 +70,13 @@ def load_ids(path: str | Path, n: int, *, column: str | None = None) -> IdArray:
             raise InputError(f"{p.name}: name the ids column with --id-column")
         from .parquet import load_parquet_ids
 
-        return load_parquet_ids(p, column, n)
+        return load_parquet_ids(p, column, n, rows_of=rows_of)
     is_npy = p.suffix.lower() == ".npy"
     ids = _load_npy(p) if is_npy else _load_text(p)
     if ids.shape[0] != n:
-        raise InputError(f"{p.name} holds {ids.shape[0]} ids but the embeddings have {n} rows")
+        raise InputError(f"{p.name} holds {ids.shape[0]} ids but {rows_of} have {n} rows")
     check_unique(ids, p.name, text_lines=not is_npy)
     return ids
-
-
-def as_ids(values: npt.ArrayLike, label: str = "ids") -> IdArray:
-    """Ids from an array: 16-byte values, an N x 16 uint8 array, UUID strings or UUIDs."""
-    arr = np.asarray(values)
-    if arr.dtype == object:
-        try:
-            arr = np.array([u if isinstance(u, str) else str(UUID(bytes=u.bytes)) for u in arr])
-        except AttributeError as e:
-            raise InputError(f"{label}: ids must be UUIDs, 16-byte values or UUID strings") from e
-    if arr.dtype.kind in "VS" and arr.dtype.itemsize == 16 and arr.ndim == 1:
-        return np.ascontiguousarray(arr).view("V16").reshape(-1)
-    if arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] == 16:
-        return np.ascontiguousarray(arr).view("V16").reshape(-1)
-    if arr.dtype.kind in "US" and arr.ndim == 1:
-        if arr.dtype.kind == "U":
-            try:
-                arr = arr.astype("S")
-            except UnicodeEncodeError as e:
-                bad = next(i for i, s in enumerate(arr.tolist()) if not s.isascii())
-                raise InputError(f"{label} row {bad}: {str(arr[bad])!r} is not a UUID") from e
-        return parse_uuid_text(arr, label)
-    shape = "x".join(map(str, arr.shape))
-    raise InputError(
-        f"{label} holds a {shape} array of {arr.dtype}; ids must be 16-byte UUIDs (dtype V16 "
-        "or N x 16 uint8) or UUID strings"
-    )
-
-
-def parse_uuid_text(
-    texts: npt.NDArray[np.bytes_], label: str, *, first: int = 0, unit: str = "row"
-) -> IdArray:
-    """Parse ASCII UUIDs (32 hex digits, or 8-4-4-4-12 with dashes; any case; surrounding
-    whitespace ignored) without a Python loop. Errors name ``unit first + i``."""
-    t = np.char.strip(texts)
-    n = t.shape[0]
-    lengths = np.char.str_len(t)
-    b = np.ascontiguousarray(t.astype("S36")).view(np.uint8).reshape(n, 36)
-    long = lengths == 36
-    digits = np.where(long[:, None], b[:, _HEX_COLUMNS_36], b[:, :32])
-    nibbles = _HEX[digits]
-    ok = ((lengths == 32) | (long & (b[:, _DASHES] == ord("-")).all(axis=1))) & (
-        nibbles != 255
-    ).all(axis=1)
-    if not ok.all():
-        bad = int(np.flatnonzero(~ok)[0])
-        shown = t[bad].decode("ascii", "replace")
-        what = "is empty" if not shown else f"{shown[:60]!r} is not a UUID"
-        raise InputError(f"{label} {unit} {first + bad}: {what}")
-    out = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
-    return np.ascontiguousarray(out).view("V16").reshape(-1)
-
-
-def check_unique(ids: IdArray, label: str, *, text_lines: bool = False) -> None:
-    """Raise ``InputError`` naming the first repeated id (in input order) and the rows of its
-    first two occurrences; ``text_lines`` adds the 1-based line numbers."""
-    n = ids.shape[0]
-    if n < 2:
-        return
-    halves = np.ascontiguousarray(ids).view(">u8").reshape(n, 2).astype(np.uint64)
-    order = np.lexsort((halves[:, 1], halves[:, 0]))  # stable: equal ids in row order
-    s = halves[order]
-    same = np.flatnonzero((s[1:] == s[:-1]).all(axis=1))
-    if same.size == 0:
-        return
-    second = int(order[same + 1].min())  # the first row that repeats an earlier id
-    first = int(np.flatnonzero((halves == halves[second]).all(axis=1))[0])
-    uid = UUID(bytes=bytes(ids[second]))
-    where = f" (lines {first + 1} and {second + 1})" if text_lines else ""
-    raise InputError(
-        f"duplicate embedding id {uid} at rows {first} and {second} of {label}{where}; "
-        "ids must be unique within a run"
-    )
 
 
 def _load_npy(path: Path) -> IdArray:

@@ -167,7 +167,9 @@ class ParquetSource(EmbeddingSource):
         yield read
 
 
-def load_parquet_ids(path: Path, column: str, n: int) -> IdArray:
+def load_parquet_ids(
+    path: Path, column: str, n: int, *, rows_of: str = "the embeddings"
+) -> IdArray:
     """The ids in ``column`` of ``path``: exactly ``n``, valid and unique."""
     import pyarrow as pa
 
@@ -198,6 +200,6 @@ def load_parquet_ids(path: Path, column: str, n: int) -> IdArray:
             raise InputError(f"{label} is {kind}; ids must be UUID strings or 16-byte binaries")
     ids = np.concatenate(parts) if parts else np.empty(0, dtype="V16")
     if ids.shape[0] != n:
-        raise InputError(f"{label} holds {ids.shape[0]} ids but the embeddings have {n} rows")
+        raise InputError(f"{label} holds {ids.shape[0]} ids but {rows_of} have {n} rows")
     check_unique(ids, label)
     return ids

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from .errors import EventDecodeError, FutureEventVersionError, InputError, UnknownEventTypeError
 from .events import BY_CODE, UPCASTERS, AssignmentRecorded, Event
+from .ids import as_ids
 
 ASSIGNMENT_WIDTH = 29
 ASSIGNMENT_DTYPE = np.dtype(
@@ -178,22 +179,9 @@ def decode(
 
 
 def as_id_bytes(ids: npt.ArrayLike) -> npt.NDArray[np.void]:
-    """Embedding ids as a 1-D array of 16-byte values (accepts V16, S16, (n, 16) uint8, UUIDs)."""
-    arr = np.asarray(ids)
-    if arr.size == 0:
-        return np.empty(0, dtype="V16")  # [] has no dtype worth checking
-    if arr.dtype == object:
-        arr = np.frombuffer(b"".join(u.bytes for u in arr.tolist()), dtype="V16")
-    elif _is_16_byte_rows(arr):
-        arr = np.ascontiguousarray(arr).view("V16").reshape(-1)
-    else:
-        raise InputError(f"embedding ids must be 16-byte UUIDs, got an array of {arr.dtype}")
-    return arr
-
-
-def _is_16_byte_rows(arr: np.ndarray) -> bool:
-    uint8_rows = arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] == 16
-    return bool(uint8_rows or (arr.dtype.itemsize == 16 and arr.dtype.kind in "VS"))
+    """Embedding ids as a 1-D array of 16-byte values: UUIDs, UUID strings, V16/S16 values or
+    an (n, 16) uint8 array (``ids.as_ids``, the one normaliser)."""
+    return as_ids(ids, "embedding ids")
 
 
 def pack_assignments(

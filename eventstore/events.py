@@ -63,6 +63,9 @@ class RunStarted(Event, frozen=True, kw_only=True):
     imported_from: str | None = None
     legacy_id: UUID | None = None
     legacy_cluster_ids: list[UUID] | None = None  # imported runs: cluster index -> legacy UUID
+    # a run that labelled new embeddings with another run's centroids (``assign``): that run
+    parent_run_id: UUID | None = None
+    has_distances: bool = True  # False: labels recorded without distances (stored as NaN)
 
 
 class CentroidsComputed(Event, frozen=True, kw_only=True):

@@ -288,10 +288,10 @@ def start_run(
         raise InputError("a run needs a model name")
     if n_embeddings < 0 or dim < 0:
         raise InputError("n_embeddings and dim must not be negative")
-    if not 1 <= k <= max(n_embeddings, 1):
-        raise InputError(
-            f"k must be between 1 and the number of embeddings ({n_embeddings}), got {k}"
-        )
+    # k <= n is k-means' rule (``clustering`` checks it); labels recorded from any algorithm,
+    # or new embeddings assigned to a run's clusters, may be fewer than the clusters.
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     run_id = run_id or new_run_id()

@@ -31,8 +31,9 @@ class RecordedEvent(NamedTuple):
 
 
 class EventStore:
-    def __init__(self, recorder: Recorder):
+    def __init__(self, recorder: Recorder, *, created: bool = False):
         self.recorder = recorder
+        self.created = created  # this open created the store's tables
 
     @classmethod
     def open(
@@ -41,11 +42,11 @@ class EventStore:
         """Open (and on first use create) the store at ``db`` (URL or SQLite path)."""
         recorder = make_recorder(resolve_url(db))
         try:
-            recorder.initialise(allow_existing=allow_existing)
+            created = recorder.initialise(allow_existing=allow_existing)
         except BaseException:
             recorder.dispose()
             raise
-        return cls(recorder)
+        return cls(recorder, created=created)
 
     def close(self) -> None:
         self.recorder.dispose()

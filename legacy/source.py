@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, MetaData, Table, create_engine, func, select
+from sqlalchemy import Engine, MetaData, Table, create_engine, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
+from clusterstore.eventstore import schema
 from clusterstore.eventstore.config import resolve_url
 from clusterstore.eventstore.errors import (
     ConfigurationError,
@@ -140,6 +141,11 @@ class LegacySource:
         )
         self.engine = self._engine(url)
         try:
+            if inspect(self.engine).has_table(schema.meta.name):
+                raise LegacySourceError(
+                    f"{self.display} is a clusterstore store (its {ROWS!r} and {RESULTS!r} "
+                    "are read-model views), not a legacy database"
+                )
             meta = MetaData()
             self.results = Table(RESULTS, meta, autoload_with=self.engine)
             self.rows = Table(ROWS, meta, autoload_with=self.engine)
@@ -149,6 +155,9 @@ class LegacySource:
                 f"{self.display} has no table {e.args[0]!r}; a legacy database has the "
                 f"tables {RESULTS!r} and {ROWS!r}"
             ) from e
+        except LegacySourceError:
+            self.engine.dispose()
+            raise
         except sa_exc.DBAPIError as e:
             self.engine.dispose()
             raise DatabaseUnavailableError(

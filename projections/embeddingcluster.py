@@ -18,7 +18,9 @@ until the run's ``RunCompleted`` is projected, in the same transaction as the ch
 so a reader never sees part of a run.
 
 Ids are identical after any rebuild: ``id`` is a function of (run, seq) and ``cluster_id``
-of (run, cluster index) (``ids``); an imported run keeps its legacy row ids and cluster
+of (run, cluster index) (``ids``), where a run made by ``assign`` counts as its parent run
+(its rows get the parent's cluster UUIDs, so SQL can join the two on ``cluster_id``); an
+imported run keeps its legacy row ids and cluster
 UUIDs instead (from ``AssignmentRecorded.legacy_id`` and ``RunStarted.legacy_cluster_ids``),
 so the SQL users ran against their old tables returns the same rows.
 ``clustering_result_id`` is the run id (an imported run's is its legacy result id).
@@ -143,7 +145,7 @@ class EmbeddingClusterProjection(Projection):
                     "run_id": run,
                     "result_id": (first.legacy_id if first else None) or run,
                     "id_prefix": ids.prefix(ids.ASSIGNMENT_DOMAIN, run),
-                    "cluster_prefix": ids.prefix(ids.CLUSTER_DOMAIN, run),
+                    "cluster_prefix": self._cluster_prefix(conn, t, run, first, runs),
                     "completed": False,
                     "legacy_clusters": bool(legacy_clusters),
                 }
@@ -162,6 +164,28 @@ class EmbeddingClusterProjection(Projection):
         if clusters:
             conn.execute(t.clusters.insert(), clusters)
         return keys
+
+    def _cluster_prefix(
+        self,
+        conn: Connection,
+        t: ECTables,
+        run: UUID,
+        started: RunStarted | None,
+        pending: list[dict[str, Any]],
+    ) -> str:
+        """The run's cluster-id prefix; a run assigned to another run's clusters
+        (``parent_run_id``) shares its parent's, so the same cluster has the same
+        ``cluster_id`` in both. The parent precedes the child in the feed, so its row exists
+        (or is among ``pending``) in any rebuild; without it, the parent's own prefix."""
+        parent = started.parent_run_id if started is not None else None
+        if parent is None:
+            return ids.prefix(ids.CLUSTER_DOMAIN, run)
+        for row in pending:
+            if row["run_id"] == parent:
+                return str(row["cluster_prefix"])
+        r = t.runs
+        found = conn.execute(select(r.c.cluster_prefix).where(r.c.run_id == parent)).scalar()
+        return str(found) if found is not None else ids.prefix(ids.CLUSTER_DOMAIN, parent)
 
     def _add_sizes(self, conn: Connection, t: ECTables, rows: Rows) -> None:
         real = rows.cluster >= 0  # noise (-1) is in no cluster
