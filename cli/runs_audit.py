@@ -61,7 +61,7 @@ def list_runs(
             r.started.n_embeddings if r.started else None,
             r.status_label,
             format_time(r.started_at),
-            format_duration(r.duration_seconds),
+            format_duration(r.duration_s),
         ]
         for r in runs
     ]
@@ -98,7 +98,7 @@ def _details_lines(d: RunDetails) -> list[str]:
             ("model", st.model),
             ("algorithm", f"{st.algorithm} (k {st.k}, dim {st.dim}{seed})"),
             ("params", json.dumps(st.params, sort_keys=True) if st.params else "-"),
-            ("input", f"{st.n_embeddings} embeddings, digest {st.input_digest or '-'}"),
+            ("input", f"{st.n_embeddings} embeddings, input digest {st.input_digest or '-'}"),
         ]
     if s.problem:
         rows.append(("problem", s.problem))
@@ -107,11 +107,13 @@ def _details_lines(d: RunDetails) -> list[str]:
         rows.append(("centroids", _centroids_text(d)))
     rows.append(("started", f"{format_time(s.started_at)} UTC"))
     if s.finished_at is not None:
-        took = format_duration(s.duration_seconds)
+        took = format_duration(s.duration_s)
         rows.append(("finished", f"{format_time(s.finished_at)} UTC ({took})"))
     if s.failed is not None:
         kind = f"{s.failed.error_type}: " if s.failed.error_type else ""
         rows.append(("error", f"{kind}{s.failed.error}"))
+    if d.integrity.recorded_digest is not None:
+        rows.append(("result", f"assignment digest {d.integrity.recorded_digest}"))
     rows.append(("integrity", _integrity_text(d)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
@@ -154,8 +156,13 @@ def _integrity_text(d: RunDetails) -> str:
         n = len(r.findings)
         return f"{n} finding{'s' if n != 1 else ''} ({model}):"
     if r.recorded_digest is not None:
-        return f"ok (seqs 1-{r.head} whole; digest, count and cluster sizes match; {model})"
-    return f"ok (seqs 1-{r.head} whole; no RunCompleted to check a digest against; {model})"
+        return (
+            f"ok (seqs 1-{r.head} whole; assignment digest, count and cluster sizes match; {model})"
+        )
+    return (
+        f"ok (seqs 1-{r.head} whole; no RunCompleted to check an assignment digest against; "
+        f"{model})"
+    )
 
 
 @click.command("events")
@@ -251,7 +258,7 @@ def verify(
 
 
 def _verified_text(r: audit.VerifyReport) -> str:
-    digest = "digest matches" if r.recorded_digest is not None else "not completed"
+    digest = "assignment digest matches" if r.recorded_digest is not None else "not completed"
     return f"{r.events} events, {r.n_assignments} assignments, {digest}"
 
 
