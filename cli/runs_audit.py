@@ -177,6 +177,9 @@ def _integrity_text(d: RunDetails) -> str:
     help="Only events of this type (repeatable).",
 )
 @click.option("--full", is_flag=True, help="Print centroid values instead of a summary.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="The output is always JSON (NDJSON); accepted."
+)
 @click.pass_obj
 def events(
     state: StoreContext,
@@ -185,8 +188,9 @@ def events(
     limit: int | None,
     types: tuple[str, ...],
     full: bool,
+    as_json: bool,
 ) -> None:
-    """A RUN's events as NDJSON, one per line, streamed."""
+    """A RUN's events as NDJSON, one per line, streamed (--json changes nothing)."""
     store = state.open()
     run_id = store.resolve_run(run)
     codes = audit.event_type_codes(types) if types else None
