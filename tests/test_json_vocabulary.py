@@ -238,6 +238,18 @@ def test_cluster_and_runs_show_agree_on_a_run(
     assert took and finished and took.group(1) == finished.group(1)
 
 
+def test_export_to_stdout_prints_its_json_on_stderr(
+    walked: dict[str, list[Any]], db_url: str
+) -> None:
+    run_id = walked["cluster"][0]["run_id"]
+    result = run(db_url, "export", run_id, "-o", "-", "--format", "csv", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("embedding_id,cluster,distance\n")
+    summary = json.loads(result.stderr)
+    assert summary["path"] == "-" and summary["n_assignments"] == 600
+    assert check_document("export", summary) == []
+
+
 def test_bench_json_speaks_the_vocabulary() -> None:
     args = ["--n", "200", "--repeat", "1", "--backend", "sqlite", "--steps", "append"]
     as_json = CliRunner().invoke(cli, ["bench", *args, "--json"])
