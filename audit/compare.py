@@ -46,7 +46,7 @@ class Overlap:
         return {
             "cluster_a": self.cluster_a,
             "cluster_b": self.cluster_b,
-            "count": self.count,
+            "n_shared": self.count,
             "share_of_a": self.share_of_a,
             "share_of_b": self.share_of_b,
         }
@@ -72,20 +72,20 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "run_a": None if self.run_a is None else str(self.run_a),
-            "run_b": None if self.run_b is None else str(self.run_b),
-            "shared": self.shared,
-            "only_a": self.only_a,
-            "only_b": self.only_b,
-            "clusters_a": self.clusters_a,
-            "clusters_b": self.clusters_b,
+            "run_id_a": None if self.run_a is None else str(self.run_a),
+            "run_id_b": None if self.run_b is None else str(self.run_b),
+            "n_shared": self.shared,
+            "n_only_a": self.only_a,
+            "n_only_b": self.only_b,
+            "n_clusters_a": self.clusters_a,
+            "n_clusters_b": self.clusters_b,
             "ari": self.ari,
             "nmi": self.nmi,
-            "duplicates_a": self.duplicates_a,
-            "duplicates_b": self.duplicates_b,
+            "n_duplicates_a": self.duplicates_a,
+            "n_duplicates_b": self.duplicates_b,
             "noise": self.noise,
-            "noise_a": self.noise_a,
-            "noise_b": self.noise_b,
+            "n_noise_a": self.noise_a,
+            "n_noise_b": self.noise_b,
             "overlaps": [o.to_json() for o in self.overlaps],
         }
 

@@ -10,6 +10,7 @@ from uuid import UUID
 from clusterstore.eventstore import CentroidsComputed, EventStore
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.store import decode_stored
+from clusterstore.eventstore.vocabulary import median
 
 from ._log import PAGE_SIZE, ProgressFn, events_at
 from .summary import RunSummary, summarize_run
@@ -42,6 +43,7 @@ class RunDetails:
             "params": s.params if s else None,
             "input_digest": s.input_digest if s else None,
             "input_path": s.input_path if s else None,
+            "assignment_digest": self.integrity.recorded_digest,
             "error_type": self.summary.failed.error_type if self.summary.failed else None,
             "centroids": None
             if c is None
@@ -50,9 +52,10 @@ class RunDetails:
                 "dim": c.dim,
                 "objective": c.objective,
                 "iterations": c.iterations,
-                "train_seconds": c.train_seconds,
+                "train_s": c.train_seconds,
             },
             "cluster_sizes": self.cluster_sizes,
+            "median_cluster_size": median(self.cluster_sizes),
             "integrity": self.integrity.to_json(),
         }
 

@@ -3,10 +3,11 @@
     {"run_id": "...", "seq": 7, "type": "AssignmentRecorded", "version": 1,
      "data": {"embedding_id": "...", "cluster": 3, "distance": 0.25}}
 
-UUIDs and datetimes become strings, float32 values their shortest exact decimal form,
-centroids a summary (shape, sha256, range) unless ``full``. An event whose stored bytes do
-not decode becomes ``{"run_id", "seq", "type", "version", "error", "payload_hex"}`` and the
-stream goes on; the result counts them.
+UUIDs become strings, datetimes RFC 3339 UTC strings ending in ``Z`` (``vocabulary``),
+float32 values their shortest exact decimal form, centroids a summary (shape, sha256,
+range) unless ``full``. An event whose stored bytes do not decode becomes
+``{"run_id", "seq", "type", "version", "error", "payload_hex"}`` and the stream goes on;
+the result counts them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +28,7 @@ from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, labels_of
 from clusterstore.eventstore.errors import EventDecodeError, InputError
 from clusterstore.eventstore.events import BY_CODE, BY_NAME, AssignmentRecorded
 from clusterstore.eventstore.store import decode_stored
+from clusterstore.eventstore.vocabulary import timestamp
 
 from ._log import ASSIGNMENT, PAGE_SIZE, canonical_mask, pages, uuid_texts
 
@@ -147,7 +150,10 @@ def event_json(
         if event.legacy_id is not None:
             data["legacy_id"] = str(event.legacy_id)
     else:
-        data = msgspec.to_builtins(event)
+        data = {  # times in the vocabulary's one format, whatever the event was given
+            k: timestamp(v) if isinstance(v, datetime) else v
+            for k, v in msgspec.to_builtins(event, builtin_types=(datetime,)).items()
+        }
         if isinstance(event, CentroidsComputed):
             data["centroids"] = centroids_json(event, full=full)
     return {**head, "data": data}

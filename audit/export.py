@@ -65,6 +65,15 @@ class ExportResult(NamedTuple):
     rows: int
     status: Status  # "completed" unless allow_incomplete let another through
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "path": self.path,
+            "format": self.format,
+            "n_assignments": self.rows,
+            "status": self.status,
+        }
+
 
 def export_format(path: str | os.PathLike[str], format: str | None = None) -> Format:
     """The format for ``path``: its extension (.csv, .npy, .parquet), or ``format``, which

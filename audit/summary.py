@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from clusterstore.eventstore import (
 )
 from clusterstore.eventstore.errors import EventDecodeError, InputError, RunNotFoundError
 from clusterstore.eventstore.store import decode_stored
+from clusterstore.eventstore.vocabulary import duration_s, timestamp
 
 from ._log import committed_heads, count_assignments, events_at
 
@@ -73,12 +74,9 @@ class RunSummary:
         return None
 
     @property
-    def duration_seconds(self) -> float | None:
-        end = self.finished_at
-        if end is None:
-            return None
-        # events may carry naive datetimes (the codec keeps what it was given): read as UTC
-        return (_aware(end) - _aware(self.started_at)).total_seconds()
+    def duration_s(self) -> float | None:
+        """The vocabulary's one duration (naive datetimes in events are read as UTC)."""
+        return duration_s(self.started_at, self.finished_at)
 
     @property
     def status_label(self) -> str:
@@ -95,17 +93,13 @@ class RunSummary:
             "n_assignments": self.n_assignments,
             "n_noise": self.completed.n_noise if self.completed else None,
             "status": self.status,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
-            "duration_seconds": self.duration_seconds,
-            "events": self.events,
+            "started_at": timestamp(self.started_at),
+            "finished_at": timestamp(self.finished_at),
+            "duration_s": self.duration_s,
+            "n_events": self.events,
             "error": self.failed.error if self.failed else None,
             "problem": self.problem,
         }
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def parse_status(value: str) -> Status:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import pairwise
 
+from clusterstore.eventstore.vocabulary import median
+
 BAR_WIDTH = 24
 MAX_BINS = 8
 
@@ -46,11 +48,11 @@ def size_histogram(sizes: Sequence[int]) -> list[str]:
         return ["cluster sizes: no clusters"]
     ordered = sorted(sizes)
     n = len(ordered)
-    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
     empty = sum(1 for s in ordered if s == 0)
     head = (
         f"cluster sizes: {n} cluster{'s' if n != 1 else ''}, min {ordered[0]}, "
-        f"median {_number(median)}, max {ordered[-1]}" + (f" ({empty} empty)" if empty else "")
+        f"median {format_size(median(ordered))}, max {ordered[-1]}"
+        + (f" ({empty} empty)" if empty else "")
     )
     edges = _edges(ordered[0], ordered[-1], next((s for s in ordered if s > 0), 1))
     counts = [bisect_left(ordered, b) - bisect_left(ordered, a) for a, b in pairwise(edges)]
@@ -86,5 +88,10 @@ def _range(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+def format_size(value: float | None, *, grouping: bool = False) -> str:
+    """A cluster size or the median of sizes: ``1234`` (``1,234`` with grouping) or
+    ``179.5``."""
+    if value is None:
+        return "-"
+    sep = "," if grouping else ""
+    return f"{int(value):{sep}}" if float(value).is_integer() else f"{value:{sep}.1f}"

@@ -99,12 +99,12 @@ class VerifyReport:
         return {
             "run_id": str(self.run_id),
             "ok": self.ok,
-            "events": self.events,
-            "head": self.head,
+            "n_events": self.events,
+            "head_seq": self.head,
             "n_assignments": self.n_assignments,
             "n_noise": self.n_noise,
-            "digest": self.digest,
-            "recorded_digest": self.recorded_digest,
+            "assignment_digest": self.recorded_digest,
+            "computed_assignment_digest": self.digest,
             "read_model": self.read_model,
             "findings": [f.to_json() for f in self.findings],
         }

@@ -248,8 +248,8 @@ def run_bench(config: BenchConfig, on_progress: Progress | None = None) -> dict[
                 )
                 say(_measure(cell, dbs), True)
     return {
-        "n": config.n,
-        "repeat": config.repeat,
+        "n_events": config.n,
+        "n_repeats": config.repeat,
         "backends": list(config.backends),
         "results": [_result(c) for c in cells],
         "ratios": _ratios(cells, config.backends),
@@ -277,8 +277,8 @@ def _result(cell: _Cell) -> dict[str, Any]:
     return {
         "name": cell.spec.name,
         "backend": cell.backend,
-        "n": cell.n,
-        "repetitions": len(cell.rates),
+        "n_events": cell.n,
+        "n_repetitions": len(cell.rates),
         "events_per_s": _spread(cell.rates),
         # events per second of the step process's CPU time: less disturbed by a busy
         # machine; all of the work on SQLite, the client's share only on PostgreSQL
@@ -330,7 +330,7 @@ def _machine(config: BenchConfig, pg_ok: bool, load_before: list[float] | None) 
     if "postgres" in config.backends and pg_ok:
         pg_version = databases.pg_server_version(databases.pg_base_url(config.pg_url))
     return {
-        "cpu_count": os.cpu_count(),
+        "n_cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,

@@ -13,12 +13,14 @@ from uuid import UUID
 
 import click
 
+from clusterstore.eventstore.vocabulary import timestamp
+
 
 def _default(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        return timestamp(value)
     if isinstance(value, bytes):
         return value.hex()
     if hasattr(value, "tolist"):
@@ -44,8 +46,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def echo_json(value: Any, *, indent: int | None = 2) -> None:
-    click.echo(to_json(value, indent=indent))
+def echo_json(value: Any, *, indent: int | None = 2, err: bool = False) -> None:
+    click.echo(to_json(value, indent=indent), err=err)
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -116,7 +116,7 @@ def format_report(report: dict[str, Any]) -> str:
             [
                 r["name"],
                 r["backend"],
-                _num(r["n"]),
+                _num(r["n_events"]),
                 _num(rate.get("median")),
                 _num(rate.get("min")),
                 _num(rate.get("max")),
@@ -133,8 +133,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{backend}: {', '.join(shown) or 'no ratio (a step was skipped)'}")
     m = report["machine"]
     lines.append(
-        f"machine: {m['cpu_count']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "
+        f"machine: {m['n_cpus']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "
         f"PostgreSQL {m['postgres'] or '-'}, load average {m['load_avg_before']} -> "
-        f"{m['load_avg_after']}; repetitions per step: {report['repeat']}"
+        f"{m['load_avg_after']}; repetitions per step: {report['n_repeats']}"
     )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from clusterstore.audit.text import format_duration, format_size
 from clusterstore.clustering import (
     ClusterResult,
     ClusterSettings,
@@ -24,7 +25,7 @@ from clusterstore.clustering.runner import (
 from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE
 
 from ._context import StoreContext, pass_store
-from ._options import output_options, quiet_option
+from ._options import output_options
 from ._output import echo_json, progress
 from .projections import refresh_after_write
 from .runs_audit import list_runs
@@ -165,16 +166,19 @@ def resume_command(
 
 
 @click.command("demo")
-@quiet_option
+@output_options
 @click.pass_context
-def demo_command(ctx: click.Context, quiet: bool) -> None:
+def demo_command(ctx: click.Context, as_json: bool, quiet: bool) -> None:
     """Cluster synthetic embeddings for three models and show the runs."""
     state: StoreContext = ctx.obj
     store = state.open()
-    if not quiet:
+    if not quiet and not as_json:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
-    run_demo(store, reporter=CliReporter(quiet))
-    refresh_after_write(store, quiet=quiet)
+    results = run_demo(store, reporter=CliReporter(quiet or as_json))
+    refresh_after_write(store, quiet=quiet or as_json)
+    if as_json:
+        echo_json({"db_url": store.display_url, "runs": [r.to_dict() for r in results]})
+        return
     ctx.invoke(list_runs, status=None, model=None, as_json=False, quiet=quiet)
 
 
@@ -186,21 +190,23 @@ def _print_result(result: ClusterResult, *, as_json: bool, quiet: bool) -> None:
         click.echo(str(result.run_id))
         return
     sizes = sorted(result.cluster_sizes)
-    t = result.timings
     how = (
-        f"resumed at row {result.resumed_from:,}, wrote {result.n_written:,}"
+        f"resumed at row {result.resumed_from:,}, appended {result.n_written:,}"
         if result.resumed_from is not None
         else f"trained on {result.train_size:,} rows"
     )
+    median = format_size(result.median_cluster_size, grouping=True)
+    took = format_duration(result.duration_s)
     lines = [
         f"run {result.run_id} {result.status}",
         f"  {result.model}: {result.algorithm}, k={result.k}, "
         f"{result.n_embeddings:,} x {result.dim} embeddings, seed {result.seed}",
-        f"  {how}; {result.n_assignments:,} assignments; {t.get('total_s', 0):.1f} s",
-        f"  cluster sizes: min {sizes[0]:,}, median {sizes[len(sizes) // 2]:,}, "
+        f"  {how}; {result.n_assignments:,} assignments; took {took}",
+        f"  cluster sizes: min {sizes[0]:,}, median {median}, "
         f"max {sizes[-1]:,}; empty: {_list(result.empty_clusters)}; "
         f"tiny (<{result.tiny_limit:,}): {_list(result.tiny_clusters)}",
-        f"  digest {result.digest}",
+        f"  input digest       {result.input_digest}",
+        f"  assignment digest  {result.digest}",
     ]
     click.echo("\n".join(lines))
 

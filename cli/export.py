@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -10,8 +11,8 @@ from clusterstore import audit
 from clusterstore.audit.export import Format
 from clusterstore.audit.summary import STATUS_LABELS
 
-from ._options import quiet_option
-from ._output import progress
+from ._options import output_options
+from ._output import echo_json, progress
 
 if TYPE_CHECKING:
     from ._context import StoreContext
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     help="Export a run that is not completed (running, failed or interrupted): the "
     "assignments recorded so far, with a warning.",
 )
-@quiet_option
+@output_options
 @click.pass_obj
 def export(
     state: StoreContext,
@@ -53,6 +54,7 @@ def export(
     fmt: str | None,
     force: bool,
     allow_incomplete: bool,
+    as_json: bool,
     quiet: bool,
 ) -> None:
     """Write a RUN's assignments (embedding_id, cluster, distance) in sequence order.
@@ -70,11 +72,15 @@ def export(
     The data goes to a hidden .NAME.clusterstore-PID.tmp file beside the target, removed if
     the export fails or is interrupted (Ctrl-C, SIGTERM); one left by a killed export is
     removed by the next export into that directory.
+
+    With --json the summary is JSON (on standard error when the data goes to standard
+    output).
     """
     chosen: Format = audit.export_format(output, fmt)
     store = state.open()
     run_id = store.resolve_run(run)
-    with progress("exporting", store.head(run_id), quiet=quiet) as bar:
+    t0 = time.perf_counter()
+    with progress("exporting", store.head(run_id), quiet=quiet or as_json) as bar:
         result = audit.export_run(
             store,
             run_id,
@@ -90,7 +96,10 @@ def export(
             f"the export holds the {result.rows} assignments recorded so far",
             err=True,
         )
-    if not quiet:  # to stderr when the data itself goes to stdout
+    if as_json:
+        elapsed = round(time.perf_counter() - t0, 3)
+        echo_json({**result.to_json(), "elapsed_s": elapsed}, err=output == "-")
+    elif not quiet:  # to stderr when the data itself goes to stdout
         click.echo(
             f"exported {result.rows} assignments of run {run_id} to {output} ({chosen})",
             err=output == "-",

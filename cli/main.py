@@ -15,6 +15,8 @@ from clusterstore.eventstore import EventStoreError, __version__
 from clusterstore.eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store
+from ._options import json_option
+from ._output import echo_json
 from .assign import assign_command
 from .bench import bench
 from .cluster import cluster_command, demo_command, resume_command
@@ -58,13 +60,17 @@ def cli(ctx: click.Context, db: str | None) -> None:
     is_flag=True,
     help="Add the store to a database that already holds other tables (never touched).",
 )
+@json_option
 @pass_store
-def init(state: StoreContext, allow_existing: bool) -> None:
+def init(state: StoreContext, allow_existing: bool, as_json: bool) -> None:
     """Create the store's tables and read-model views (safe to run again)."""
     store = state.open(allow_existing=allow_existing)
     if not store.created:  # a new store got its views when it was opened
         refresh_after_write(store, quiet=True)
-    click.echo(f"clusterstore ready at {store.display_url}")
+    if as_json:
+        echo_json({"db_url": store.display_url})
+    else:
+        click.echo(f"clusterstore ready at {store.display_url}")
 
 
 @cli.group()

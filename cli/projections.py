@@ -14,7 +14,7 @@ from clusterstore import projections as pj
 from clusterstore.eventstore import EventStore, EventStoreError
 
 from ._context import StoreContext, pass_store
-from ._options import json_option, quiet_option
+from ._options import json_option, output_options
 from ._output import echo_json, progress, render_table
 
 name_argument = click.argument(
@@ -54,13 +54,18 @@ def refresh_after_write(store: EventStore, *, quiet: bool) -> None:
 @projections_group.command("catch-up")
 @name_argument
 @click.option("--follow", is_flag=True, help="Keep applying new events until interrupted.")
-@quiet_option
+@output_options
 @pass_store
-def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -> None:
+def catch_up(
+    state: StoreContext, name: str | None, follow: bool, as_json: bool, quiet: bool
+) -> None:
     """Apply the events appended since each projection's checkpoint.
 
     NAME is clusteringresult or embeddingcluster (default: both). With --follow, keep
-    running and apply new events as they are appended (Ctrl-C or SIGTERM stops)."""
+    running and apply new events as they are appended (Ctrl-C or SIGTERM stops); --json
+    does not apply to --follow."""
+    if follow and as_json:
+        raise click.UsageError("--json does not apply with --follow (it prints no result)")
     store = state.open()
     names = [name] if name else None
     if follow:
@@ -70,18 +75,25 @@ def catch_up(state: StoreContext, name: str | None, follow: bool, quiet: bool) -
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C stops at once
             pj.follow(store, names, stop=stopping.is_set)
         return
-    applied = bring_up_to_date(store, names, quiet=quiet)
-    if not quiet:
-        head = store.max_position()
+    applied = bring_up_to_date(store, names, quiet=quiet or as_json)
+    head = store.max_position()
+    if as_json:
+        echo_json(
+            {
+                "head": head,
+                "projections": [{"name": p, "n_applied": n} for p, n in applied.items()],
+            }
+        )
+    elif not quiet:
         for projection, n in applied.items():
             click.echo(f"{projection}: applied {n:,} events (log head {head:,})")
 
 
 @projections_group.command()
 @name_argument
-@quiet_option
+@output_options
 @pass_store
-def rebuild(state: StoreContext, name: str | None, quiet: bool) -> None:
+def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -> None:
     """Replay the whole log into new tables and swap them in atomically.
 
     Readers keep the old read model until the new one is complete. NAME is
@@ -89,16 +101,28 @@ def rebuild(state: StoreContext, name: str | None, quiet: bool) -> None:
     store = state.open()
     head = store.max_position()
     names = [name] if name else list(pj.NAMES)
+    rebuilt = []
     for projection in names:
-        with progress(f"rebuilding {projection}", max(head, 1), quiet=quiet) as bar:
+        with progress(f"rebuilding {projection}", max(head, 1), quiet=quiet or as_json) as bar:
             done = pj.rebuild(store, [projection], on_progress=bar.update)[projection]
-        if not quiet:
+        rebuilt.append(
+            {
+                "name": projection,
+                "generation": done.generation,
+                "n_events": done.events,
+                "live_s": round(done.live_seconds, 3),
+                "elapsed_s": round(done.seconds, 3),
+            }
+        )
+        if not quiet and not as_json:
             rate = f", {done.events / done.live_seconds:,.0f} events/s" if done.events else ""
             click.echo(
                 f"{projection}: rebuilt generation {done.generation} from {done.events:,} "
                 f"events; live after {done.live_seconds:.1f} s{rate}, done in "
                 f"{done.seconds:.1f} s"
             )
+    if as_json:
+        echo_json({"head": head, "projections": rebuilt})
 
 
 @projections_group.command()
@@ -131,7 +155,15 @@ def status(state: StoreContext, as_json: bool) -> None:
         render_table(
             ["projection", "generation", "checkpoint", "head", "lag", "state", "runner"],
             [
-                [s.name, s.generation, s.checkpoint, s.head, s.lag, s.state, s.runner or ""]
+                [
+                    s.name,
+                    s.generation,
+                    s.checkpoint,
+                    s.head,
+                    s.lag,
+                    s.state.replace("_", " "),
+                    s.runner or "",
+                ]
                 for s in rows
             ],
         )

@@ -61,7 +61,7 @@ def list_runs(
             r.started.n_embeddings if r.started else None,
             r.status_label,
             format_time(r.started_at),
-            format_duration(r.duration_seconds),
+            format_duration(r.duration_s),
         ]
         for r in runs
     ]
@@ -98,7 +98,7 @@ def _details_lines(d: RunDetails) -> list[str]:
             ("model", st.model),
             ("algorithm", f"{st.algorithm} (k {st.k}, dim {st.dim}{seed})"),
             ("params", json.dumps(st.params, sort_keys=True) if st.params else "-"),
-            ("input", f"{st.n_embeddings} embeddings, digest {st.input_digest or '-'}"),
+            ("input", f"{st.n_embeddings} embeddings, input digest {st.input_digest or '-'}"),
         ]
     if s.problem:
         rows.append(("problem", s.problem))
@@ -108,11 +108,13 @@ def _details_lines(d: RunDetails) -> list[str]:
         rows.append(("centroids", _centroids_text(d)))
     rows.append(("started", f"{format_time(s.started_at)} UTC"))
     if s.finished_at is not None:
-        took = format_duration(s.duration_seconds)
+        took = format_duration(s.duration_s)
         rows.append(("finished", f"{format_time(s.finished_at)} UTC ({took})"))
     if s.failed is not None:
         kind = f"{s.failed.error_type}: " if s.failed.error_type else ""
         rows.append(("error", f"{kind}{s.failed.error}"))
+    if d.integrity.recorded_digest is not None:
+        rows.append(("result", f"assignment digest {d.integrity.recorded_digest}"))
     rows.append(("integrity", _integrity_text(d)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
@@ -155,8 +157,13 @@ def _integrity_text(d: RunDetails) -> str:
         n = len(r.findings)
         return f"{n} finding{'s' if n != 1 else ''} ({model}):"
     if r.recorded_digest is not None:
-        return f"ok (seqs 1-{r.head} whole; digest, count and cluster sizes match; {model})"
-    return f"ok (seqs 1-{r.head} whole; no RunCompleted to check a digest against; {model})"
+        return (
+            f"ok (seqs 1-{r.head} whole; assignment digest, count and cluster sizes match; {model})"
+        )
+    return (
+        f"ok (seqs 1-{r.head} whole; no RunCompleted to check an assignment digest against; "
+        f"{model})"
+    )
 
 
 @click.command("events")
@@ -171,6 +178,9 @@ def _integrity_text(d: RunDetails) -> str:
     help="Only events of this type (repeatable).",
 )
 @click.option("--full", is_flag=True, help="Print centroid values instead of a summary.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="The output is always JSON (NDJSON); accepted."
+)
 @click.pass_obj
 def events(
     state: StoreContext,
@@ -179,8 +189,9 @@ def events(
     limit: int | None,
     types: tuple[str, ...],
     full: bool,
+    as_json: bool,
 ) -> None:
-    """A RUN's events as NDJSON, one per line, streamed."""
+    """A RUN's events as NDJSON, one per line, streamed (--json changes nothing)."""
     store = state.open()
     run_id = store.resolve_run(run)
     codes = audit.event_type_codes(types) if types else None
@@ -252,7 +263,7 @@ def verify(
 
 
 def _verified_text(r: audit.VerifyReport) -> str:
-    digest = "digest matches" if r.recorded_digest is not None else "not completed"
+    digest = "assignment digest matches" if r.recorded_digest is not None else "not completed"
     return f"{r.events} events, {r.n_assignments} assignments, {digest}"
 
 

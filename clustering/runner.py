@@ -20,7 +20,8 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -38,6 +39,7 @@ from clusterstore.eventstore.runs import (
     start_run,
 )
 from clusterstore.eventstore.store import EventStore
+from clusterstore.eventstore.vocabulary import duration_s, median, timestamp
 
 from .assign import assign_and_write
 from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest, load_ids
@@ -100,7 +102,20 @@ class ClusterResult:
     n_written: int  # assignments this call appended
     resumed_from: int | None = None
     warnings: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # this call's stages; total_s
+    input_digest: str | None = None
+    started_at: datetime | None = None  # RunStarted's and RunCompleted's times
+    finished_at: datetime | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """The run's duration from the log, as ``runs show`` reports it (``timings``'
+        ``total_s`` is this call's wall time, input check included)."""
+        return duration_s(self.started_at, self.finished_at)
+
+    @property
+    def median_cluster_size(self) -> int | float | None:
+        return median(self.cluster_sizes)
 
     @property
     def n_assignments(self) -> int:
@@ -119,15 +134,37 @@ class ClusterResult:
         return [i for i, s in enumerate(self.cluster_sizes) if 0 < s < self.tiny_limit]
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["run_id"] = str(self.run_id)
-        out.update(
-            n_assignments=self.n_assignments,
-            empty_clusters=self.empty_clusters,
-            tiny_clusters=self.tiny_clusters,
-            tiny_limit=self.tiny_limit,
-        )
-        return out
+        """The result in the JSON vocabulary (``eventstore.vocabulary``)."""
+        timings = {k: v for k, v in self.timings.items() if k != "total_s"}
+        return {
+            "run_id": str(self.run_id),
+            "status": self.status,
+            "model": self.model,
+            "algorithm": self.algorithm,
+            "k": self.k,
+            "n_embeddings": self.n_embeddings,
+            "dim": self.dim,
+            "seed": self.seed,
+            "n_train": self.train_size,
+            "threads": self.threads,
+            "n_assignments": self.n_assignments,
+            "n_noise": 0,  # k-means labels every row
+            "started_at": timestamp(self.started_at),
+            "finished_at": timestamp(self.finished_at),
+            "duration_s": self.duration_s,
+            "input_digest": self.input_digest,
+            "assignment_digest": self.digest,
+            "cluster_sizes": list(self.cluster_sizes),
+            "median_cluster_size": self.median_cluster_size,
+            "empty_clusters": self.empty_clusters,
+            "tiny_clusters": self.tiny_clusters,
+            "tiny_limit": self.tiny_limit,
+            "n_appended": self.n_written,
+            "resumed_from": self.resumed_from,
+            "warnings": list(self.warnings),
+            "timings": timings,
+            "elapsed_s": self.timings.get("total_s"),
+        }
 
 
 # ---------------------------------------------------------------- new runs
@@ -435,4 +472,7 @@ def _result(
         resumed_from=resumed_from,
         warnings=warnings,
         timings={key: round(value, 3) for key, value in timings.items()},
+        input_digest=s.input_digest,
+        started_at=s.started_at,
+        finished_at=completed.finished_at,
     )

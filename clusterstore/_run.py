@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from clusterstore.audit.summary import RunSummary, Status
+from clusterstore.eventstore.vocabulary import timestamp
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Run:
 
     @property
     def duration_s(self) -> float | None:
-        return self.summary.duration_seconds
+        return self.summary.duration_s
 
     @property
     def error(self) -> str | None:
@@ -116,8 +117,8 @@ class Run:
             "n_assignments": self.n_assignments,
             "n_noise": self.n_noise,
             "status": self.status,
-            "started_at": _rfc3339(self.started_at),
-            "finished_at": _rfc3339(self.finished_at),
+            "started_at": timestamp(self.started_at),
+            "finished_at": timestamp(self.finished_at),
             "duration_s": self.duration_s,
             "assignment_digest": self.assignment_digest,
             "input_digest": self.input_digest,
@@ -129,10 +130,3 @@ class Run:
             f"Run({self.run_id}, {self.status}, model={self.model!r}, "
             f"algorithm={self.algorithm!r}, k={self.k}, n_assignments={self.n_assignments})"
         )
-
-
-def _rfc3339(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -91,19 +91,19 @@ class ImportReport:
         return {
             "source": self.source,
             "dry_run": self.dry_run,
-            "results": len(self.items),
-            "imported": self.imported,
-            "resumed": self.resumed,
-            "skipped": self.skipped,
-            "failed_runs": self.failed_runs,
-            "assignments": self.assignments,
+            "n_results": len(self.items),
+            "n_imported": self.imported,
+            "n_resumed": self.resumed,
+            "n_skipped": self.skipped,
+            "n_failed_runs": self.failed_runs,
+            "n_assignments": self.assignments,
             "runs": [
                 {
                     "run_id": str(i.run_id),
                     "model": i.result.model,
-                    "rows": i.rows,
+                    "n_assignments": i.rows,
                     "k": len(i.clusters),
-                    "state": i.state,
+                    "before_import": i.state,
                     "status": "failed" if i.failure else "completed",
                 }
                 for i in self.items

@@ -33,6 +33,7 @@ from clusterstore.eventstore.events import (
 )
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.recorder import StoredEvent
+from clusterstore.eventstore.vocabulary import duration_s
 
 from .base import Projection
 from .schema import cr_tables
@@ -155,9 +156,7 @@ class ClusteringResultProjection(Projection):
     @staticmethod
     def _duration(conn: Connection, t: Table, run_id: UUID, end: datetime) -> float | None:
         started = conn.execute(select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
-        if started is None:
-            return None
-        return (_utc(end) - _utc(started)).total_seconds()
+        return duration_s(started, end)  # the vocabulary's one definition
 
 
 def _decode(ev: StoredEvent) -> Any:

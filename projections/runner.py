@@ -77,9 +77,10 @@ class ProjectionStatus:
 
     @property
     def state(self) -> str:
+        """``not_built``, ``up_to_date`` or ``behind`` (enum values, no spaces)."""
         if self.checkpoint is None:
-            return "not built"
-        return "up to date" if self.lag <= 0 else "behind"
+            return "not_built"
+        return "up_to_date" if self.lag <= 0 else "behind"
 
 
 class Runner:

@@ -60,7 +60,7 @@ def test_resumed_then_completed(store: EventStore) -> None:
     writer.complete()
     s = summarize_run(store, RUN_A)
     assert (s.status, s.n_assignments, s.error if s.failed else None) == ("completed", 50, None)
-    assert s.duration_seconds is not None and s.duration_seconds >= 0
+    assert s.duration_s is not None and s.duration_s >= 0
 
 
 def test_a_row_inserted_around_the_store_does_not_change_the_status(store: EventStore) -> None:

@@ -38,20 +38,20 @@ def _invoke(*args: str) -> Any:
 
 
 def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
-    assert report["n"] == n
+    assert report["n_events"] == n
     results = report["results"]
     assert {(r["name"], r["backend"]) for r in results} == {
         (name, b) for name in NAMES for b in backends
     }
     for r in results:
-        assert set(r) >= {"name", "backend", "n", "events_per_s", "peak_rss_mb", "db_mb"}
+        assert set(r) >= {"name", "backend", "n_events", "events_per_s", "peak_rss_mb", "db_mb"}
         if r["skipped"]:
             assert r["events_per_s"] is None
             continue
         for key in ("events_per_s", "events_per_cpu_s"):
             rate = r[key]
             assert 0 < rate["min"] <= rate["median"] <= rate["max"], r
-        assert r["repetitions"] == report["repeat"]
+        assert r["n_repetitions"] == report["n_repeats"]
         assert r["peak_rss_mb"] > 0
         assert r["db_mb"] > 0
     for name in ("legacy", "append", "ceiling", "ceiling_replay"):
@@ -63,7 +63,7 @@ def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
         assert ratios["append_vs_ceiling"] > 0
     assert set(report["cpu_ratios"]) == set(backends) & {"sqlite"}
     machine = report["machine"]
-    assert machine["cpu_count"] >= 1
+    assert machine["n_cpus"] >= 1
     assert machine["sqlite"] and machine["python"]
     assert machine["packages"]["clusterstore"]
 
@@ -132,13 +132,13 @@ def test_runner_report_skips_caps_and_ratios(fake_steps: None) -> None:
     )
     report = runner.run_bench(config, lambda text, done: lines.append((text, done)))
     rows = {r["name"]: r for r in report["results"]}
-    assert rows["legacy"]["n"] == 300
+    assert rows["legacy"]["n_events"] == 300
     assert rows["legacy"]["note"].startswith("n capped at 300 of 1,000")
     assert rows["legacy"]["events_per_s"] == {"median": 600.0, "min": 600.0, "max": 600.0}
     assert rows["append"]["events_per_s"]["median"] == 2000.0
     assert rows["append"]["note"] == "fake"
     assert rows["replay"]["skipped"] == "not wired: a test plug-in"
-    assert rows["replay"]["repetitions"] == 0  # a skip stops the repetitions
+    assert rows["replay"]["n_repetitions"] == 0  # a skip stops the repetitions
     assert rows["end_to_end"]["skipped"] == "no_such_package_x is not installed"
     assert report["ratios"] == {
         "sqlite": {

@@ -58,7 +58,10 @@ def test_cluster_prints_the_run_and_json_has_the_summary(
     assert text.exit_code == 0
     lines = text.stdout.splitlines()
     assert lines[0].startswith("run ") and lines[0].endswith(" completed")
-    assert lines[-1] == f"  digest {out['digest']}"
+    assert lines[-2:] == [
+        f"  input digest       {out['input_digest']}",
+        f"  assignment digest  {out['assignment_digest']}",
+    ]
     quiet = run(db_url, "cluster", emb, "--model", "mini", "--k", 3, "--seed", 4, "--quiet")
     assert quiet.exit_code == 0 and quiet.stdout == f"{store.runs()[-1].run_id}\n"
 

@@ -31,7 +31,7 @@ def test_status_json_before_anything_was_built(store: EventStore, db_url: str) -
                 "checkpoint": None,
                 "head": 0,
                 "lag": 0,
-                "state": "not built",
+                "state": "not_built",
                 "updated_at": None,
                 "runner": None,
             }
@@ -66,7 +66,7 @@ def test_catch_up_then_status(store: EventStore, db_url: str) -> None:
     assert status["head"] == 25
     assert [(p["name"], p["checkpoint"], p["lag"], p["state"]) for p in status["projections"]] == [
         ("clusteringresult", 19, 6, "behind"),
-        ("embeddingcluster", 25, 0, "up to date"),
+        ("embeddingcluster", 25, 0, "up_to_date"),
     ]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT.*", p["updated_at"]) for p in status["projections"])
 

@@ -95,10 +95,10 @@ def test_list_json(history: EventStore, db_url: str) -> None:
         "n_assignments": 20,
         "n_noise": None,  # known from RunCompleted; this run failed
         "status": "failed",
-        "started_at": "2026-01-02T03:04:08+00:00",
-        "finished_at": "2026-01-02T03:04:09.500000+00:00",
-        "duration_seconds": 1.5,
-        "events": 23,
+        "started_at": "2026-01-02T03:04:08.000000Z",
+        "finished_at": "2026-01-02T03:04:09.500000Z",
+        "duration_s": 1.5,
+        "n_events": 23,
         "error": "out of memory",
         "problem": None,
     }
@@ -114,18 +114,23 @@ def test_list_empty_store(store: EventStore, db_url: str) -> None:
 
 # ---------------------------------------------------------------- runs show
 
+# sha256 of run A's assignment payloads (tests/audit_data.py builds them deterministically)
+DIGEST_A = "cc55cb6d7aef3c66b4c1ba1d2a139f6fbce5ab1f4a19fe254f170807e268b371"
+
 SHOW_A = f"""\
 run        {A}
 status     completed
 model      mpnet
 algorithm  kmeans-l2 (k 4, dim 2, seed 0)
 params     {{"niter": 20}}
-input      50 embeddings, digest {"ab" * 32}
+input      50 embeddings, input digest {"ab" * 32}
 events     53, 50 assignments
 centroids  4 x 2, objective 12.5, 20 iterations, trained in 0.25s
 started    2026-01-02 03:04:05 UTC
 finished   2026-01-02 03:04:06 UTC (1.5s)
-integrity  ok (seqs 1-53 whole; digest, count and cluster sizes match; read model not checked)
+result     assignment digest {DIGEST_A}
+integrity  ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; read model \
+not checked)
 
 cluster sizes: 4 clusters, min 9, median 12, max 17
    9-10  ########################  2
@@ -153,8 +158,8 @@ def test_show_failed_and_incomplete(history: EventStore, db_url: str, no_project
     assert failed[9:12] == [
         "finished   2026-01-02 03:04:09 UTC (1.5s)",
         "error      ValueError: out of memory",
-        "integrity  ok (seqs 1-23 whole; no RunCompleted to check a digest against; "
-        "read model not checked)",
+        "integrity  ok (seqs 1-23 whole; no RunCompleted to check an assignment digest "
+        "against; read model not checked)",
     ]
     incomplete = run(db_url, "runs", "show", "0190aaaa0003").stdout.splitlines()
     assert incomplete[1] == (
@@ -173,8 +178,12 @@ def test_show_json(history: EventStore, db_url: str) -> None:
         "dim": 2,
         "objective": 12.5,
         "iterations": 20,
-        "train_seconds": 0.25,
+        "train_s": 0.25,
     }
+    assert data["assignment_digest"] == data["integrity"]["assignment_digest"] == DIGEST_A
+    assert data["input_digest"] == "ab" * 32
+    assert data["integrity"]["computed_assignment_digest"] == DIGEST_A
+    assert data["median_cluster_size"] == 12  # as the text's histogram says
     assert data["integrity"]["ok"] is True and data["integrity"]["findings"] == []
 
 
@@ -182,8 +191,9 @@ def test_show_reports_findings(history: EventStore, db_url: str, no_projections:
     drop_triggers(history)
     flip_byte(history, RUN_A, 10, 20, 0x01)  # cluster 2**24 + c: beyond k
     lines = run(db_url, "runs", "show", A).stdout.splitlines()
-    assert lines[10] == "integrity  3 findings (read model not checked):"
-    assert lines[11].startswith(f"  {A} seq 10: cluster 1677721")
+    assert lines[10] == f"result     assignment digest {DIGEST_A}"  # as RunCompleted says
+    assert lines[11] == "integrity  3 findings (read model not checked):"
+    assert lines[12].startswith(f"  {A} seq 10: cluster 1677721")
 
 
 @pytest.mark.parametrize("command", ["show", "events", "verify", "export"])
@@ -226,7 +236,7 @@ def test_events(history: EventStore, db_url: str) -> None:
         (2, "CentroidsComputed"),
         (3, "AssignmentRecorded"),
     ]
-    assert lines[0]["data"]["started_at"] == "2026-01-02T03:04:05Z"
+    assert lines[0]["data"]["started_at"] == "2026-01-02T03:04:05.000000Z"
     assert lines[2] == {
         "run_id": A,
         "seq": 3,
@@ -267,7 +277,7 @@ def test_verify_all_ok(history: EventStore, db_url: str, no_projections: None) -
     result = run(db_url, "runs", "verify", "--all")
     assert (result.exit_code, result.stdout) == (
         0,
-        f"{A}: ok (53 events, 50 assignments, digest matches)\n"
+        f"{A}: ok (53 events, 50 assignments, assignment digest matches)\n"
         f"{B}: ok (23 events, 20 assignments, not completed)\n"
         f"{C}: ok (12 events, 10 assignments, not completed)\n",
     )
@@ -353,9 +363,9 @@ cluster A  cluster B  shared  of A   of B
 def test_compare_with_itself_json(history: EventStore, db_url: str) -> None:
     result = run(db_url, "runs", "compare", A, A, "--json", "--top", "1")
     data = json.loads(result.stdout)
-    assert (data["ari"], data["nmi"], data["shared"], data["only_a"]) == (1.0, 1.0, 50, 0)
+    assert (data["ari"], data["nmi"], data["n_shared"], data["n_only_a"]) == (1.0, 1.0, 50, 0)
     assert data["overlaps"] == [
-        {"cluster_a": 2, "cluster_b": 2, "count": 17, "share_of_a": 1.0, "share_of_b": 1.0}
+        {"cluster_a": 2, "cluster_b": 2, "n_shared": 17, "share_of_a": 1.0, "share_of_b": 1.0}
     ]
 
 

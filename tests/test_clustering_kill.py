@@ -83,7 +83,7 @@ def test_sigkill_mid_append_then_resume_equals_an_uninterrupted_run(
     whole = runner.invoke(cli, ["--db", db_url, *args, "--batch-size", "7000", "--json"])
     assert whole.exit_code == 0, whole.output
     reference = json.loads(whole.stdout)
-    assert out["digest"] == reference["digest"]
+    assert out["assignment_digest"] == reference["assignment_digest"]
     assert payloads(store, run_id) == payloads(store, reference["run_id"])
     markers = [e for e in store.read(run_id) if isinstance(e.event, RunResumed)]
     assert [(m.seq, m.event.from_row) for m in markers] == [(rows_before + 3, rows_before)]

@@ -84,7 +84,10 @@ def test_parquet_equals_the_same_data_as_npy(
     )
     assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
     ra, rb = json.loads(a.output), json.loads(b.output)
-    assert ra["digest"] == rb["digest"] and ra["cluster_sizes"] == rb["cluster_sizes"]
+    assert (
+        ra["assignment_digest"] == rb["assignment_digest"]
+        and ra["cluster_sizes"] == rb["cluster_sizes"]
+    )
     with EventStore.open(db_url) as store:
         started = [next(store.read(uuid.UUID(r["run_id"]), limit=1)).event for r in (ra, rb)]
         assert started[0].input_digest == started[1].input_digest  # type: ignore[attr-defined]

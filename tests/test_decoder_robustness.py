@@ -211,7 +211,8 @@ def test_naive_datetimes_and_non_finite_floats(
     run = str(insert_run(store, rows))
     listed = invoke(db_url, "runs", "list", "--json")
     assert listed.exit_code == 0
-    assert json.loads(listed.stdout)[0]["duration_seconds"] == 2.0
+    assert json.loads(listed.stdout)[0]["duration_s"] == 2.0
+    assert json.loads(listed.stdout)[0]["started_at"] == "2026-01-02T03:04:05.000000Z"
     shown = invoke(db_url, "runs", "show", run)
     assert shown.exit_code == 0 and "trained in -" in shown.stdout
     as_json = invoke(db_url, "runs", "show", run, "--json")

@@ -224,7 +224,7 @@ def test_cli_import_then_reimport(db_url: str, legacy: Legacy) -> None:
     first = runner.invoke(cli, ["--db", db_url, "import-legacy", src, "--json"])
     assert first.exit_code == 0, first.output
     doc = json.loads(first.output)
-    assert (doc["imported"], doc["failed_runs"], doc["assignments"]) == (3, 2, 350)
+    assert (doc["n_imported"], doc["n_failed_runs"], doc["n_assignments"]) == (3, 2, 350)
     assert {r["run_id"] for r in doc["runs"]} == {str(u) for u in legacy.rows}
     again = runner.invoke(cli, ["--db", db_url, "import-legacy", src])
     assert again.exit_code == 0
@@ -275,7 +275,10 @@ def test_imported_runs_pass_the_audit_commands(db_url: str, legacy: Legacy, tmp_
     assert runner.invoke(cli, ["--db", db_url, "import-legacy", src, "--quiet"]).exit_code == 0
     verify = runner.invoke(cli, ["--db", db_url, "runs", "verify", "--all"])
     assert verify.exit_code == 0, verify.output
-    assert f"{legacy.good}: ok (252 events, 250 assignments, digest matches)" in verify.output
+    assert (
+        f"{legacy.good}: ok (252 events, 250 assignments, assignment digest matches)"
+        in verify.output
+    )
     events = runner.invoke(
         cli, ["--db", db_url, "runs", "events", str(legacy.good), "--after", "1", "--limit", "1"]
     )

@@ -291,7 +291,7 @@ def test_compare_treats_noise_as_its_own_class(store: EventStore, db_url: str) -
         (o.cluster_a, o.cluster_b, o.count, o.share_of_a, o.share_of_b) for o in result.overlaps
     ]
     as_json = json.loads(invoke(db_url, "runs", "compare", str(NOISY), str(RUN_B), "--json").stdout)
-    assert (as_json["noise"], as_json["noise_a"], as_json["noise_b"]) == ("own_class", 4, 3)
+    assert (as_json["noise"], as_json["n_noise_a"], as_json["n_noise_b"]) == ("own_class", 4, 3)
     textual = invoke(db_url, "runs", "compare", str(NOISY), str(RUN_B)).stdout
     assert (
         "noise       4 ids in A, 3 in B labelled -1; noise is compared as a class of its own "

@@ -141,7 +141,7 @@ def test_connection_killed_mid_transaction_then_resume(
     assert SECRET not in resumed.output
     out_json = json.loads(resumed.stdout)
     assert (out_json["status"], out_json["resumed_from"]) == ("completed", committed - 2)
-    assert out_json["digest"] == reference["digest"]
+    assert out_json["assignment_digest"] == reference["assignment_digest"]
     markers = [e.seq for e in store.read(run) if isinstance(e.event, RunResumed)]
     assert markers == [committed + 2]
     verified = CliRunner().invoke(cli, ["--db", db_url, "runs", "verify", "--all"])

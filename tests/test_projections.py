@@ -114,7 +114,7 @@ def test_catch_up_resumes_from_the_checkpoint(store: EventStore) -> None:
     states = {s.name: (s.checkpoint, s.lag, s.state) for s in projections.status(store)}
     assert states == {
         "clusteringresult": (head, store.max_position() - head, "behind"),
-        "embeddingcluster": (store.max_position(), 0, "up to date"),
+        "embeddingcluster": (store.max_position(), 0, "up_to_date"),
     }
 
 

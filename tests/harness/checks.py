@@ -50,7 +50,7 @@ def check_every_run_verifies(h: Harness) -> None:
     assert result.exit_code == 0, result.output[-5000:]
     for run in json.loads(result.stdout)["runs"]:
         assert run["ok"], run
-        if run["recorded_digest"] is not None:
+        if run["assignment_digest"] is not None:
             assert run["read_model"] == "ok", run
 
 
@@ -92,7 +92,9 @@ def check_runs_match_their_writers(h: Harness) -> None:
         assert resumes == (1 if job.killed_at_head is not None else 0), job.model
         completed = _last(h.store, job.run_id)
         assert isinstance(completed, RunCompleted)
-        assert (completed.count, completed.digest) == (n, job.result["digest"]), job.model
+        assert (completed.count, completed.digest) == (n, job.result["assignment_digest"]), (
+            job.model
+        )
 
 
 def check_read_models_equal_a_rebuild(h: Harness) -> None:

@@ -315,7 +315,9 @@ class Harness:
             job.result = json.loads(resumed.stdout)
             reference = self.invoke(*job.args(self.spec, model=f"{job.model}-ref"))
             assert reference.exit_code == 0, reference.output
-            assert job.result["digest"] == json.loads(reference.stdout)["digest"], job.model
+            assert (
+                job.result["assignment_digest"] == json.loads(reference.stdout)["assignment_digest"]
+            ), job.model
             self.report.resumed += 1
 
     def _status(self, run_id: UUID) -> str:
