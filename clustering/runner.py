@@ -34,7 +34,6 @@ from clusterstore.eventstore.runs import (
     DEFAULT_BATCH_SIZE,
     RunWriter,
     read_progress,
-    resume_writer,
     start_run,
 )
 from clusterstore.eventstore.store import EventStore
@@ -361,7 +360,7 @@ def resume(
         )
     start_row = progress.rows_done
     batch_size = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
-    resume_writer(progress, writer, input_digest=digest, batch_size=batch_size)
+    writer.resume(input_digest=digest, batch_size=batch_size)
     with writer:
         centroids = np.frombuffer(progress.centroids.centroids, dtype="<f4").reshape(
             progress.centroids.k, progress.centroids.dim

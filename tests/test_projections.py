@@ -61,8 +61,7 @@ def test_failed_run_resumed_and_completed_becomes_visible(store: EventStore) -> 
     assert projections.read_model_digest(store, run) is None
 
     ids, labels, dist = rows(30, 3, 4)
-    _, writer = resume_run(store, run)
-    writer.batch_size = 6
+    _, writer = resume_run(store, run, batch_size=6)
     writer.record(ids[11:], labels[11:], dist[11:])
     completed = writer.complete()
     projections.catch_up_all(store)
