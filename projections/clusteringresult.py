@@ -58,7 +58,6 @@ class ClusteringResultProjection(Projection):
     version: ClassVar[int] = 1
     reads_assignments: ClassVar[bool] = False
     views: ClassVar[tuple[str, ...]] = ("clusteringresult",)
-    table_prefix: ClassVar[str] = "pj_cr"
 
     def tables(self, generation: int) -> list[Table]:
         return [cr_tables(generation).results]

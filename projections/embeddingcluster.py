@@ -67,7 +67,6 @@ class EmbeddingClusterProjection(Projection):
     version: ClassVar[int] = 1
     reads_assignments: ClassVar[bool] = True
     views: ClassVar[tuple[str, ...]] = ("embeddingcluster", "clustersize")
-    table_prefix: ClassVar[str] = "pj_ec_"
 
     def tables(self, generation: int) -> list[Table]:
         return list(ec_tables(generation))

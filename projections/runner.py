@@ -242,11 +242,10 @@ class Runner:
 
     def _drop_generations(self, c: Connection, *, keep: int | None) -> None:
         """Drop every generation table of this projection except ``keep``'s."""
-        prefix = self.projection.table_prefix
         stale = [
             name
             for name in inspect(c).get_table_names()
-            if (g := schema.generation_of(name, prefix)) is not None and g != keep
+            if (g := self.projection.generation_of(name)) is not None and g != keep
         ]
         self.projection.drop_tables(c, stale)
 
