@@ -32,6 +32,7 @@ from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.events import RunCompleted
 from clusterstore.eventstore.runs import (
     DEFAULT_BATCH_SIZE,
+    ProgressFn,
     RunWriter,
     read_progress,
     start_run,
@@ -49,20 +50,18 @@ DEFAULT_THREADS = 1
 DEFAULT_TRAIN_PER_CENTROID = 256
 TINY_FRACTION = 0.1  # a non-empty cluster below this fraction of the mean size is "tiny"
 
-Tick = Callable[[int], None]
-
 
 class Reporter(Protocol):
     """Where a run reports its stages (progress bars in the CLI) and its warnings."""
 
-    def stage(self, name: str, total: int) -> AbstractContextManager[Tick]: ...
+    def stage(self, name: str, total: int) -> AbstractContextManager[ProgressFn]: ...
 
     def warn(self, message: str) -> None: ...
 
 
 class SilentReporter:
     @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[Tick]:
+    def stage(self, name: str, total: int) -> Iterator[ProgressFn]:
         yield lambda n: None
 
     def warn(self, message: str) -> None:

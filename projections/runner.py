@@ -33,6 +33,7 @@ from sqlalchemy import Connection, inspect, text, update
 
 from clusterstore.eventstore.errors import DatabaseBusyError, SchemaError
 from clusterstore.eventstore.feed import FeedBlock, read_feed_blocks
+from clusterstore.eventstore.runs import ProgressFn
 from clusterstore.eventstore.store import EventStore
 
 from . import schema
@@ -49,8 +50,6 @@ PROJECTIONS: dict[str, type[Projection]] = {
     cls.name: cls for cls in (ClusteringResultProjection, EmbeddingClusterProjection)
 }
 NAMES: tuple[str, ...] = tuple(PROJECTIONS)
-
-ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
