@@ -222,15 +222,23 @@ class RunLifecycle:
             for ev in block:  # name the run and the first seq that does not decode
                 _stored(ev)
             raise
-        # A damaged log must not make the replay count 2^32 clusters (a huge allocation).
-        bound = self._started.k if self._started is not None else MAX_REPLAY_CLUSTERS
+        # A damaged log must not make the replay count 2^32 clusters (a huge allocation):
+        # sizes are counted densely, so the bound is k, or MAX_REPLAY_CLUSTERS when there
+        # is no RunStarted or it declares more clusters than embeddings (start_run refuses
+        # that; such a k, e.g. 2^31, only comes from a damaged log).
+        s = self._started
+        bound, limit = MAX_REPLAY_CLUSTERS, f"the {MAX_REPLAY_CLUSTERS} clusters a replay counts"
+        if s is not None and s.k <= max(s.n_embeddings, MAX_REPLAY_CLUSTERS):
+            bound, limit = s.k, f"k={s.k}"
+        elif s is not None:
+            limit += f" (RunStarted declares k={s.k} for {s.n_embeddings} embeddings)"
         over = np.flatnonzero(labels >= bound)
         if len(over):
             bad = block[int(over[0])]
             raise EventDecodeError(
                 bad.run_id,
                 bad.seq,
-                f"AssignmentRecorded cluster {int(labels[over[0]])} is not below k={bound}; "
+                f"AssignmentRecorded cluster {int(labels[over[0]])} is not below {limit}; "
                 "the log is damaged (`clusterstore runs verify` lists what)",
             )
         self.account(block[0].seq, block[-1].seq, b"".join(payloads), len(block), labels)

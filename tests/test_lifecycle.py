@@ -22,6 +22,7 @@ from clusterstore.eventstore.codec import encode, pack_assignments
 from clusterstore.eventstore.lifecycle import RunLifecycle, Transition, transition
 from clusterstore.eventstore.recorder import StoredEvent
 from clusterstore.eventstore.runs import read_progress, replay_run, resume_run, start_run
+from tests.test_decoder_robustness import memory_cap
 from tests.test_runs_resume_segments import rows
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -103,3 +104,21 @@ def test_the_writer_keeps_its_own_state(store: EventStore) -> None:
     with pytest.raises(InputError, match="already completed; nothing to resume"):
         replayed.resume()
     assert encode(replayed.started) == encode(writer.started)
+
+
+def test_an_absurd_k_does_not_make_the_replay_count_that_many_clusters() -> None:
+    """A damaged RunStarted declaring k=2^31-1 for 3 embeddings and a label near 5e8: the
+    fold used to allocate 4 GB of counters (MemoryError from `runs resume`, found by the
+    decoder fuzzing); it refuses the block as damaged instead."""
+    life = RunLifecycle()
+    k = 2**31 - 1
+    life.apply(RunStarted(model="m", algorithm="a", n_embeddings=3, dim=1, k=k, started_at=T0), 1)
+    ids, _, dist = rows(0, 1)
+    packed = pack_assignments(ids, np.array([481_534_518]), dist)
+    page = [StoredEvent(RUN, 2, packed.type, packed.version, packed.data)]
+    with memory_cap(), pytest.raises(EventDecodeError) as info:
+        life.feed(page)
+    assert info.value.reason.startswith(
+        "AssignmentRecorded cluster 481534518 is not below the 1048576 clusters a replay "
+        f"counts (RunStarted declares k={k} for 3 embeddings)"
+    )
