@@ -7,10 +7,8 @@ RunStarted event (params), centroids, rows done, the seq of row 0 of the current
 the digest so far, cluster sizes, error, timings and the completion event. Assignments are
 applied as numpy blocks, decoded with the vectorised decoders of ``codec``.
 
-    life = RunLifecycle()
-    for page in store.recorder.read_stream_pages(run_id):
-        life.feed(page)            # strict: a damaged log raises EventDecodeError
-    life.status, life.rows, life.digest.hexdigest(), life.sizes
+    life = runs.replay_run(store, run_id)   # RunLifecycle().feed(page) for every page;
+    life.status, life.rows, life.digest.hexdigest(), life.sizes   # a damaged log raises
 
 Readers that must survive a damaged log (``audit.verify``) decide themselves what to apply
 (``apply`` for a decoded event, ``account`` for a block of assignments); projections that
