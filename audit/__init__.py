@@ -23,7 +23,7 @@ from .summary import (
     summarize_runs,
     unique_prefix_length,
 )
-from .verify import Finding, VerifyReport, verify_run, verify_runs
+from .verify import Finding, ReadModelCheck, VerifyReport, verify_run, verify_runs
 
 __all__ = [
     "FORMATS",
@@ -33,6 +33,7 @@ __all__ = [
     "ExportResult",
     "Finding",
     "Overlap",
+    "ReadModelCheck",
     "RunDetails",
     "RunSummary",
     "Status",

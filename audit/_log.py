@@ -8,7 +8,7 @@ the run's rows of ``cs_commits`` (one row per append transaction).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 from uuid import UUID
 
@@ -20,6 +20,7 @@ from clusterstore.eventstore import EventStore, StoredEvent
 from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, layout_mask
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import AssignmentRecorded
+from clusterstore.eventstore.runs import ProgressFn
 from clusterstore.eventstore.schema import commits, events
 
 ASSIGNMENT = AssignmentRecorded.TYPE
@@ -28,8 +29,6 @@ PAGE_SIZE = 20_000
 # below (a tampered log), which ``after=0`` would hide.
 BEFORE_ALL = -(2**62)
 _IN_CHUNK = 400
-
-ProgressFn = Callable[[int], None]
 
 
 class CommitRange(NamedTuple):

@@ -14,7 +14,7 @@ from clusterstore.eventstore.vocabulary import median
 
 from ._log import PAGE_SIZE, ProgressFn, events_at
 from .summary import RunSummary, summarize_run
-from .verify import VerifyReport, verify_run
+from .verify import ReadModelCheck, VerifyReport, verify_run
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,18 @@ def run_details(
     store: EventStore,
     run_id: UUID,
     *,
+    read_model: ReadModelCheck | None = None,
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> RunDetails:
+    """The run's summary and a full ``verify`` pass (against ``read_model`` if given)."""
     summary = summarize_run(store, run_id)
     return RunDetails(
         summary=summary,
         centroids=_centroids(store, run_id),
-        integrity=verify_run(store, run_id, page_size=page_size, on_progress=on_progress),
+        integrity=verify_run(
+            store, run_id, read_model=read_model, page_size=page_size, on_progress=on_progress
+        ),
     )
 
 

@@ -6,7 +6,8 @@ store does not change what a run looks like), plus, for a run that has not compl
 count of its AssignmentRecorded rows (a count over the run's key range, no decoding).
 Listing runs of 10M events each stays cheap.
 
-Status, from the last committed event:
+Status, from the last committed event, folded with ``eventstore.lifecycle`` like every
+other reader of a run (only RunStarted and that event are applied):
 - ``completed``: the run ends with RunCompleted;
 - ``failed``: its last lifecycle event is RunFailed, not followed by a RunResumed;
 - ``running`` otherwise: still being written, or its writer stopped without a word (killed).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from clusterstore.eventstore import (
@@ -30,13 +31,12 @@ from clusterstore.eventstore import (
     StoredEvent,
 )
 from clusterstore.eventstore.errors import EventDecodeError, InputError, RunNotFoundError
+from clusterstore.eventstore.lifecycle import STATUSES, TERMINAL_STATUS, RunLifecycle, Status
 from clusterstore.eventstore.store import decode_stored
 from clusterstore.eventstore.vocabulary import duration_s, timestamp
 
 from ._log import committed_heads, count_assignments, events_at
 
-Status = Literal["running", "completed", "failed"]
-STATUSES: tuple[Status, ...] = ("running", "completed", "failed")
 STATUS_LABELS: dict[Status, str] = {
     "running": "incomplete",
     "completed": "completed",
@@ -157,21 +157,23 @@ def _summary(
     last: StoredEvent | None,
 ) -> RunSummary:
     problems = []
-    started = None
+    life = RunLifecycle()
     if head == 0:
         problems.append("the run has no events")
     elif first is None or first.type != RunStarted.TYPE:
         problems.append("seq 1 is not a RunStarted event")
     else:
         event = _decode(first, problems)
-        started = event if isinstance(event, RunStarted) else None
-    completed = failed = None
-    status: Status = "running"
-    if last is not None and last.type in (RunCompleted.TYPE, RunFailed.TYPE):
-        status = "completed" if last.type == RunCompleted.TYPE else "failed"
+        if isinstance(event, RunStarted):
+            life.apply(event, first.seq)
+    status: Status = life.status
+    if last is not None and last.type in TERMINAL_STATUS:
         event = _decode(last, problems)
-        completed = event if isinstance(event, RunCompleted) else None
-        failed = event if isinstance(event, RunFailed) else None
+        if event is not None:
+            life.apply(event, last.seq)
+        # an undecodable last event still says by its type how the run ended
+        status = life.status if event is not None else TERMINAL_STATUS[last.type]
+    completed, failed = life.completed, life.failed
     n = completed.count if completed is not None else count_assignments(store, run_id)
     return RunSummary(
         run_id=run_id,
@@ -179,7 +181,7 @@ def _summary(
         events=head,
         n_assignments=n,
         created_at=created_at,
-        started=started,
+        started=life.started,
         completed=completed,
         failed=failed,
         problem="; ".join(problems) or None,

@@ -11,7 +11,8 @@ One streaming pass over the run's events (pages, vectorised over assignments) ch
 - RunCompleted's count, digest (sha256 over the assignment payloads in seq order),
   cluster sizes and noise count (label -1: in the count and digest, in no cluster) match
   the log;
-- the read model agrees with the log (``projections.read_model_digest``, when present).
+- the read model agrees with the log, when the caller hands in a ``ReadModelCheck`` (the
+  CLI passes the projections'; the audit never imports them).
 
 Each finding names the run and the first bad seq. A changed assignment that still decodes
 to a valid one (another cluster, another id) cannot be located from the log alone: the
@@ -21,9 +22,7 @@ and the range of assignments it covers.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -31,22 +30,11 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from clusterstore.eventstore import (
-    EventStore,
-    RunCompleted,
-    RunFailed,
-    RunResumed,
-    RunStarted,
-    StoredEvent,
-)
-from clusterstore.eventstore.codec import (
-    ASSIGNMENT_DTYPE,
-    LEGACY_ASSIGNMENT_DTYPE,
-    count_labels,
-    labels_of,
-)
+from clusterstore.eventstore import EventStore, RunCompleted, RunStarted, StoredEvent
+from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, labels_of
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import BY_CODE
+from clusterstore.eventstore.lifecycle import RunLifecycle
 from clusterstore.eventstore.store import decode_stored
 
 from ._log import ASSIGNMENT, PAGE_SIZE, CommitRange, ProgressFn, canonical_mask, pages, run_commits
@@ -110,80 +98,82 @@ class VerifyReport:
         }
 
 
+@dataclass(frozen=True)
+class ReadModelCheck:
+    """How the audit compares a run's log with a read model, handed in by the caller (the
+    CLI passes the projections' functions; the audit never imports projections).
+
+    ``digest(store, run_id)``: (count, sha256 hex) of the run's projected assignment
+    payloads in seq order, the same digest as ``RunCompleted.digest``; None when the read
+    model does not hold the run. ``first_difference(store, run_id)``: the first seq at
+    which the log and the read model differ, or None.
+    """
+
+    digest: Callable[[EventStore, UUID], tuple[int, str] | None]
+    first_difference: Callable[[EventStore, UUID], int | None] = lambda store, run_id: None
+
+
 def verify_run(
     store: EventStore,
     run_id: UUID,
     *,
+    read_model: ReadModelCheck | None = None,
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> VerifyReport:
-    """Check one run (see the module docstring); never raises for bad stored bytes."""
+    """Check one run (see the module docstring); never raises for bad stored bytes.
+    Without ``read_model`` the read model is not checked (``read_model="unavailable"``)."""
     checker = _Checker(run_id, run_commits(store, run_id))
     for page in pages(store, run_id, page_size=page_size):
         checker.feed(page)
         if on_progress is not None:
             on_progress(len(page))
     checker.finish(run_commits(store, run_id))
-    digest = checker.hasher.hexdigest()
-    state, model = _read_model_digest(store, run_id)
-    if model is not None and (int(model[0]), str(model[1])) != (checker.n_assign, digest):
-        state = "mismatch"
-        changed = _first_read_model_difference(store, run_id)
-        if changed is not None:
+    digest = checker.life.digest.hexdigest()
+    n_assign = checker.life.rows
+    state: ReadModelState = "unavailable"
+    if read_model is not None:
+        model = read_model.digest(store, run_id)
+        state = "absent" if model is None else "ok"
+        if model is not None and (int(model[0]), str(model[1])) != (n_assign, digest):
+            state = "mismatch"
+            changed = read_model.first_difference(store, run_id)
+            if changed is not None:
+                checker.add(
+                    "changed_assignment",
+                    changed,
+                    "the stored assignment differs from the one projected into the read model "
+                    "(changed, removed or added around the store)",
+                )
             checker.add(
-                "changed_assignment",
-                changed,
-                "the stored assignment differs from the one projected into the read model "
-                "(changed, removed or added around the store)",
+                "read_model_mismatch",
+                None,
+                f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
+                f"the log {n_assign} with digest {digest[:16]}",
             )
-        checker.add(
-            "read_model_mismatch",
-            None,
-            f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
-            f"the log {checker.n_assign} with digest {digest[:16]}",
-        )
+    completed = checker.life.completed
     return VerifyReport(
         run_id=run_id,
         events=checker.events,
         head=checker.last_seq,
-        n_assignments=checker.n_assign,
+        n_assignments=n_assign,
         digest=digest,
-        recorded_digest=checker.completed[1].digest if checker.completed else None,
+        recorded_digest=completed.digest if completed is not None else None,
         cluster_sizes=checker.sizes_list(),
         read_model=state,
         findings=checker.findings(),
-        n_noise=checker.n_noise,
+        n_noise=checker.life.n_noise,
     )
 
 
 def verify_runs(
-    store: EventStore, run_ids: Iterable[UUID], *, on_progress: ProgressFn | None = None
+    store: EventStore,
+    run_ids: Iterable[UUID],
+    *,
+    read_model: ReadModelCheck | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> list[VerifyReport]:
-    return [verify_run(store, r, on_progress=on_progress) for r in run_ids]
-
-
-def _read_model_digest(store: EventStore, run_id: UUID) -> tuple[ReadModelState, Any]:
-    """``projections.read_model_digest`` if that package provides it: (count, digest) of the
-    run's projected assignments, or None when the read model does not hold the run."""
-    try:
-        projections = importlib.import_module("clusterstore.projections")
-    except ModuleNotFoundError as e:
-        if e.name != "clusterstore.projections":
-            raise
-        return "unavailable", None
-    fn = getattr(projections, "read_model_digest", None)
-    if fn is None:
-        return "unavailable", None
-    result = fn(store, run_id)
-    return ("absent", None) if result is None else ("ok", result)
-
-
-def _first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
-    """Where the log and the read model part: the row a change around the store touched."""
-    fn = getattr(
-        importlib.import_module("clusterstore.projections"), "first_read_model_difference", None
-    )
-    return None if fn is None else fn(store, run_id)  # type: ignore[no-any-return]
+    return [verify_run(store, r, read_model=read_model, on_progress=on_progress) for r in run_ids]
 
 
 class _Checker:
@@ -195,16 +185,14 @@ class _Checker:
         self.expected = 1
         self.last_seq = 0
         self.events = 0
-        self.hasher = hashlib.sha256()
-        self.n_assign = 0
+        # the run's state, folded like every reader folds it; the checker decides what to
+        # apply (only what it can trust: the first RunStarted and RunCompleted, decodable
+        # events, and cluster sizes of in-range labels)
+        self.life = RunLifecycle()
         self.first_assign: int | None = None
         self.last_assign: int | None = None
-        self.sizes = np.zeros(0, dtype=np.int64)
-        self.n_noise = 0
-        self.started: RunStarted | None = None
         self.seq1_type: int | None = None
-        self.completed: tuple[int, RunCompleted] | None = None
-        self.failed_open = False
+        self.completed_seq: int | None = None
         self.beyond: tuple[int, int] | None = None  # (first seq, count) past the commits
         self._found: dict[str, tuple[Finding, int]] = {}
 
@@ -286,14 +274,12 @@ class _Checker:
 
     def _assignments(self, evs: Sequence[StoredEvent]) -> None:
         first = evs[0].seq
-        if self.completed is not None:
-            self.add("after_end", first, f"an event after RunCompleted (seq {self.completed[0]})")
-        elif self.failed_open:
+        if self.completed_seq is not None:
+            self.add("after_end", first, f"an event after RunCompleted (seq {self.completed_seq})")
+        elif self.life.failed is not None:
             self.add("after_failure", first, "an assignment after RunFailed without RunResumed")
         payloads = [ev.payload for ev in evs]
         data = b"".join(payloads)
-        self.hasher.update(data)
-        self.n_assign += len(evs)
         self.first_assign = first if self.first_assign is None else self.first_assign
         self.last_assign = evs[-1].seq
         legacy = self.imported
@@ -301,7 +287,8 @@ class _Checker:
         ok = canonical_mask(payloads, [ev.version for ev in evs], data, legacy=legacy)
         if ok.all():
             seqs = np.fromiter((ev.seq for ev in evs), dtype=np.int64, count=len(evs))
-            self._values(np.frombuffer(data, dtype=dtype), seqs)
+            clusters = self._values(np.frombuffer(data, dtype=dtype), seqs)
+            self.life.account(first, evs[-1].seq, data, len(evs), clusters)
             return
         bad = evs[int(np.flatnonzero(~ok)[0])]
         self.add(
@@ -314,24 +301,32 @@ class _Checker:
         keep = np.flatnonzero(ok).tolist()
         good = b"".join(payloads[i] for i in keep)
         seqs = np.array([evs[i].seq for i in keep], dtype=np.int64)
-        self._values(np.frombuffer(good, dtype=dtype), seqs)
+        clusters = self._values(np.frombuffer(good, dtype=dtype), seqs)
+        # every payload is hashed and counted; only the decodable ones are sized
+        self.life.account(first, evs[-1].seq, data, len(evs), clusters)
 
     @property
     def imported(self) -> bool:
         """A run imported from a legacy database: 47-byte assignments that keep the legacy
         row id, and no distances (NaN), since the legacy schema has none."""
-        return self.started is not None and self.started.legacy_id is not None
+        started = self.life.started
+        return started is not None and started.legacy_id is not None
 
     @property
     def has_distances(self) -> bool:
         """False for labels recorded without distances (NaN, like an imported run's)."""
-        return self.started is None or self.started.has_distances
+        started = self.life.started
+        return started is None or started.has_distances
 
-    def _values(self, rec: npt.NDArray[np.void], seqs: npt.NDArray[np.int64]) -> None:
+    def _values(
+        self, rec: npt.NDArray[np.void], seqs: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Check decoded assignments; returns the clusters to count in the sizes."""
         clusters = labels_of(rec)  # -1 for noise
-        bound = self.started.k if self.started is not None else _UNBOUNDED_CLUSTERS
+        started = self.life.started
+        bound = started.k if started is not None else _UNBOUNDED_CLUSTERS
         over = clusters >= bound
-        if over.any() and self.started is not None:
+        if over.any() and started is not None:
             j = int(np.flatnonzero(over)[0])
             self.add(
                 "cluster_out_of_range",
@@ -339,11 +334,6 @@ class _Checker:
                 f"cluster {clusters[j]} is not below k={bound}",
                 int(over.sum()),
             )
-        counts, n_noise = count_labels(clusters[~over & (clusters < _UNBOUNDED_CLUSTERS)])
-        self.n_noise += n_noise
-        if len(counts) > len(self.sizes):
-            self.sizes = np.pad(self.sizes, (0, len(counts) - len(self.sizes)))
-        self.sizes[: len(counts)] += counts
         finite = np.isfinite(rec["distance"])
         if not finite.all() and not self.imported and self.has_distances:
             j = int(np.flatnonzero(~finite)[0])
@@ -353,38 +343,37 @@ class _Checker:
                 f"distance {float(rec['distance'][j])} is not finite",
                 int((~finite).sum()),
             )
+        return clusters[~over & (clusters < _UNBOUNDED_CLUSTERS)]
 
     def _other(self, ev: StoredEvent) -> None:
         if ev.seq == 1:
             self.seq1_type = ev.type
-        if self.completed is not None:
+        if self.completed_seq is not None:
             name = BY_CODE[ev.type].NAME if ev.type in BY_CODE else f"type {ev.type}"
-            self.add("after_end", ev.seq, f"a {name} after RunCompleted (seq {self.completed[0]})")
+            self.add("after_end", ev.seq, f"a {name} after RunCompleted (seq {self.completed_seq})")
         try:
             event = decode_stored(ev)
         except EventDecodeError as e:
             self.add("undecodable", ev.seq, e.reason)
             return
         match event:
-            case RunStarted():
-                if ev.seq != 1 or self.started is not None:
-                    self.add("extra_start", ev.seq, "a RunStarted after the first event")
-                else:
-                    self.started = event
+            case RunStarted() if ev.seq != 1 or self.life.started is not None:
+                self.add("extra_start", ev.seq, "a RunStarted after the first event")
+                return
+            case RunCompleted() if self.completed_seq is not None:
+                return  # the first RunCompleted is the run's claim; later ones are after_end
             case RunCompleted():
-                if self.completed is None:
-                    self.completed = (ev.seq, event)
-            case RunFailed():
-                self.failed_open = True
-            case RunResumed():
-                self.failed_open = False
+                self.completed_seq = ev.seq
+        self.life.apply(event, ev.seq)
 
     # ---------------------------------------------------------------- the end
 
     def finish(self, commits_now: Sequence[CommitRange]) -> None:
         if self.events == 0:
             self.add("empty", None, "the run has no events")
-        elif self.seq1_type is not None and self.started is None and not self._undecodable_at(1):
+        elif (
+            self.seq1_type is not None and self.life.started is None and not self._undecodable_at(1)
+        ):
             self.add("no_start", 1, "seq 1 is not a RunStarted event")
         if self.commit_head > self.last_seq:
             first = max(self.last_seq + 1, 1)
@@ -398,21 +387,23 @@ class _Checker:
             first, count = self.beyond
             if first > self.commit_head:
                 self.add("uncommitted", first, _UNCOMMITTED, count)
-        if self.completed is not None:
-            self._check_completed(*self.completed)
+        completed = self.life.completed
+        if self.completed_seq is not None and completed is not None:
+            self._check_completed(self.completed_seq, completed)
 
     def _undecodable_at(self, seq: int) -> bool:
         found = self._found.get("undecodable")
         return found is not None and found[0].seq == seq
 
     def _check_completed(self, seq: int, rc: RunCompleted) -> None:
-        if rc.count != self.n_assign:
+        n_assign = self.life.rows
+        if rc.count != n_assign:
             self.add(
                 "count_mismatch",
                 seq,
-                f"RunCompleted counts {rc.count} assignments, the log holds {self.n_assign}",
+                f"RunCompleted counts {rc.count} assignments, the log holds {n_assign}",
             )
-        digest = self.hasher.hexdigest()
+        digest = self.life.digest.hexdigest()
         if rc.digest != digest:
             span = (
                 _span(self.first_assign, self.last_assign)
@@ -426,9 +417,10 @@ class _Checker:
                 f"RunCompleted recorded {rc.digest[:16]}",
             )
         recorded = np.asarray(rc.cluster_sizes[:_UNBOUNDED_CLUSTERS], dtype=np.int64)
-        n = max(len(recorded), len(self.sizes))
+        sizes = self.life.sizes
+        n = max(len(recorded), len(sizes))
         recorded = np.pad(recorded, (0, n - len(recorded)))
-        logged = np.pad(self.sizes, (0, n - len(self.sizes)))
+        logged = np.pad(sizes, (0, n - len(sizes)))
         diff = np.flatnonzero(recorded != logged)
         if len(diff):
             shown = "; ".join(
@@ -437,18 +429,20 @@ class _Checker:
             )
             more = f"; and {len(diff) - 3} more clusters" if len(diff) > 3 else ""
             self.add("sizes_mismatch", seq, f"RunCompleted's cluster sizes differ ({shown}{more})")
-        if rc.n_noise != self.n_noise:
+        if rc.n_noise != self.life.n_noise:
             self.add(
                 "noise_mismatch",
                 seq,
                 f"RunCompleted counts {rc.n_noise} noise assignments (label -1), "
-                f"the log holds {self.n_noise}",
+                f"the log holds {self.life.n_noise}",
             )
 
     def sizes_list(self) -> list[int]:
-        k = self.started.k if self.started is not None else len(self.sizes)
-        k = min(k, max(len(self.sizes), _UNBOUNDED_CLUSTERS))
-        sizes = np.pad(self.sizes, (0, max(0, k - len(self.sizes))))
+        sizes = self.life.sizes
+        started = self.life.started
+        k = started.k if started is not None else len(sizes)
+        k = min(k, max(len(sizes), _UNBOUNDED_CLUSTERS))
+        sizes = np.pad(sizes, (0, max(0, k - len(sizes))))
         return [int(x) for x in sizes]
 
 

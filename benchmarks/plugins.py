@@ -1,29 +1,19 @@
-"""Steps that need packages built beside the log: ``replay`` (projections) and
-``end_to_end`` (clustering + projections). Each looks its package up when it runs and is
-reported as skipped, with the reason, while the package is missing or not wired.
+"""Steps beyond the log: ``replay`` (projections) and ``end_to_end`` (clustering +
+projections). ``end_to_end`` looks the clustering package up when it runs and is reported as
+skipped, with the reason, while it is missing.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
+from clusterstore import projections
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.runs import start_run
 
-from .core import Clock, Measurement, StepSkipped, require
+from .core import Clock, Measurement, require
 from .synthetic import DIM, K, assignment_batches, embedding_ids, embeddings
-
-
-def _projections() -> Any:
-    require("projections", "replay needs the projections package")
-    module = importlib.import_module("clusterstore.projections")
-    if not hasattr(module, "catch_up_all"):
-        raise StepSkipped("projections.catch_up_all(store) does not exist")
-    return module
 
 
 def _record_run(store: EventStore, n: int) -> None:
@@ -39,7 +29,6 @@ def replay(backend: str, n: int, db_url: str) -> Measurement:
     """Step ``replay``: a log holding one completed run of n assignments is made first;
     timed: a full projection rebuild, ``projections.catch_up_all(store)``, on a read model
     that has never run (a fresh database)."""
-    projections = _projections()
     clock = Clock()
     with EventStore.open(db_url) as store:
         _record_run(store, n)
@@ -69,7 +58,6 @@ def end_to_end(backend: str, n: int, db_url: str) -> Measurement:
     """Step ``end_to_end``: n x 384 float32 synthetic embeddings, k=100; timed: cluster +
     record (``_run_clustering``) + project (``projections.catch_up_all``)."""
     require("clustering", "end_to_end needs the clustering package")
-    projections = _projections()
     vectors = embeddings(n)
     ids = embedding_ids(n)
     clock = Clock()

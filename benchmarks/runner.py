@@ -70,13 +70,12 @@ STEPS: dict[str, StepSpec] = {
             "replay",
             "clusterstore.benchmarks.plugins:replay",
             "projections.catch_up_all on a fresh read model",
-            requires=("projections",),
         ),
         StepSpec(
             "end_to_end",
             "clusterstore.benchmarks.plugins:end_to_end",
             "cluster + record + project, 384-d, k=100",
-            requires=("clustering", "projections"),
+            requires=("clustering",),
         ),
     )
 }

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import click
 
-from clusterstore import audit
+from clusterstore import audit, projections
 from clusterstore.audit.details import RunDetails
 from clusterstore.audit.summary import STATUS_LABELS, RunSummary
 from clusterstore.audit.text import format_duration, format_time, size_histogram
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from ._context import StoreContext
 
 STATUS_CHOICES = ["running", "incomplete", "completed", "failed"]
+# verify and show compare the log with the embeddingcluster read model (the audit itself
+# never imports projections: the check is handed to it here)
+READ_MODEL_CHECK = audit.ReadModelCheck(
+    projections.read_model_digest, projections.first_read_model_difference
+)
 
 
 @click.command("list")
@@ -81,7 +86,9 @@ def show(state: StoreContext, run: str, as_json: bool, quiet: bool) -> None:
     store = state.open()
     run_id = store.resolve_run(run)
     with progress("reading the run", store.head(run_id), quiet=quiet or as_json) as bar:
-        details = audit.run_details(store, run_id, on_progress=bar.update)
+        details = audit.run_details(
+            store, run_id, read_model=READ_MODEL_CHECK, on_progress=bar.update
+        )
     if as_json:
         echo_json(details.to_json())
         return
@@ -246,7 +253,9 @@ def verify(
     run_ids = _resolve_all(store) if all_runs else _resolve(store, runs)
     total = sum(store.head(r) for r in run_ids)
     with progress("verifying", total, quiet=quiet or as_json) as bar:
-        reports = audit.verify_runs(store, run_ids, on_progress=bar.update)
+        reports = audit.verify_runs(
+            store, run_ids, read_model=READ_MODEL_CHECK, on_progress=bar.update
+        )
     ok = all(r.ok for r in reports)
     if as_json:
         echo_json({"ok": ok, "runs": [r.to_json() for r in reports]})

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.runs import ProgressFn
 
 FLOAT_KINDS = ("float16", "float32", "float64")
 CHUNK_BYTES = 128 * 1024 * 1024
@@ -35,7 +36,6 @@ MIN_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 262_144
 
 F32Array = npt.NDArray[np.float32]
-ProgressFn = Callable[[int], None]
 
 
 class _Stream(Protocol):

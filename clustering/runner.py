@@ -33,9 +33,9 @@ from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.events import RunCompleted
 from clusterstore.eventstore.runs import (
     DEFAULT_BATCH_SIZE,
+    ProgressFn,
     RunWriter,
     read_progress,
-    resume_writer,
     start_run,
 )
 from clusterstore.eventstore.store import EventStore
@@ -52,20 +52,18 @@ DEFAULT_THREADS = 1
 DEFAULT_TRAIN_PER_CENTROID = 256
 TINY_FRACTION = 0.1  # a non-empty cluster below this fraction of the mean size is "tiny"
 
-Tick = Callable[[int], None]
-
 
 class Reporter(Protocol):
     """Where a run reports its stages (progress bars in the CLI) and its warnings."""
 
-    def stage(self, name: str, total: int) -> AbstractContextManager[Tick]: ...
+    def stage(self, name: str, total: int) -> AbstractContextManager[ProgressFn]: ...
 
     def warn(self, message: str) -> None: ...
 
 
 class SilentReporter:
     @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[Tick]:
+    def stage(self, name: str, total: int) -> Iterator[ProgressFn]:
         yield lambda n: None
 
     def warn(self, message: str) -> None:
@@ -398,7 +396,7 @@ def resume(
         )
     start_row = progress.rows_done
     batch_size = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
-    resume_writer(progress, writer, input_digest=digest, batch_size=batch_size)
+    writer.resume(input_digest=digest, batch_size=batch_size)
     with writer:
         centroids = np.frombuffer(progress.centroids.centroids, dtype="<f4").reshape(
             progress.centroids.k, progress.centroids.dim

@@ -33,6 +33,7 @@ from .events import (
     RunStarted,
 )
 from .recorder import AppendResult, Commit, Recorder, RunHead, StoredEvent
+from .runs import ProgressFn
 from .store import EventStore, RecordedEvent
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "NotADatabaseError",
     "OutputFileError",
     "PackedEvents",
+    "ProgressFn",
     "RawEvent",
     "ReadOnlyDatabaseError",
     "RecordedEvent",

@@ -19,8 +19,8 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -30,30 +30,14 @@ import numpy as np
 import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
-from .codec import (
-    NOISE,
-    AssignmentDigest,
-    assignments_from_payloads,
-    count_labels,
-    labels_of,
-    pack_assignments,
-    unpack_assignments,
-)
-from .errors import EventDecodeError, EventStoreError, InputError
-from .events import (
-    AssignmentRecorded,
-    CentroidsComputed,
-    RunCompleted,
-    RunFailed,
-    RunResumed,
-    RunStarted,
-)
-from .recorder import StoredEvent
-from .store import EventStore, decode_stored
+from .codec import NOISE, AssignmentDigest, pack_assignments
+from .errors import EventStoreError, InputError, RunNotFoundError
+from .events import CentroidsComputed, RunCompleted, RunFailed, RunResumed, RunStarted
+from .lifecycle import RunLifecycle
+from .store import EventStore
 
 DEFAULT_BATCH_SIZE = 100_000
-MAX_REPLAY_CLUSTERS = 1 << 20  # the cluster bound before a RunStarted says k
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int], None]  # called with how many more items are done
 
 
 @contextmanager
@@ -88,24 +72,101 @@ def new_run_id() -> UUID:
     return uuid7.uuid7()
 
 
-@dataclass
 class RunWriter:
-    """Appends one run's events. Not thread-safe; one writer per run at a time."""
+    """Appends one run's events. Not thread-safe; one writer per run at a time.
 
-    store: EventStore
-    run_id: UUID
-    started: RunStarted
-    head: int
-    batch_size: int = DEFAULT_BATCH_SIZE
-    rows_done: int = 0
-    base: int | None = None  # seq of row 0 in the current segment
-    has_centroids: bool = False
-    digest: AssignmentDigest = field(default_factory=AssignmentDigest)
-    sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    n_noise: int = 0  # rows labelled -1 (noise): in the count and digest, in no cluster
-    finished: bool = False
-    on_progress: ProgressFn | None = None
-    completion: RunCompleted | None = None  # built once, so a retried complete() re-sends it
+    Made by ``start_run`` (a new run), ``read_progress`` (positioned after what the log
+    holds) or ``begin`` (a RunStarted built elsewhere, e.g. an import); ``resume`` starts a
+    new segment. Its state is its own: callers read it through properties. It keeps the
+    same ``RunLifecycle`` a reader folds from the log, so the digest and cluster sizes it
+    completes with are the ones a replay computes.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        run_id: UUID,
+        started: RunStarted,
+        *,
+        head: int,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        lifecycle: RunLifecycle | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        self._store = store
+        self._run_id = run_id
+        self._started = started
+        self._head = head
+        self._batch_size = batch_size
+        if lifecycle is None:
+            lifecycle = RunLifecycle()
+            lifecycle.apply(started, 1)
+        self._life = lifecycle
+        self._base = lifecycle.base  # seq of row 0 in the current segment
+        self._finished = lifecycle.completed is not None
+        self._completion: RunCompleted | None = None  # built once: a retry re-sends it
+        self.on_progress: ProgressFn | None = None  # called with the rows of each batch
+
+    @classmethod
+    def begin(
+        cls,
+        store: EventStore,
+        run_id: UUID,
+        started: RunStarted,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> RunWriter:
+        """Append ``started`` as seq 1 of a new run and return its writer."""
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        with deferred_interrupt():
+            head = store.append(run_id, [started], expected_seq=0).head
+        return cls(store, run_id, started, head=head, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    @property
+    def run_id(self) -> UUID:
+        return self._run_id
+
+    @property
+    def started(self) -> RunStarted:
+        return self._started
+
+    @property
+    def head(self) -> int:
+        """The last seq this writer knows the log holds."""
+        return self._head
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def rows_done(self) -> int:
+        return self._life.rows
+
+    @property
+    def has_centroids(self) -> bool:
+        return self._life.centroids is not None
+
+    @property
+    def digest(self) -> AssignmentDigest:
+        """The digest of the assignments recorded so far."""
+        return self._life.digest
+
+    @property
+    def sizes(self) -> npt.NDArray[np.int64]:
+        return self._life.sizes
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     # ------------------------------------------------------------------ writing
 
@@ -118,7 +179,7 @@ class RunWriter:
         train_seconds: float | None = None,
     ) -> None:
         """Record the k x dim centroids; must come before any assignment."""
-        if self.base is not None or self.has_centroids:
+        if self._base is not None or self.has_centroids:
             raise InputError(
                 f"run {self.run_id}: centroids must be recorded once, before any assignment"
             )
@@ -137,13 +198,14 @@ class RunWriter:
             train_seconds=train_seconds,
         )
         with deferred_interrupt():
-            self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
-            self.has_centroids = True
+            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._life.apply(event, self._head)
 
     def seq_of(self, row: int) -> int:
-        if self.base is None:
-            self.base = self.head + 1 - self.rows_done
-        return self.base + row
+        """The seq of input row ``row`` in the current segment."""
+        if self._base is None:
+            self._base = self._head + 1 - self.rows_done
+        return self._base + row
 
     def record(
         self,
@@ -152,106 +214,139 @@ class RunWriter:
         distances: npt.ArrayLike,
         *,
         start_row: int | None = None,
+        legacy_ids: npt.ArrayLike | None = None,
     ) -> int:
         """Record assignments for rows ``start_row ...`` (default: the next row), in batches.
 
         Labels are 0 .. k-1, or -1 for noise (outliers: HDBSCAN, BERTopic), which is stored
         and counted (``n_noise``) but in no cluster. Rows already recorded may be re-sent
-        (an idempotent no-op when identical). Returns the number of newly written assignments.
+        (an idempotent no-op when identical). ``legacy_ids`` keeps an imported assignment's
+        legacy row id (``codec``). Returns the number of newly written assignments.
         """
-        if self.finished:
+        if self._finished:
             raise InputError(f"run {self.run_id} is already finished")
-        start = self.rows_done if start_row is None else start_row
         labels_arr = np.asarray(labels)
         if labels_arr.ndim == 1 and labels_arr.size and labels_arr.min() < NOISE:
             i = int(np.flatnonzero(labels_arr < NOISE)[0])
+            first = self.rows_done if start_row is None else start_row
             raise InputError(
-                f"run {self.run_id}: row {start + i} has label {labels_arr[i]}; labels are "
+                f"run {self.run_id}: row {first + i} has label {labels_arr[i]}; labels are "
                 f"0 .. k-1 for clusters, or -1 for noise"
             )
-        packed = pack_assignments(embedding_ids, labels, distances)
+        packed = pack_assignments(embedding_ids, labels, distances, legacy_ids=legacy_ids)
         if packed.count and int(labels_arr.max()) >= self.started.k:
             raise InputError(
                 f"cluster labels must be below k={self.started.k}, got {int(labels_arr.max())}"
             )
-        if start > self.rows_done:
+        done = self.rows_done
+        start = done if start_row is None else start_row
+        if start > done:
             raise InputError(
-                f"run {self.run_id}: rows {self.rows_done}..{start - 1} are missing; "
-                "record rows in order"
+                f"run {self.run_id}: rows {done}..{start - 1} are missing; record rows in order"
             )
         if start + packed.count > self.started.n_embeddings:
             raise InputError(
                 f"run {self.run_id}: row {start + packed.count - 1} is beyond the "
                 f"{self.started.n_embeddings} embeddings the run declared"
             )
+        all_labels = labels_arr.astype(np.int64, copy=False).reshape(-1)
         written = 0
-        for lo in range(0, packed.count, self.batch_size):
-            hi = min(lo + self.batch_size, packed.count)
+        for lo in range(0, packed.count, self._batch_size):
+            hi = min(lo + self._batch_size, packed.count)
             chunk = packed.slice(lo, hi)
             with deferred_interrupt():
                 expected = self.seq_of(start + lo) - 1
-                result = self.store.append(self.run_id, chunk, expected_seq=expected)
+                result = self._store.append(self.run_id, chunk, expected_seq=expected)
                 # Every row of the chunk is now in the log with these bytes: newly written, or
                 # already stored (verified identical), e.g. by an earlier attempt whose commit
                 # succeeded although the caller saw an error. Account each row exactly once.
                 new_from = max(self.rows_done, start + lo) - (start + lo)
                 if new_from < chunk.count:
-                    self._account(chunk.slice(new_from, chunk.count).data, chunk.count - new_from)
-                    self.rows_done = start + hi
+                    self._life.account(
+                        expected + 1 + new_from,
+                        expected + chunk.count,
+                        chunk.slice(new_from, chunk.count).data,
+                        chunk.count - new_from,
+                        all_labels[lo + new_from : hi],
+                    )
                 written += result.appended
-                self.head = max(self.head, result.head)
+                self._head = max(self._head, result.head)
             if self.on_progress is not None:
                 self.on_progress(hi - lo)
         return written
 
-    def _account(self, data: bytes, count: int) -> None:
-        self.digest.update(data, count)
-        counts, n_noise = count_labels(labels_of(unpack_assignments(data)), self.started.k)
-        self.n_noise += n_noise
-        if self.sizes.shape[0] < counts.shape[0]:
-            self.sizes = np.pad(self.sizes, (0, counts.shape[0] - self.sizes.shape[0]))
-        self.sizes[: counts.shape[0]] += counts
-
-    def complete(self) -> RunCompleted:
-        """Append RunCompleted with the count, digest and cluster sizes."""
+    def complete(self, *, finished_at: datetime | None = None) -> RunCompleted:
+        """Append RunCompleted with the count, digest and cluster sizes (``finished_at``
+        defaults to now; an import gives the legacy result's time)."""
         if self.rows_done != self.started.n_embeddings:
             raise InputError(
                 f"run {self.run_id}: {self.rows_done} of {self.started.n_embeddings} "
                 "assignments recorded; cannot complete"
             )
-        sizes = np.pad(self.sizes, (0, max(0, self.started.k - self.sizes.shape[0])))
-        event = self.completion or RunCompleted(
+        sizes = self.sizes
+        sizes = np.pad(sizes, (0, max(0, self.started.k - sizes.shape[0])))
+        event = self._completion or RunCompleted(
             count=self.rows_done,
             digest=self.digest.hexdigest(),
-            finished_at=_now(),
+            finished_at=finished_at or _now(),
             cluster_sizes=[int(x) for x in sizes],
-            n_noise=self.n_noise,
+            n_noise=self._life.n_noise,
         )
-        self.completion = event
+        self._completion = event
         with deferred_interrupt():
-            self.head = self.store.append(self.run_id, [event], expected_seq=self.head).head
-            self.finished = True
+            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._life.apply(event, self._head)
+            self._finished = True
+        return event
+
+    def record_failure(
+        self, error: str, *, failed_at: datetime | None = None, error_type: str = ""
+    ) -> RunFailed:
+        """Append RunFailed after the log's head; raises what the store raises."""
+        # the log's head, not ours: a failed append may have committed unseen
+        head = self._store.head(self.run_id)
+        event = RunFailed(
+            error=error[:2000],
+            last_seq=head,
+            failed_at=failed_at or _now(),
+            error_type=error_type,
+        )
+        with deferred_interrupt():
+            self._head = self._store.append(self.run_id, [event], expected_seq=head).head
+            self._life.apply(event, self._head)
+            self._finished = True
         return event
 
     def fail(self, error: BaseException | str) -> None:
         """Append RunFailed; never raises (the original error matters more)."""
-        if self.finished:
+        if self._finished:
             return
         text = str(error) if str(error) else type(error).__name__
-        try:
-            # the log's head, not ours: the failed append may have committed unseen
-            head = self.store.head(self.run_id)
-            event = RunFailed(
-                error=text[:2000],
-                last_seq=head,
-                failed_at=_now(),
-                error_type="" if isinstance(error, str) else type(error).__name__,
+        with suppress(EventStoreError):
+            self.record_failure(
+                text, error_type="" if isinstance(error, str) else type(error).__name__
             )
-            with deferred_interrupt():
-                self.head = self.store.append(self.run_id, [event], expected_seq=head).head
-                self.finished = True
-        except EventStoreError:
-            pass
+
+    def resume(self, *, input_digest: str = "", batch_size: int = DEFAULT_BATCH_SIZE) -> RunResumed:
+        """Append RunResumed and start a new segment at the next row (``resume_run``)."""
+        if self._life.completed is not None:
+            raise InputError(f"run {self.run_id} is already completed; nothing to resume")
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        recorded = self.started.input_digest
+        if input_digest and recorded and input_digest != recorded:
+            raise InputError(
+                f"run {self.run_id}: the input has changed since the run started (digest "
+                f"{input_digest[:12]} != {recorded[:12]}); refusing to resume"
+            )
+        event = RunResumed(from_row=self.rows_done, resumed_at=_now(), input_digest=input_digest)
+        with deferred_interrupt():
+            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._life.apply(event, self._head)
+        self._base = self._life.base
+        self._finished = False
+        self._batch_size = batch_size
+        return event
 
     def __enter__(self) -> RunWriter:
         return self
@@ -260,7 +355,7 @@ class RunWriter:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if ev is None:
-            if not self.finished:
+            if not self._finished:
                 self.complete()
         elif isinstance(ev, KeyboardInterrupt):
             self.fail("interrupted (Ctrl-C)")
@@ -292,8 +387,6 @@ def start_run(
     # or new embeddings assigned to a run's clusters, may be fewer than the clusters.
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
     run_id = run_id or new_run_id()
     started = RunStarted(
         model=model,
@@ -307,9 +400,7 @@ def start_run(
         started_at=_now(),
         **extra,
     )
-    with deferred_interrupt():
-        head = store.append(run_id, [started], expected_seq=0).head
-    return RunWriter(store, run_id, started, head, batch_size=batch_size)
+    return RunWriter.begin(store, run_id, started, batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -324,101 +415,24 @@ class RunProgress:
     failed: RunFailed | None  # the last RunFailed not followed by a RunResumed
 
 
+def replay_run(store: EventStore, run_id: UUID) -> RunLifecycle:
+    """Fold a run's whole log (streamed in pages) into its lifecycle state."""
+    life = RunLifecycle()
+    for page in store.recorder.read_stream_pages(run_id):
+        life.feed(page)
+    return life
+
+
 def read_progress(store: EventStore, run_id: UUID) -> tuple[RunProgress, RunWriter]:
     """Replay a run's log into its state and a writer positioned at the next row."""
-    state = _Replay()
-    head = 0
-    for page in store.recorder.read_stream_pages(run_id):
-        # Events are replayed in seq order; runs of assignments are accounted as one block.
-        start = 0
-        for i, ev in enumerate(page):
-            if ev.type != AssignmentRecorded.TYPE:
-                state.assignments(page[start:i])
-                state.event(ev)
-                start = i + 1
-        state.assignments(page[start:])
-        head = page[-1].seq
-    if state.started is None:
-        from .errors import RunNotFoundError
-
+    life = replay_run(store, run_id)
+    if life.started is None:
         raise RunNotFoundError(f"run {run_id} has no RunStarted event")
     progress = RunProgress(
-        state.started, state.centroids, state.rows, head, state.completed, state.failed
+        life.started, life.centroids, life.rows, life.head, life.completed, life.failed
     )
-    writer = RunWriter(
-        store,
-        run_id,
-        state.started,
-        head,
-        rows_done=state.rows,
-        base=state.base,
-        has_centroids=state.centroids is not None,
-        digest=state.digest,
-        sizes=state.sizes,
-        n_noise=state.n_noise,
-        finished=state.completed is not None,
-    )
+    writer = RunWriter(store, run_id, life.started, head=life.head, lifecycle=life)
     return progress, writer
-
-
-@dataclass
-class _Replay:
-    """The state ``read_progress`` folds a run's events into."""
-
-    started: RunStarted | None = None
-    centroids: CentroidsComputed | None = None
-    completed: RunCompleted | None = None
-    failed: RunFailed | None = None
-    rows: int = 0
-    base: int | None = None
-    digest: AssignmentDigest = field(default_factory=AssignmentDigest)
-    sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    n_noise: int = 0
-
-    def assignments(self, block: list[StoredEvent]) -> None:
-        if not block:
-            return
-        payloads = [ev.payload for ev in block]
-        try:
-            labels = assignments_from_payloads(payloads)["cluster"]  # any layout (legacy too)
-        except EventDecodeError:
-            for ev in block:  # name the run and the first seq that does not decode
-                decode_stored(ev)
-            raise
-        # A damaged log must not make the replay count 2^32 clusters (a huge allocation).
-        bound = self.started.k if self.started is not None else MAX_REPLAY_CLUSTERS
-        over = np.flatnonzero(labels >= bound)
-        if len(over):
-            bad = block[int(over[0])]
-            raise EventDecodeError(
-                bad.run_id,
-                bad.seq,
-                f"AssignmentRecorded cluster {int(labels[over[0]])} is not below k={bound}; "
-                "the log is damaged (`clusterstore runs verify` lists what)",
-            )
-        self.digest.update(b"".join(payloads), len(block))
-        counts, n_noise = count_labels(labels)  # labels are int64, -1 for noise
-        self.n_noise += n_noise
-        self.sizes = np.pad(self.sizes, (0, max(0, counts.shape[0] - self.sizes.shape[0])))
-        self.sizes[: counts.shape[0]] += counts
-        if self.base is None:
-            self.base = block[0].seq - self.rows
-        self.rows += len(block)
-
-    def event(self, ev: StoredEvent) -> None:
-        event = decode_stored(ev)
-        match event:
-            case RunStarted():
-                self.started = event
-            case CentroidsComputed():
-                self.centroids = event
-            case RunCompleted():
-                self.completed = event
-            case RunFailed():
-                self.failed = event
-            case RunResumed():
-                self.failed = None
-                self.base = ev.seq + 1 - self.rows
 
 
 def resume_run(
@@ -430,37 +444,8 @@ def resume_run(
 ) -> tuple[RunProgress, RunWriter]:
     """Continue an interrupted run: appends RunResumed and returns a writer at the next row."""
     progress, writer = read_progress(store, run_id)
-    resume_writer(progress, writer, input_digest=input_digest, batch_size=batch_size)
+    writer.resume(input_digest=input_digest, batch_size=batch_size)
     return progress, writer
-
-
-def resume_writer(
-    progress: RunProgress,
-    writer: RunWriter,
-    *,
-    input_digest: str = "",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> None:
-    """The second half of ``resume_run``, for callers that already read the progress (and
-    checked their input against it): appends RunResumed and moves the writer to a new
-    segment that starts at the next row."""
-    run_id = writer.run_id
-    if progress.completed is not None:
-        raise InputError(f"run {run_id} is already completed; nothing to resume")
-    if (
-        input_digest
-        and progress.started.input_digest
-        and (input_digest != progress.started.input_digest)
-    ):
-        raise InputError(
-            f"run {run_id}: the input has changed since the run started (digest "
-            f"{input_digest[:12]} != {progress.started.input_digest[:12]}); refusing to resume"
-        )
-    event = RunResumed(from_row=progress.rows_done, resumed_at=_now(), input_digest=input_digest)
-    with deferred_interrupt():
-        writer.head = writer.store.append(run_id, [event], expected_seq=writer.head).head
-    writer.base = writer.head + 1 - progress.rows_done
-    writer.batch_size = batch_size
 
 
 def _now() -> datetime:

@@ -23,16 +23,15 @@ finished import is skipped.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from clusterstore.eventstore import EventStore
-from clusterstore.eventstore.codec import AssignmentDigest, pack_assignments
 from clusterstore.eventstore.errors import InputError
-from clusterstore.eventstore.events import RunCompleted, RunFailed, RunStarted
+from clusterstore.eventstore.events import RunStarted
+from clusterstore.eventstore.runs import ProgressFn, RunWriter
 from clusterstore.eventstore.store import decode_stored
 
 from .source import CHUNK, LegacyImportConflictError, LegacyResult, LegacySource
@@ -161,7 +160,7 @@ def import_legacy(
     store: EventStore,
     *,
     dry_run: bool = False,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     chunk: int = CHUNK,
 ) -> ImportReport:
     """Import every legacy result not yet in the store. Idempotent."""
@@ -191,49 +190,43 @@ def _import_one(
     source: LegacySource,
     store: EventStore,
     item: ImportItem,
-    on_progress: Callable[[int], None] | None,
+    on_progress: ProgressFn | None,
     chunk: int,
 ) -> None:
+    """Write one legacy result through the run writer. A partial import is finished by
+    re-sending every row from the first (the store takes identical re-sends as no-ops), so
+    the digest and sizes cover the whole run; nothing is appended on an error, so running
+    the import again finishes it (no RunFailed of this import's own)."""
     run_id = item.run_id
+    started = run_started(source, item)  # a pure function of the legacy data
     if item.state == "new":
-        store.append(run_id, [run_started(source, item)], expected_seq=0)
-    started = item.result.started_at
+        writer = RunWriter.begin(store, run_id, started, batch_size=chunk)
+    else:  # seq 1 is this RunStarted (plan checked it): start over after it
+        writer = RunWriter(store, run_id, started, head=1, batch_size=chunk)
+    writer.on_progress = on_progress
     index = {u.bytes: i for i, u in enumerate(item.clusters)}
-    digest = AssignmentDigest()
-    sizes = np.zeros(len(item.clusters), dtype=np.int64)
-    done = 0
+    read = 0
     for row_ids, embedding_ids, cluster_ids in source.iter_rows(run_id, chunk):
+        read += len(cluster_ids)
+        if read > item.rows:
+            break  # more rows than counted: refused below, before they are written
         labels = np.fromiter(
             (index[bytes(c)] for c in cluster_ids), dtype=np.int64, count=len(cluster_ids)
         )
-        packed = pack_assignments(
-            embedding_ids, labels, np.full(len(labels), np.nan), legacy_ids=row_ids
-        )
-        store.append(run_id, packed, expected_seq=1 + done)
-        digest.update(packed.data, packed.count)
-        sizes += np.bincount(labels, minlength=len(item.clusters))
-        done += packed.count
-        if on_progress is not None:
-            on_progress(packed.count)
-    if done != item.rows:
+        writer.record(embedding_ids, labels, np.full(len(labels), np.nan), legacy_ids=row_ids)
+    if read != item.rows:
         raise InputError(
-            f"legacy result {run_id}: {done} rows read but {item.rows} counted; is the legacy "
+            f"legacy result {run_id}: {read} rows read but {item.rows} counted; is the legacy "
             "database being written to? The import can be run again."
         )
-    finished = item.result.finished_at or started
-    last: RunCompleted | RunFailed
+    _finish(writer, item)
+
+
+def _finish(writer: RunWriter, item: ImportItem) -> None:
+    """The run's last event: RunCompleted (count, digest and sizes from the writer), or
+    RunFailed for a result that did not finish; at the legacy result's time either way."""
+    finished = item.result.finished_at or item.result.started_at
     if item.failure:
-        last = RunFailed(
-            error=item.failure,
-            last_seq=1 + done,
-            failed_at=finished,
-            error_type="LegacyIncompleteResult",
-        )
+        writer.record_failure(item.failure, failed_at=finished, error_type="LegacyIncompleteResult")
     else:
-        last = RunCompleted(
-            count=done,
-            digest=digest.hexdigest(),
-            finished_at=finished,
-            cluster_sizes=[int(s) for s in sizes],
-        )
-    store.append(run_id, [last], expected_seq=1 + done)
+        writer.complete(finished_at=finished)

@@ -25,7 +25,6 @@ class Projection(ABC):
     version: ClassVar[int] = 1  # bump when the layout changes: the runner then rebuilds
     reads_assignments: ClassVar[bool]  # whether ``apply`` needs the assignment payloads
     views: ClassVar[tuple[str, ...]]  # the public names readers query
-    table_prefix: ClassVar[str]  # every generation table's name starts with it
 
     def __init__(self, dialect: str):
         self.dialect = dialect
@@ -41,6 +40,12 @@ class Projection(ABC):
     @abstractmethod
     def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
         """Apply a batch of the feed (in position order) to the generation's tables."""
+
+    def generation_of(self, table_name: str) -> int | None:
+        """The generation ``table_name`` belongs to if it is one of this projection's
+        tables (exactly ``<name>_g<N>`` for one of ``tables``' names), else None."""
+        bases = {schema.base_name(t.name) for t in self.tables(0)}
+        return schema.generation_of(table_name, bases)
 
     def create(self, conn: Connection, generation: int, *, indexes: bool = True) -> None:
         """Create the generation's tables; secondary indexes now or (bulk load) later."""

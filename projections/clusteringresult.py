@@ -7,8 +7,9 @@ n_assignments, status (``running``, ``completed``, ``failed``), error, started_a
 finished_at, duration (seconds), n_noise (the assignments labelled -1, noise, from
 ``RunCompleted``; NULL until the run completes).
 
-Status follows the run's terminal events in log order: ``RunFailed`` makes it failed (with
-the error and the time it failed), ``RunResumed`` running again (error cleared), and
+Status follows the run's lifecycle events in log order, as
+``eventstore.lifecycle.transition`` defines it: ``RunFailed`` makes it failed (with the
+error and the time it failed), ``RunResumed`` running again (error cleared), and
 ``RunCompleted`` completed. ``n_assignments`` counts every assignment event of the run,
 across resumed segments. This projection never reads assignment payloads: the feed tells it
 how many there are.
@@ -23,16 +24,16 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Table, select, update
 
-from clusterstore.eventstore.codec import decode
 from clusterstore.eventstore.events import (
     AssignmentRecorded,
     RunCompleted,
-    RunFailed,
     RunResumed,
     RunStarted,
 )
 from clusterstore.eventstore.feed import FeedBlock
+from clusterstore.eventstore.lifecycle import transition
 from clusterstore.eventstore.recorder import StoredEvent
+from clusterstore.eventstore.store import decode_stored
 from clusterstore.eventstore.vocabulary import duration_s
 
 from .base import Projection
@@ -61,7 +62,6 @@ class ClusteringResultProjection(Projection):
     version: ClassVar[int] = 2  # 2: n_noise
     reads_assignments: ClassVar[bool] = False
     views: ClassVar[tuple[str, ...]] = ("clusteringresult",)
-    table_prefix: ClassVar[str] = "pj_cr"
 
     def tables(self, generation: int) -> list[Table]:
         return [cr_tables(generation).results]
@@ -98,7 +98,9 @@ class ClusteringResultProjection(Projection):
         for block in blocks:
             for ev in block.others:
                 if ev.type == AssignmentRecorded.TYPE:
-                    _decode(ev)  # a non-canonical (e.g. older-version) assignment: validate it
+                    decode_stored(
+                        ev
+                    )  # a non-canonical (e.g. older-version) assignment: validate it
                     counts[ev.run_id] += 1
                 else:
                     self._apply_event(conn, t, ev)
@@ -109,8 +111,7 @@ class ClusteringResultProjection(Projection):
                 )
 
     def _apply_event(self, conn: Connection, t: Table, ev: StoredEvent) -> None:
-        event = _decode(ev)
-        where = t.c.run_id == ev.run_id
+        event = decode_stored(ev)
         values: dict[str, Any]
         match event:
             case RunStarted():
@@ -126,41 +127,25 @@ class ClusteringResultProjection(Projection):
                     "started_at": _utc(event.started_at),
                     "status": "running",
                 }
-            case RunCompleted():
-                values = {
-                    "status": "completed",
-                    "error": None,
-                    "finished_at": _utc(event.finished_at),
-                    "duration": self._duration(conn, t, ev.run_id, event.finished_at),
-                    "n_noise": event.n_noise,
-                }
-            case RunFailed():
-                values = {
-                    "status": "failed",
-                    "error": event.error,
-                    "finished_at": _utc(event.failed_at),
-                    "duration": self._duration(conn, t, ev.run_id, event.failed_at),
-                }
-            case RunResumed():
-                values = {
-                    "status": "running",
-                    "error": None,
-                    "finished_at": None,
-                    "duration": None,
-                    "n_noise": None,
-                }
             case _:
-                return
-        conn.execute(update(t).where(where).values(**values))
+                change = transition(event)
+                if change is None:
+                    return
+                end = change.finished_at
+                values = {
+                    "status": change.status,
+                    "error": change.error,
+                    "finished_at": None if end is None else _utc(end),
+                    "duration": None if end is None else self._duration(conn, t, ev.run_id, end),
+                }
+                if isinstance(event, RunCompleted | RunResumed):  # noise is known at the end
+                    values["n_noise"] = event.n_noise if isinstance(event, RunCompleted) else None
+        conn.execute(update(t).where(t.c.run_id == ev.run_id).values(**values))
 
     @staticmethod
     def _duration(conn: Connection, t: Table, run_id: UUID, end: datetime) -> float | None:
         started = conn.execute(select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
         return duration_s(started, end)  # the vocabulary's one definition
-
-
-def _decode(ev: StoredEvent) -> Any:
-    return decode(ev.type, ev.version, ev.payload, run_id=ev.run_id, seq=ev.seq)
 
 
 def _utc(value: datetime) -> datetime:

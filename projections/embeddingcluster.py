@@ -43,7 +43,6 @@ from sqlalchemy import Connection, Table, Uuid, bindparam, func, select, text, u
 
 from clusterstore.eventstore.codec import (
     ASSIGNMENT_WIDTH,
-    decode,
     pack_assignments,
     unpack_assignments,
 )
@@ -52,13 +51,12 @@ from clusterstore.eventstore.events import (
     AssignmentRecorded,
     CentroidsComputed,
     RunCompleted,
-    RunFailed,
-    RunResumed,
     RunStarted,
 )
 from clusterstore.eventstore.feed import FeedBlock
+from clusterstore.eventstore.lifecycle import transition
 from clusterstore.eventstore.recorder import StoredEvent
-from clusterstore.eventstore.store import EventStore
+from clusterstore.eventstore.store import EventStore, decode_stored
 
 from . import ids
 from ._load import Rows, insert_rows
@@ -71,7 +69,6 @@ class EmbeddingClusterProjection(Projection):
     version: ClassVar[int] = 2  # 2: noise (-1) has a NULL cluster_id and no clustersize row
     reads_assignments: ClassVar[bool] = True
     views: ClassVar[tuple[str, ...]] = ("embeddingcluster", "clustersize")
-    table_prefix: ClassVar[str] = "pj_ec_"
 
     def tables(self, generation: int) -> list[Table]:
         return list(ec_tables(generation))
@@ -130,8 +127,10 @@ class EmbeddingClusterProjection(Projection):
         started: dict[UUID, RunStarted] = {}
         for b in blocks:
             for ev in b.others:
-                if ev.type == RunStarted.TYPE and b.run_id in new:
-                    started.setdefault(ev.run_id, _decode(ev))
+                if ev.type == RunStarted.TYPE and b.run_id in new and ev.run_id not in started:
+                    event = decode_stored(ev)
+                    if isinstance(event, RunStarted):
+                        started[ev.run_id] = event
         nxt = int(conn.execute(select(func.max(r.c.run_key))).scalar() or 0) + 1
         runs: list[dict[str, Any]] = []
         clusters: list[dict[str, Any]] = []
@@ -214,7 +213,7 @@ class EmbeddingClusterProjection(Projection):
         )
 
     def _apply_event(self, conn: Connection, t: ECTables, key: int, ev: StoredEvent) -> None:
-        event = _decode(ev)
+        event = decode_stored(ev)
         r, c = t.runs, t.clusters
         match event:
             case CentroidsComputed():
@@ -236,9 +235,17 @@ class EmbeddingClusterProjection(Projection):
                         for i in range(event.k)
                     ],
                 )
-            case RunCompleted():
-                conn.execute(update(r).where(r.c.run_key == key).values(completed=True))
-                if event.cluster_sizes:  # every cluster gets a row, empty ones too
+            case RunStarted():
+                pass  # the run's row was made by _run_keys
+            case _:
+                change = transition(event)
+                if change is None:
+                    return
+                # the views show a run only while its lifecycle says completed
+                completed = change.status == "completed"
+                conn.execute(update(r).where(r.c.run_key == key).values(completed=completed))
+                if isinstance(event, RunCompleted) and event.cluster_sizes:
+                    # every cluster gets a row, empty ones too
                     missing = self.insert(c).on_conflict_do_nothing(
                         index_elements=["run_key", "cluster"]
                     )
@@ -249,10 +256,6 @@ class EmbeddingClusterProjection(Projection):
                             for i in range(len(event.cluster_sizes))
                         ],
                     )
-            case RunFailed() | RunResumed():
-                conn.execute(update(r).where(r.c.run_key == key).values(completed=False))
-            case _:
-                pass
 
 
 # ---------------------------------------------------------------------------- rows
@@ -283,7 +286,7 @@ def _block_rows(key: int, block: FeedBlock) -> Rows:
 
 def _decoded_rows(key: int, events: list[StoredEvent]) -> Rows:
     """Assignments in a layout numpy does not read (e.g. an older version): one by one."""
-    decoded: list[AssignmentRecorded] = [_decode(ev) for ev in events]
+    decoded = [_assignment(ev) for ev in events]
     n = len(decoded)
     return Rows(
         np.full(n, key, dtype=np.int64),
@@ -299,8 +302,11 @@ def _decoded_rows(key: int, events: list[StoredEvent]) -> Rows:
     )
 
 
-def _decode(ev: StoredEvent) -> Any:
-    return decode(ev.type, ev.version, ev.payload, run_id=ev.run_id, seq=ev.seq)
+def _assignment(ev: StoredEvent) -> AssignmentRecorded:
+    event = decode_stored(ev)
+    if not isinstance(event, AssignmentRecorded):  # callers pass assignment events only
+        raise TypeError(f"seq {ev.seq} of run {ev.run_id} is not an AssignmentRecorded")
+    return event
 
 
 # ---------------------------------------------------------------------------- views SQL

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, inspect, text, update
 
 from clusterstore.eventstore.errors import DatabaseBusyError, SchemaError
 from clusterstore.eventstore.feed import FeedBlock, read_feed_blocks
+from clusterstore.eventstore.runs import ProgressFn
 from clusterstore.eventstore.store import EventStore
 
 from . import schema
@@ -49,8 +50,6 @@ PROJECTIONS: dict[str, type[Projection]] = {
     cls.name: cls for cls in (ClusteringResultProjection, EmbeddingClusterProjection)
 }
 NAMES: tuple[str, ...] = tuple(PROJECTIONS)
-
-ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -243,11 +242,10 @@ class Runner:
 
     def _drop_generations(self, c: Connection, *, keep: int | None) -> None:
         """Drop every generation table of this projection except ``keep``'s."""
-        prefix = self.projection.table_prefix
         stale = [
             name
             for name in inspect(c).get_table_names()
-            if (g := schema.generation_of(name, prefix)) is not None and g != keep
+            if (g := self.projection.generation_of(name)) is not None and g != keep
         ]
         self.projection.drop_tables(c, stale)
 

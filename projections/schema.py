@@ -22,6 +22,7 @@ as 16 bytes (``UUIDType``) and shown as ``Uuid`` text by the views.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -157,7 +158,20 @@ def cr_tables(generation: int) -> CRTables:
     return CRTables(results)
 
 
-def generation_of(table_name: str, prefix: str) -> int | None:
-    """The generation a physical table belongs to, if it is one of ``prefix``'s tables."""
-    m = re.fullmatch(rf"{re.escape(prefix)}[a-z_]*_g(\d+)", table_name)
-    return int(m.group(1)) if m else None
+def generation_of(table_name: str, bases: Collection[str]) -> int | None:
+    """The generation of a physical table named exactly ``<base>_g<N>`` for one of
+    ``bases`` (a projection's table names without the suffix), else None. Exact: a table
+    whose name only starts like a base (``pj_crowd_g1`` for ``pj_cr``) is someone else's."""
+    m = _GENERATION_TABLE.fullmatch(table_name)
+    return int(m.group(2)) if m is not None and m.group(1) in bases else None
+
+
+def base_name(table_name: str) -> str:
+    """A generation table's name without its ``_g<N>`` suffix."""
+    m = _GENERATION_TABLE.fullmatch(table_name)
+    if m is None:
+        raise ValueError(f"{table_name!r} is not a generation table name")
+    return m.group(1)
+
+
+_GENERATION_TABLE = re.compile(r"(.+)_g(\d+)")

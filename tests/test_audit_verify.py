@@ -3,14 +3,13 @@ backends, naming the run and the first bad seq."""
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
-from clusterstore.audit import verify_run
+from clusterstore import projections
+from clusterstore.audit import ReadModelCheck, verify_run, verify_runs
 from clusterstore.eventstore import EventStore, RunCompleted
 from clusterstore.eventstore.codec import encode
 from clusterstore.eventstore.runs import resume_run
@@ -29,6 +28,9 @@ from tests.audit_data import (
     stored_payload,
 )
 
+PROJECTIONS_CHECK = ReadModelCheck(
+    projections.read_model_digest, projections.first_read_model_difference
+)
 # make_run(n=50): seq 1 RunStarted, 2 CentroidsComputed, 3-52 assignments, 53 RunCompleted.
 END = 53
 
@@ -194,25 +196,22 @@ def test_digest_finding_names_both_digests(store: EventStore) -> None:
 # ---------------------------------------------------------------- the read model check
 
 
-def _fake_projections(monkeypatch: pytest.MonkeyPatch, answer: object) -> None:
-    module = types.ModuleType("projections")
-    module.read_model_digest = lambda store, run_id: answer  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "clusterstore.projections", module)
+def _check(answer: tuple[int, str] | None, first: int | None = None) -> ReadModelCheck:
+    """A read model that holds ``answer`` for every run (None: it does not hold the run)."""
+    return ReadModelCheck(lambda store, run_id: answer, lambda store, run_id: first)
 
 
-def test_read_model_agreeing(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_model_agreeing(store: EventStore) -> None:
     make_run(store, RUN_A)
     truth = verify_run(store, RUN_A)
-    _fake_projections(monkeypatch, (truth.n_assignments, truth.digest))
-    report = verify_run(store, RUN_A)
+    report = verify_run(store, RUN_A, read_model=_check((truth.n_assignments, truth.digest)))
     assert (report.read_model, report.ok) == ("ok", True)
 
 
-def test_read_model_disagreeing(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_model_disagreeing(store: EventStore) -> None:
     make_run(store, RUN_A)
     truth = verify_run(store, RUN_A)
-    _fake_projections(monkeypatch, (49, "0" * 64))
-    report = verify_run(store, RUN_A)
+    report = verify_run(store, RUN_A, read_model=_check((49, "0" * 64)))
     assert report.read_model == "mismatch"
     (finding,) = report.findings
     assert finding.line() == (
@@ -221,15 +220,36 @@ def test_read_model_disagreeing(store: EventStore, monkeypatch: pytest.MonkeyPat
     )
 
 
-def test_read_model_absent_or_unavailable(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_read_model_disagreeing_names_the_first_difference(store: EventStore) -> None:
     make_run(store, RUN_A)
-    _fake_projections(monkeypatch, None)
-    assert verify_run(store, RUN_A).read_model == "absent"
-    monkeypatch.setitem(sys.modules, "clusterstore.projections", None)  # the package is not there
+    report = verify_run(store, RUN_A, read_model=_check((50, "0" * 64), first=17))
+    assert [(f.kind, f.seq) for f in report.findings] == [
+        ("changed_assignment", 17),
+        ("read_model_mismatch", None),
+    ]
+
+
+def test_read_model_absent(store: EventStore) -> None:
+    make_run(store, RUN_A)
+    report = verify_run(store, RUN_A, read_model=_check(None))
+    assert (report.read_model, report.ok) == ("absent", True)
+
+
+def test_no_read_model_check_given(store: EventStore) -> None:
+    make_run(store, RUN_A)
     report = verify_run(store, RUN_A)
     assert (report.read_model, report.ok) == ("unavailable", True)
+    (listed,) = verify_runs(store, [RUN_A])
+    assert listed.read_model == "unavailable"
+
+
+def test_the_projections_check_agrees_with_a_projected_run(store: EventStore) -> None:
+    make_run(store, RUN_A)
+    check = ReadModelCheck(projections.read_model_digest, projections.first_read_model_difference)
+    assert verify_run(store, RUN_A, read_model=check).read_model == "absent"
+    projections.catch_up_all(store)
+    (report,) = verify_runs(store, [RUN_A], read_model=check)
+    assert (report.read_model, report.ok) == ("ok", True)
 
 
 def test_an_assignment_after_an_unresumed_failure(store: EventStore) -> None:
@@ -267,13 +287,11 @@ def test_a_payload_rewritten_as_text_is_read_as_bytes(store: EventStore) -> None
 def test_the_read_model_pinpoints_a_change_the_digest_only_notices(
     store: EventStore, tamper: Tamper, first_bad: int
 ) -> None:
-    from clusterstore import projections
-
     make_run(store, RUN_A)
     projections.catch_up_all(store)  # projected before the change
     drop_triggers(store)
     tamper(store)
-    report = verify_run(store, RUN_A)
+    report = verify_run(store, RUN_A, read_model=PROJECTIONS_CHECK)
     assert report.findings[0].seq == first_bad
     changed = next(f for f in report.findings if f.kind == "changed_assignment")
     assert changed.line() == (

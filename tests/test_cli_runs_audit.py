@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from clusterstore import projections
 from clusterstore.audit import verify_run
 from clusterstore.cli.main import cli
 from clusterstore.eventstore import EventStore
@@ -129,8 +130,8 @@ centroids  4 x 2, objective 12.5, 20 iterations, trained in 0.25s
 started    2026-01-02 03:04:05 UTC
 finished   2026-01-02 03:04:06 UTC (1.5s)
 result     assignment digest {DIGEST_A}
-integrity  ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; read model \
-not checked)
+integrity  ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; no read \
+model holds it)
 
 cluster sizes: 4 clusters, min 9, median 12, max 17
    9-10  ########################  2
@@ -141,25 +142,19 @@ cluster sizes: 4 clusters, min 9, median 12, max 17
 """
 
 
-@pytest.fixture
-def no_projections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The read model check is skipped (the projections package is not there)."""
-    monkeypatch.setitem(sys.modules, "clusterstore.projections", None)
-
-
-def test_show(history: EventStore, db_url: str, no_projections: None) -> None:
+def test_show(history: EventStore, db_url: str) -> None:
     result = run(db_url, "runs", "show", "0190aaaa-0001")
     assert (result.exit_code, result.stdout, result.stderr) == (0, SHOW_A, "")
 
 
-def test_show_failed_and_incomplete(history: EventStore, db_url: str, no_projections: None) -> None:
+def test_show_failed_and_incomplete(history: EventStore, db_url: str) -> None:
     failed = run(db_url, "runs", "show", B).stdout.splitlines()
     assert failed[1] == "status     failed"
     assert failed[9:12] == [
         "finished   2026-01-02 03:04:09 UTC (1.5s)",
         "error      ValueError: out of memory",
         "integrity  ok (seqs 1-23 whole; no RunCompleted to check an assignment digest "
-        "against; read model not checked)",
+        "against; no read model holds it)",
     ]
     incomplete = run(db_url, "runs", "show", "0190aaaa0003").stdout.splitlines()
     assert incomplete[1] == (
@@ -187,12 +182,12 @@ def test_show_json(history: EventStore, db_url: str) -> None:
     assert data["integrity"]["ok"] is True and data["integrity"]["findings"] == []
 
 
-def test_show_reports_findings(history: EventStore, db_url: str, no_projections: None) -> None:
+def test_show_reports_findings(history: EventStore, db_url: str) -> None:
     drop_triggers(history)
     flip_byte(history, RUN_A, 10, 20, 0x01)  # cluster 2**24 + c: beyond k
     lines = run(db_url, "runs", "show", A).stdout.splitlines()
     assert lines[10] == f"result     assignment digest {DIGEST_A}"  # as RunCompleted says
-    assert lines[11] == "integrity  3 findings (read model not checked):"
+    assert lines[11] == "integrity  3 findings (no read model holds it):"
     assert lines[12].startswith(f"  {A} seq 10: cluster 1677721")
 
 
@@ -273,7 +268,7 @@ def test_events_with_an_undecodable_row(history: EventStore, db_url: str) -> Non
 # ---------------------------------------------------------------- runs verify
 
 
-def test_verify_all_ok(history: EventStore, db_url: str, no_projections: None) -> None:
+def test_verify_all_ok(history: EventStore, db_url: str) -> None:
     result = run(db_url, "runs", "verify", "--all")
     assert (result.exit_code, result.stdout) == (
         0,
@@ -283,9 +278,30 @@ def test_verify_all_ok(history: EventStore, db_url: str, no_projections: None) -
     )
 
 
-def test_verify_finds_a_corrupted_row(
-    history: EventStore, db_url: str, no_projections: None
-) -> None:
+def test_verify_and_show_check_the_projected_read_model(history: EventStore, db_url: str) -> None:
+    """The CLI hands the projections' check to the audit: a projected run is compared with
+    its rows in ``embeddingcluster``, and a change made there around the store is found."""
+    projections.catch_up_all(history)
+    data = json.loads(run(db_url, "runs", "verify", A, "--json").stdout)
+    assert (data["ok"], data["runs"][0]["read_model"]) == (True, "ok")
+    show = run(db_url, "runs", "show", A).stdout.splitlines()
+    assert show[10] == (
+        "integrity  ok (seqs 1-53 whole; digest, count and cluster sizes match; "
+        "the read model agrees)"
+    )
+    with history.recorder.transaction() as conn:
+        conn.exec_driver_sql("DELETE FROM pj_ec_assignment_g1 WHERE seq = 30")
+    result = run(db_url, "runs", "verify", A, "--json")
+    assert result.exit_code == 1
+    found = json.loads(result.stdout)["runs"][0]
+    assert found["read_model"] == "mismatch"
+    assert [(f["kind"], f["seq"]) for f in found["findings"]] == [
+        ("changed_assignment", 30),
+        ("read_model_mismatch", None),
+    ]
+
+
+def test_verify_finds_a_corrupted_row(history: EventStore, db_url: str) -> None:
     drop_triggers(history)
     flip_byte(history, RUN_A, 10, 0, 0x94)
     report = verify_run(history, RUN_A)

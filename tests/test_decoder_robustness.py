@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,11 +94,6 @@ def assert_answered(result: Result) -> None:
         assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
 
 
-@pytest.fixture
-def no_projections(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "clusterstore.projections", None)
-
-
 @contextmanager
 def memory_cap(extra_bytes: int = 2 << 30) -> Iterator[None]:
     """Let this process grow by ``extra_bytes`` at most: a regression that asks numpy for
@@ -126,7 +119,7 @@ SETTINGS = settings(
 @SETTINGS
 @given(first=FIRST, rest=st.lists(ROW, min_size=1, max_size=5))
 def test_verify_and_events_name_the_run_and_seq_of_bytes_that_do_not_decode(
-    store: EventStore, db_url: str, no_projections: None, first: Row, rest: list[Row]
+    store: EventStore, db_url: str, first: Row, rest: list[Row]
 ) -> None:
     rows = [first, *rest]
     run = insert_run(store, rows)
@@ -162,7 +155,6 @@ def test_verify_and_events_name_the_run_and_seq_of_bytes_that_do_not_decode(
 def test_every_read_command_answers_whatever_the_log_holds(
     store: EventStore,
     db_url: str,
-    no_projections: None,
     tmp_path: Path,
     first: Row,
     rest: list[Row],
@@ -187,9 +179,7 @@ def test_every_read_command_answers_whatever_the_log_holds(
 # ---------------------------------------------------------------- what the fuzzing found
 
 
-def test_naive_datetimes_and_non_finite_floats(
-    store: EventStore, db_url: str, no_projections: None
-) -> None:
+def test_naive_datetimes_and_non_finite_floats(store: EventStore, db_url: str) -> None:
     """Valid events the library accepts: naive datetimes (kept as given by the codec) made
     ``runs list``/``show`` raise TypeError; an infinite train_seconds made ``show`` raise
     OverflowError; a NaN in params made ``show --json`` raise ValueError."""
@@ -221,7 +211,7 @@ def test_naive_datetimes_and_non_finite_floats(
 
 
 def test_an_absurd_k_or_cluster_number_allocates_nothing_big(
-    store: EventStore, db_url: str, no_projections: None
+    store: EventStore, db_url: str
 ) -> None:
     """k = 2^31 - 1 in RunStarted made verify pad cluster sizes to k (16 GiB); a stored
     cluster 0xffffffff made ``runs resume`` bincount 2^32 counters (32 GiB): both were

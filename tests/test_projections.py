@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 import numpy as np
 import pytest
+from sqlalchemy import inspect
 
 from clusterstore import projections
 from clusterstore.eventstore import (
@@ -61,8 +62,7 @@ def test_failed_run_resumed_and_completed_becomes_visible(store: EventStore) -> 
     assert projections.read_model_digest(store, run) is None
 
     ids, labels, dist = rows(30, 3, 4)
-    _, writer = resume_run(store, run)
-    writer.batch_size = 6
+    _, writer = resume_run(store, run, batch_size=6)
     writer.record(ids[11:], labels[11:], dist[11:])
     completed = writer.complete()
     projections.catch_up_all(store)
@@ -228,3 +228,25 @@ def test_a_layout_version_change_rebuilds(
     generations = {s.name: s.generation for s in projections.status(store)}
     assert generations == {"clusteringresult": 1, "embeddingcluster": 2}
     assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("other", ["pj_crowd_g1", "pj_cr_archive_g1", "pj_ec_runaway_g1"])
+def test_a_rebuild_drops_only_its_own_generation_tables(store: EventStore, other: str) -> None:
+    """Generation clean-up drops a projection's own tables only, never another read
+    model's whose name merely starts the same way (``pj_crowd_...`` is not
+    ``clusteringresult``'s ``pj_cr_g<N>``)."""
+    with store.recorder.transaction(write=True) as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {other} (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(f"INSERT INTO {other} (id) VALUES (7)")
+    make_run(store, 9, seed=16)
+    projections.catch_up_all(store)
+    projections.rebuild(store, ["clusteringresult"])
+    projections.rebuild(store, ["embeddingcluster"])
+    assert {s.name: s.generation for s in projections.status(store)} == {
+        "clusteringresult": 2,
+        "embeddingcluster": 2,
+    }
+    assert query(store, f"SELECT id FROM {other}") == [(7,)]
+    with store.recorder.transaction() as conn:
+        tables = set(inspect(conn).get_table_names())
+    assert not {"pj_cr_g1", "pj_ec_run_g1", "pj_ec_assignment_g1", "pj_ec_cluster_g1"} & tables

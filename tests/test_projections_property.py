@@ -102,8 +102,7 @@ class Scenario:
 
     def resume(self, i: int) -> None:
         if i in self.failed:
-            _, writer = resume_run(self.store, self.writers[i].run_id)
-            writer.batch_size = 4
+            _, writer = resume_run(self.store, self.writers[i].run_id, batch_size=4)
             self.writers[i] = writer
             self.failed.discard(i)
 
