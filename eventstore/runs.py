@@ -165,6 +165,16 @@ class RunWriter:
         return self._life.sizes
 
     @property
+    def n_noise(self) -> int:
+        """Rows labelled -1 (noise) so far: in the count and digest, in no cluster."""
+        return self._life.n_noise
+
+    @property
+    def completion(self) -> RunCompleted | None:
+        """The RunCompleted this writer built (a retried ``complete`` re-sends it)."""
+        return self._completion
+
+    @property
     def finished(self) -> bool:
         return self._finished
 
