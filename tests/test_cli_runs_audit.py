@@ -285,8 +285,8 @@ def test_verify_and_show_check_the_projected_read_model(history: EventStore, db_
     data = json.loads(run(db_url, "runs", "verify", A, "--json").stdout)
     assert (data["ok"], data["runs"][0]["read_model"]) == (True, "ok")
     show = run(db_url, "runs", "show", A).stdout.splitlines()
-    assert show[10] == (
-        "integrity  ok (seqs 1-53 whole; digest, count and cluster sizes match; "
+    assert show[11] == (
+        "integrity  ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; "
         "the read model agrees)"
     )
     with history.recorder.transaction() as conn:

@@ -302,7 +302,10 @@ def test_compare_treats_noise_as_its_own_class(store: EventStore, db_url: str) -
 def test_verify_passes_a_noisy_run_and_catches_tampering(store: EventStore) -> None:
     record_noisy(store)
     projections.catch_up_all(store)
-    report = audit.verify_run(store, NOISY)
+    check = audit.ReadModelCheck(
+        projections.read_model_digest, projections.first_read_model_difference
+    )
+    report = audit.verify_run(store, NOISY, read_model=check)
     assert report.ok, report.findings
     assert (report.n_noise, report.cluster_sizes, report.read_model) == (4, SIZES, "ok")
 
@@ -312,7 +315,7 @@ def test_verify_passes_a_noisy_run_and_catches_tampering(store: EventStore) -> N
     assert payload[19:24] == b"\xd2\xff\xff\xff\xff"
     payload[19:24] = b"\xce\x00\x00\x00\x00"  # noise -> cluster 0
     set_payload(store, NOISY, noise_seq, bytes(payload))
-    kinds = {f.kind for f in audit.verify_run(store, NOISY).findings}
+    kinds = {f.kind for f in audit.verify_run(store, NOISY, read_model=check).findings}
     assert {"digest_mismatch", "sizes_mismatch", "noise_mismatch", "changed_assignment"} <= kinds
 
     payload[19:24] = b"\xd2\xff\xff\xff\xfe"  # -2: not the canonical layout
