@@ -5,11 +5,13 @@ Everything here reads the log (``eventstore``) and never writes it. The CLI comm
 layers over these functions.
 """
 
-from .compare import Comparison, Overlap, compare_labels, compare_runs, load_labels
+from .compare import Comparison, Match, Overlap, compare_labels, compare_runs, load_labels
 from .details import RunDetails, run_details
 from .events_json import EventsResult, event_json, event_type_codes, write_events
 from .export import FORMATS, ExportResult, export_format, export_run
+from .members import ClusterStats, Member, RunClusters, cluster_members, run_clusters
 from .output_file import open_output
+from .report import ReportResult, TextsSource, model_history, write_report
 from .summary import (
     STATUSES,
     RunSummary,
@@ -27,15 +29,22 @@ from .verify import Finding, VerifyReport, verify_run, verify_runs
 __all__ = [
     "FORMATS",
     "STATUSES",
+    "ClusterStats",
     "Comparison",
     "EventsResult",
     "ExportResult",
     "Finding",
+    "Match",
+    "Member",
     "Overlap",
+    "ReportResult",
+    "RunClusters",
     "RunDetails",
     "RunSummary",
     "Status",
+    "TextsSource",
     "VerifyReport",
+    "cluster_members",
     "compare_labels",
     "compare_runs",
     "event_json",
@@ -45,8 +54,10 @@ __all__ = [
     "id_digits",
     "list_runs",
     "load_labels",
+    "model_history",
     "open_output",
     "parse_status",
+    "run_clusters",
     "run_details",
     "short_id",
     "summarize_run",
@@ -55,4 +66,5 @@ __all__ = [
     "verify_run",
     "verify_runs",
     "write_events",
+    "write_report",
 ]

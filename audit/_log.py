@@ -136,6 +136,11 @@ def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
     ]
 
 
+def block_labels(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
+    """The cluster labels of assignment records as int64 (the one place that reads them)."""
+    return records["cluster"].astype(np.int64)
+
+
 class AssignmentBlock(NamedTuple):
     """Consecutive assignments of a run, decoded as a structured array (``ASSIGNMENT_DTYPE``,
     or ``LEGACY_ASSIGNMENT_DTYPE`` for an imported run: fields ``embedding_id`` V16,
