@@ -11,7 +11,7 @@ from .events_json import EventsResult, event_json, event_type_codes, write_event
 from .export import FORMATS, ExportResult, export_format, export_run
 from .members import ClusterStats, Member, RunClusters, cluster_members, run_clusters
 from .output_file import open_output
-from .report import ReportResult, TextsSource, model_history, write_report
+from .report import ReportResult, model_history, write_report
 from .summary import (
     STATUSES,
     RunSummary,
@@ -24,6 +24,7 @@ from .summary import (
     summarize_runs,
     unique_prefix_length,
 )
+from .texts import TextsSource
 from .verify import Finding, VerifyReport, verify_run, verify_runs
 
 __all__ = [

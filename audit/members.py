@@ -15,7 +15,7 @@ Noise (label ``NOISE`` = -1) is a class of its own: it is counted, never a clust
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +35,7 @@ from ._log import (
 )
 from .compare import NOISE, id_hash
 from .summary import summarize_run
+from .texts import TextsSource, check_texts_file, load_texts
 
 DEFAULT_LIMIT = 20
 DEFAULT_BINS = 24
@@ -67,6 +68,7 @@ class ClusterStats:
     min_distance: float | None
     nearest: list[Member]
     histogram: list[int] = field(default_factory=list)  # counts in the run's bins
+    n_texts_unmatched: int | None = None  # rows of a texts file that match no embedding
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class ClusterStats:
             "min_distance": self.min_distance,
             "max_distance": self.max_distance,
             "nearest": [m.to_json() for m in self.nearest],
+            "n_texts_unmatched": self.n_texts_unmatched,
         }
 
 
@@ -188,22 +191,36 @@ def cluster_members(
     cluster: int,
     *,
     limit: int = DEFAULT_LIMIT,
+    texts: TextsSource | None = None,
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> ClusterStats:
-    """One cluster's size, distances and ``limit`` members nearest the centroid. A cluster
-    number the run does not have is a ``ClusterNotFoundError``."""
+    """One cluster's size, distances and ``limit`` members nearest the centroid (with their
+    texts from ``texts``). A cluster number the run does not have is a
+    ``ClusterNotFoundError``; a texts file without the named columns an ``InputError``."""
     summary = summarize_run(store, run_id)
     k = summary.started.k if summary.started is not None else None
     if cluster < 0 or (k is not None and cluster >= k):
         have = f"clusters 0 to {k - 1}" if k else "no clusters"
         raise ClusterNotFoundError(f"run {run_id} has no cluster {cluster}; it has {have}")
+    if texts is not None:
+        check_texts_file(texts.path, id_column=texts.id_column, text_column=texts.text_column)
     acc = _Accumulator(cluster + 1, limit, only=cluster)
-    for block in _blocks(store, run_id, page_size, on_progress):
-        acc.add(block)
+    hashes = [acc.add(block) for block in _blocks(store, run_id, page_size, on_progress)]
     if k is None and acc.count[cluster] == 0:
         raise ClusterNotFoundError(f"run {run_id} has no cluster {cluster}")
-    return acc.stats(cluster)
+    stats = acc.stats(cluster)
+    if texts is None:
+        return stats
+    found = load_texts(
+        texts.path,
+        id_column=texts.id_column,
+        text_column=texts.text_column,
+        wanted=[m.embedding_id for m in stats.nearest],
+        run_hashes=np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64),
+    )
+    nearest = [replace(m, text=found.get(m.embedding_id)) for m in stats.nearest]
+    return replace(stats, nearest=nearest, n_texts_unmatched=found.n_unmatched)
 
 
 def _blocks(

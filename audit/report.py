@@ -48,18 +48,11 @@ from .details import run_details
 from .members import RunClusters, run_clusters
 from .output_file import open_output
 from .summary import RunSummary, list_runs, summarize_run
-from .texts import Texts, check_texts_file, load_texts
+from .texts import Texts, TextsSource, check_texts_file, load_texts
 
 MEMBERS = 5  # members nearest the centroid shown per cluster
 HISTORY = 12  # the model's runs shown (the latest, up to the reported one)
 HEATMAP = 20  # clusters of each run in the comparison heatmap
-
-
-@dataclass(frozen=True)
-class TextsSource:
-    path: str
-    id_column: str = "id"
-    text_column: str = "text"
 
 
 @dataclass(frozen=True)

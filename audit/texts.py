@@ -30,6 +30,15 @@ TEXT_CHARS = 500  # a text longer than this is cut (with an ellipsis) where it i
 
 
 @dataclass(frozen=True)
+class TextsSource:
+    """Where texts come from: a .csv or .parquet file and its two columns."""
+
+    path: str
+    id_column: str = "id"
+    text_column: str = "text"
+
+
+@dataclass(frozen=True)
 class Texts:
     path: str
     by_id: dict[bytes, str]  # 16-byte id -> text, for the wanted ids found

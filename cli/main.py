@@ -20,6 +20,7 @@ from .cluster import cluster_command, demo_command, resume_command
 from .export import export
 from .import_legacy import import_legacy_command
 from .projections import projections_group
+from .report import report
 from .runs_audit import COMMANDS as RUNS_AUDIT
 
 
@@ -72,6 +73,7 @@ def runs() -> None:
 for _command in RUNS_AUDIT:
     runs.add_command(_command)
 cli.add_command(export)
+cli.add_command(report)
 cli.add_command(import_legacy_command)
 cli.add_command(cluster_command)
 cli.add_command(demo_command)
