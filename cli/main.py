@@ -22,6 +22,7 @@ from .import_legacy import import_legacy_command
 from .projections import projections_group
 from .report import report
 from .runs_audit import COMMANDS as RUNS_AUDIT
+from .which import which
 
 
 class StoreGroup(click.Group):
@@ -74,6 +75,7 @@ for _command in RUNS_AUDIT:
     runs.add_command(_command)
 cli.add_command(export)
 cli.add_command(report)
+cli.add_command(which)
 cli.add_command(import_legacy_command)
 cli.add_command(cluster_command)
 cli.add_command(demo_command)
