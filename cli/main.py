@@ -22,7 +22,7 @@ from .import_legacy import import_legacy_command
 from .projections import projections_group
 from .report import report
 from .runs_audit import COMMANDS as RUNS_AUDIT
-from .which import which
+from .which import datasette_metadata, which
 
 
 class StoreGroup(click.Group):
@@ -76,6 +76,7 @@ for _command in RUNS_AUDIT:
 cli.add_command(export)
 cli.add_command(report)
 cli.add_command(which)
+cli.add_command(datasette_metadata)
 cli.add_command(import_legacy_command)
 cli.add_command(cluster_command)
 cli.add_command(demo_command)

@@ -56,3 +56,20 @@ def which(
             "`clusterstore projections lookup-index on` makes it an index lookup",
             err=True,
         )
+
+
+@click.command("datasette-metadata")
+@click.option(
+    "--database",
+    metavar="NAME",
+    help="Datasette's name for the database (default: the SQLite file's name without .db).",
+)
+@click.pass_obj
+def datasette_metadata(state: StoreContext, database: str | None) -> None:
+    """Print Datasette metadata JSON that hides the internal tables (cs_*, pj_*).
+
+    \b
+        clusterstore --db runs.db datasette-metadata > metadata.json
+        datasette runs.db --metadata metadata.json
+    """
+    echo_json(pj.datasette_metadata(state.open(), database))

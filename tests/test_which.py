@@ -116,3 +116,14 @@ def test_which_cli(three_runs: EventStore, db_url: str) -> None:
     )
     with pytest.raises(InputError):
         projections.which(three_runs, "xyz")
+
+
+def test_datasette_metadata_hides_the_internals(three_runs: EventStore, db_url: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", db_url, "datasette-metadata", "--database", "x"])
+    assert result.exit_code == 0, result.output
+    tables = json.loads(result.stdout)["databases"]["x"]["tables"]
+    hidden = {name for name, t in tables.items() if t.get("hidden")}
+    assert {"cs_events", "cs_commits", "cs_runs", "pj_checkpoint", "pj_ec_assignment_g1"} <= hidden
+    assert all(name.startswith(("cs_", "pj_")) for name in hidden)
+    for view in ("embeddingcluster", "clustersize", "clusteringresult"):
+        assert "description" in tables[view] and not tables[view].get("hidden")
