@@ -2,18 +2,22 @@
 centroid, streamed from the log with bounded memory.
 
 One pass over the run's assignment blocks keeps, per cluster, the count, the sum, min and
-max of the distances and the ``limit`` members with the smallest distance (a bounded
+max of the distances, the ``limit`` members with the smallest distance (a bounded
 selection: each block is merged into the held candidates with one ``lexsort`` and a rank
 within each cluster, so at most ``clusters x limit`` candidates are ever held, as numpy
-arrays, never as Python objects per row). A second pass counts each cluster's distances
-into ``bins`` equal bins over [0, the largest finite distance] (the distribution charts).
-Memory is O(block + clusters x (limit + bins)), whatever the size of the run.
+arrays, never as Python objects per row), and a histogram of the distances in ``bins``
+equal bins over [0, H), where H is a power of two at least the largest distance seen: when
+a larger distance arrives, H doubles and neighbouring bins are added pairwise, so the
+counts stay exact and the largest distance always lies in the upper half of the range
+(negative distances count in the first bin). Memory is O(block + clusters x (limit +
+bins)), whatever the size of the run.
 
 Noise (label ``NOISE`` = -1) is a class of its own: it is counted, never a cluster.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -157,30 +161,17 @@ def run_clusters(
     streamed passes over the run; see the module docstring)."""
     summary = summarize_run(store, run_id)
     k = summary.started.k if summary.started is not None else 0
-    acc = _Accumulator(max(k, 0), limit)
-    hashes: list[npt.NDArray[np.uint64]] = []
-    for block in _blocks(store, run_id, page_size, on_progress):
-        hashes.append(acc.add(block))
-    lo, hi = acc.distance_range()
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    counts = np.zeros(len(acc.count) * bins, dtype=np.int64)
-    for block in _blocks(store, run_id, page_size, on_progress):
-        labels, dist = _labels_and_distances(block)
-        ok = (labels != NOISE) & np.isfinite(dist)
-        where = np.clip(((dist[ok] - lo) / (edges[-1] - lo) * bins).astype(np.int64), 0, bins - 1)
-        counts += np.bincount(labels[ok] * bins + where, minlength=len(counts))[: len(counts)]
-    per_cluster = counts.reshape(-1, bins) if len(counts) else np.zeros((0, bins), np.int64)
-    clusters = [
-        acc.stats(c, histogram=per_cluster[c].tolist() if c < len(per_cluster) else [])
-        for c in range(len(acc.count))
-    ]
+    bins += bins % 2  # halving needs an even count
+    acc = _Accumulator(max(k, 0), limit, bins=bins)
+    hashes = [acc.add(block) for block in _blocks(store, run_id, page_size, on_progress)]
+    per_cluster = acc.hist.reshape(len(acc.count), bins)
     return RunClusters(
         run_id=run_id,
         k=len(acc.count),
         n_assignments=acc.n,
         n_noise=acc.noise,
-        clusters=clusters,
-        bin_edges=[float(x) for x in edges],
+        clusters=[acc.stats(c, histogram=per_cluster[c].tolist()) for c in range(len(acc.count))],
+        bin_edges=np.linspace(0.0, acc.top, bins + 1).tolist(),
         id_hashes=np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64),
     )
 
@@ -238,8 +229,12 @@ def _labels_and_distances(
 class _Accumulator:
     """Per-cluster counters over the blocks of one pass (``only``: one cluster's)."""
 
-    def __init__(self, k: int, limit: int, only: int | None = None):
+    def __init__(self, k: int, limit: int, only: int | None = None, bins: int = 2):
         self.only = only
+        self.bins = bins
+        self.top = 1.0  # the histograms' upper edge, a power of two
+        self.seen = False
+        self.hist = np.zeros(k * bins, dtype=np.int64)
         self.count = np.zeros(k, dtype=np.int64)
         self.finite = np.zeros(k, dtype=np.int64)
         self.total = np.zeros(k, dtype=np.float64)
@@ -267,22 +262,33 @@ class _Accumulator:
         self.total += np.bincount(lab[fin], weights=d[fin], minlength=size)
         np.minimum.at(self.low, lab[fin], d[fin])
         np.maximum.at(self.high, lab[fin], d[fin])
+        self._histogram(lab[fin], d[fin])
         self.nearest.add(lab, d, seqs, kept_ids)
         return id_hash(ids)
 
+    def _histogram(self, lab: npt.NDArray[np.int64], d: npt.NDArray[np.float64]) -> None:
+        if not len(d):
+            return
+        largest = float(d.max())
+        if not self.seen and largest > 0:
+            self.top = float(2.0 ** math.ceil(math.log2(largest)))
+        self.seen = True
+        b = self.bins
+        while largest >= self.top:  # double the range: add neighbouring bins pairwise
+            halved = self.hist.reshape(-1, b // 2, 2).sum(axis=2)
+            self.hist = np.concatenate([halved, np.zeros_like(halved)], axis=1).ravel()
+            self.top *= 2
+        where = np.clip((d / self.top * b).astype(np.int64), 0, b - 1)
+        self.hist += np.bincount(lab * b + where, minlength=len(self.hist))
+
     def _grow(self, size: int) -> None:
         extra = size - len(self.count)
+        self.hist = np.r_[self.hist, np.zeros(extra * self.bins, np.int64)]
         self.count = np.r_[self.count, np.zeros(extra, np.int64)]
         self.finite = np.r_[self.finite, np.zeros(extra, np.int64)]
         self.total = np.r_[self.total, np.zeros(extra)]
         self.low = np.r_[self.low, np.full(extra, np.inf)]
         self.high = np.r_[self.high, np.full(extra, -np.inf)]
-
-    def distance_range(self) -> tuple[float, float]:
-        seen = self.finite > 0
-        if not seen.any():
-            return 0.0, 1.0
-        return min(0.0, float(self.low[seen].min())), float(self.high[seen].max())
 
     def stats(self, cluster: int, *, histogram: list[int] | None = None) -> ClusterStats:
         n = int(self.finite[cluster])

@@ -39,6 +39,8 @@ from ._log import PAGE_SIZE, ProgressFn
 from .compare import (
     Comparison,
     Contingency,
+    Keys,
+    Labels,
     compare_labels,
     compare_with_table,
     dense_table,
@@ -205,9 +207,10 @@ def _context(
             wanted=wanted,
             run_hashes=clusters.id_hashes,
         )
+    mine = load_labels(store, run_id, page_size=page_size, on_progress=on_progress)
     comparison = None
     if other is not None:
-        a = load_labels(store, run_id, page_size=page_size, on_progress=on_progress)
+        a = mine
         b = load_labels(store, other.run_id, page_size=page_size, on_progress=on_progress)
         result, table = compare_with_table(*a, *b, top=0)
         comparison = _comparison_context(
@@ -237,7 +240,9 @@ def _context(
             "bin_edges": clusters.bin_edges,
             "texts": loaded,
             "comparison": comparison,
-            "history": model_history(store, summary, limit=history, page_size=page_size),
+            "history": model_history(
+                store, summary, limit=history, page_size=page_size, known={run_id: mine}
+            ),
             "generated_at": timestamp(datetime.now(UTC)),
         },
         loaded,
@@ -319,11 +324,16 @@ def _comparison_context(
 
 
 def model_history(
-    store: EventStore, summary: RunSummary, *, limit: int = HISTORY, page_size: int = PAGE_SIZE
+    store: EventStore,
+    summary: RunSummary,
+    *,
+    limit: int = HISTORY,
+    page_size: int = PAGE_SIZE,
+    known: dict[UUID, tuple[Keys, Labels]] | None = None,
 ) -> list[HistoryEntry]:
     """The completed runs of the run's model in time order, up to and including it (at most
     ``limit``, the latest), each with its ARI to the previous one. Two runs' labels are held
-    at a time."""
+    at a time (``known``: labels already loaded, by run)."""
     if summary.model is None or limit <= 0:
         return []
     runs = [
@@ -336,7 +346,7 @@ def model_history(
     out: list[HistoryEntry] = []
     previous = None
     for r in runs:
-        labels = load_labels(store, r.run_id, page_size=page_size)
+        labels = (known or {}).get(r.run_id) or load_labels(store, r.run_id, page_size=page_size)
         ari = None
         if previous is not None:
             ari = compare_labels(*previous, *labels, top=0).ari

@@ -154,6 +154,23 @@ def test_nearest_members_are_the_smallest_distances(store: EventStore) -> None:
         assert c.mean_distance == pytest.approx(float(dists[mine].astype(np.float64).mean()))
         assert c.max_distance == pytest.approx(float(dists[mine].max()))
         assert sum(c.histogram) == len(mine)
+        # the one-pass histogram equals numpy's over the final edges
+        expected, _ = np.histogram(dists[mine].astype(np.float64), bins=result.bin_edges)
+        assert c.histogram == expected.tolist()
+    top = result.bin_edges[-1]
+    assert float(dists.max()) < top <= 2 * float(dists.max())
+
+
+def test_histogram_range_doubles_exactly(store: EventStore) -> None:
+    """Distances that grow block after block: the range doubles, the counts stay exact."""
+    n = 400
+    dists = np.linspace(0.001, 37.0, n).astype(np.float32)  # later blocks hold larger ones
+    make_run(store, RUN_A, n=n, k=2, distances=dists, labels=np.arange(n) % 2)
+    result = run_clusters(store, RUN_A, page_size=25, bins=10)
+    assert result.bin_edges[-1] == 64.0
+    for c in result.clusters:
+        mine = dists[np.arange(n) % 2 == c.cluster].astype(np.float64)
+        assert c.histogram == np.histogram(mine, bins=result.bin_edges)[0].tolist()
 
 
 def test_cluster_members_one_cluster(store: EventStore, db_url: str) -> None:
