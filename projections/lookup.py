@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Uuid, bindparam, text, update
+from sqlalchemy import Connection, Uuid, bindparam, func, inspect, select, text, update
 
 from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.store import EventStore
@@ -88,11 +88,10 @@ def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = No
     read models hold (oldest first), optionally only runs of ``model``."""
     eid = parse_embedding_id(embedding_id)
     with store.recorder.transaction() as conn:
-        if current_generation(conn, EmbeddingClusterProjection.name) is None or (
-            current_generation(conn, "clusteringresult") is None
-        ):
+        tables = set(inspect(conn).get_table_names())  # one catalog read
+        if schema.checkpoints.name not in tables or not _built(conn):
             return WhichResult(eid, [], False, False)
-        indexed = lookup_index_enabled(conn)
+        indexed = schema.settings.name in tables and lookup_index_enabled(conn, check_table=False)
         sql = text(_WHICH.format(model=" AND r.model = :model" if model is not None else ""))
         sql = sql.bindparams(bindparam("eid", type_=Uuid()))
         params: dict[str, Any] = {"eid": eid}
@@ -111,6 +110,14 @@ def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = No
         for r in rows
     ]
     return WhichResult(eid, placements, indexed, True)
+
+
+def _built(conn: Connection) -> bool:
+    """Whether both read models ``which`` joins have been built."""
+    t = schema.checkpoints
+    wanted = (EmbeddingClusterProjection.name, "clusteringresult")
+    found = conn.execute(select(func.count()).where(t.c.name.in_(wanted))).scalar()
+    return found == len(wanted)
 
 
 def set_lookup_index(store: EventStore, on: bool) -> None:

@@ -26,8 +26,8 @@ def lookup_index_name(generation: int) -> str:
     return f"{ec_tables(generation).assignments.name}_embedding"
 
 
-def lookup_index_enabled(conn: Connection) -> bool:
-    if not inspect(conn).has_table(schema.settings.name):
+def lookup_index_enabled(conn: Connection, *, check_table: bool = True) -> bool:
+    if check_table and not inspect(conn).has_table(schema.settings.name):
         return False
     t = schema.settings
     value = conn.execute(select(t.c.value).where(t.c.name == SETTING)).scalar()
