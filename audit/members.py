@@ -37,7 +37,7 @@ from ._log import (
     block_labels,
     uuid_texts,
 )
-from .compare import NOISE, id_hash
+from .compare import NOISE, Keys, Labels, id_hash, id_keys
 from .summary import summarize_run
 from .texts import TextsSource, check_texts_file, load_texts
 
@@ -95,6 +95,7 @@ class RunClusters:
     clusters: list[ClusterStats]  # every cluster 0 .. k-1 (empty ones too), by number
     bin_edges: list[float]  # len(bins) + 1 edges of the distance histograms
     id_hashes: npt.NDArray[np.uint64]  # 64-bit hash of every embedding id (texts matching)
+    labels: tuple[Keys, Labels] | None = None  # (id keys, labels) in seq order, if kept
 
     @property
     def sizes(self) -> list[int]:
@@ -154,17 +155,32 @@ def run_clusters(
     *,
     limit: int = DEFAULT_LIMIT,
     bins: int = DEFAULT_BINS,
+    keep_labels: bool = False,
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> RunClusters:
-    """Every cluster's size, distances, nearest members and distance histogram (two
-    streamed passes over the run; see the module docstring)."""
+    """Every cluster's size, distances, nearest members and distance histogram (one
+    streamed pass over the run; see the module docstring). ``keep_labels``: also keep
+    every assignment's (id key, label), as ``compare.load_labels`` gives them."""
     summary = summarize_run(store, run_id)
     k = summary.started.k if summary.started is not None else 0
     bins += bins % 2  # halving needs an even count
     acc = _Accumulator(max(k, 0), limit, bins=bins)
-    hashes = [acc.add(block) for block in _blocks(store, run_id, page_size, on_progress)]
+    hashes = []
+    keys: list[Keys] = []
+    labels: list[Labels] = []
+    for block in _blocks(store, run_id, page_size, on_progress):
+        hashes.append(acc.add(block))
+        if keep_labels:  # what load_labels gives, without reading the run again
+            keys.append(id_keys(block.records["embedding_id"]))
+            labels.append(block_labels(block.records))
     per_cluster = acc.hist.reshape(len(acc.count), bins)
+    kept = None
+    if keep_labels:
+        kept = (
+            np.concatenate(keys) if keys else np.zeros((0, 2), dtype=np.uint64),
+            np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
+        )
     return RunClusters(
         run_id=run_id,
         k=len(acc.count),
@@ -173,6 +189,7 @@ def run_clusters(
         clusters=[acc.stats(c, histogram=per_cluster[c].tolist()) for c in range(len(acc.count))],
         bin_edges=np.linspace(0.0, acc.top, bins + 1).tolist(),
         id_hashes=np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64),
+        labels=kept,
     )
 
 

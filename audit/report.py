@@ -195,7 +195,12 @@ def _context(
     run_id = summary.run_id
     details = run_details(store, run_id, page_size=page_size, on_progress=on_progress)
     clusters = run_clusters(
-        store, run_id, limit=members, page_size=page_size, on_progress=on_progress
+        store,
+        run_id,
+        limit=members,
+        keep_labels=True,
+        page_size=page_size,
+        on_progress=on_progress,
     )
     loaded = None
     if texts is not None:
@@ -207,12 +212,13 @@ def _context(
             wanted=wanted,
             run_hashes=clusters.id_hashes,
         )
-    mine = load_labels(store, run_id, page_size=page_size, on_progress=on_progress)
+    assert clusters.labels is not None
+    known = {run_id: clusters.labels}  # each run's labels read once for both uses below
     comparison = None
     if other is not None:
-        a = mine
         b = load_labels(store, other.run_id, page_size=page_size, on_progress=on_progress)
-        result, table = compare_with_table(*a, *b, top=0)
+        known[other.run_id] = b
+        result, table = compare_with_table(*clusters.labels, *b, top=0)
         comparison = _comparison_context(
             replace(result, run_a=run_id, run_b=other.run_id), table, other
         )
@@ -241,7 +247,7 @@ def _context(
             "texts": loaded,
             "comparison": comparison,
             "history": model_history(
-                store, summary, limit=history, page_size=page_size, known={run_id: mine}
+                store, summary, limit=history, page_size=page_size, known=known
             ),
             "generated_at": timestamp(datetime.now(UTC)),
         },

@@ -61,7 +61,7 @@ def report(
     run_id = store.resolve_run(run)
     other = store.resolve_run(compare_to) if compare_to else None
     source = audit.TextsSource(texts, id_column, text_column) if texts else None
-    total = store.head(run_id) * 3 + (2 * store.head(other) if other else 0)
+    total = store.head(run_id) * 2 + (store.head(other) if other else 0)
     with progress("writing the report", total, quiet=quiet or as_json) as bar:
         result = audit.write_report(
             store,

@@ -400,3 +400,13 @@ def test_report_of_an_unknown_run(store: EventStore, db_url: str, tmp_path: Path
 
 def _db_files(directory: Path) -> list[str]:
     return [p for p in os.listdir(directory) if p.startswith("store.db")]
+
+
+def test_kept_labels_are_load_labels(store: EventStore) -> None:
+    from clusterstore.audit import load_labels
+
+    make_run(store, RUN_A, n=90, k=3, seed=6)
+    kept = run_clusters(store, RUN_A, keep_labels=True, page_size=16).labels
+    assert kept is not None
+    keys, labels = load_labels(store, RUN_A)
+    assert np.array_equal(kept[0], keys) and np.array_equal(kept[1], labels)
