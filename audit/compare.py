@@ -26,6 +26,7 @@ from ._log import PAGE_SIZE, ProgressFn, assignment_blocks, block_labels
 Keys = npt.NDArray[np.uint64]  # (n, 2): an embedding id as two big-endian halves
 Labels = npt.NDArray[np.int64]
 DENSE_CELLS = 1 << 24  # contingency tables up to this many cells are counted densely
+MATCH_CELLS = 1 << 24  # the largest table matched one to one (dense, for the Hungarian step)
 NOISE = -1  # the label of an embedding assigned to no cluster: a class of its own
 
 
@@ -321,8 +322,8 @@ class Contingency:
         """Clusters of A and B paired one to one, maximising the ids the pairs share
         (``scipy.optimize.linear_sum_assignment``); noise (label -1) is a class of its own,
         paired only with noise. Ordered by cluster in A. None when the dense table would
-        exceed ``DENSE_CELLS`` (thousands of clusters on both sides)."""
-        if len(self.labels_a) * len(self.labels_b) > DENSE_CELLS:
+        exceed ``MATCH_CELLS`` (thousands of clusters on both sides)."""
+        if len(self.labels_a) * len(self.labels_b) > MATCH_CELLS:
             return None
         from scipy.optimize import linear_sum_assignment
 

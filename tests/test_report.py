@@ -410,3 +410,12 @@ def test_kept_labels_are_load_labels(store: EventStore) -> None:
     assert kept is not None
     keys, labels = load_labels(store, RUN_A)
     assert np.array_equal(kept[0], keys) and np.array_equal(kept[1], labels)
+
+
+def test_too_many_clusters_to_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = labels_for(100, 7, 3)
+    keys = id_keys(embedding_ids(100).view("V16").ravel())
+    monkeypatch.setattr("clusterstore.audit.compare.MATCH_CELLS", 48)  # 7 x 7 > 48
+    result = compare_labels(keys, labels, keys, labels)
+    assert result.matches is None and result.n_changed is None
+    assert result.ari == 1.0
