@@ -27,12 +27,14 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import jinja2
 
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.errors import OutputFileError
 
 from . import charts
 from ._log import PAGE_SIZE, ProgressFn
@@ -48,7 +50,7 @@ from .compare import (
 )
 from .details import run_details
 from .members import RunClusters, run_clusters
-from .output_file import open_output
+from .output_file import STDOUT, open_output
 from .summary import RunSummary, list_runs, summarize_run
 from .texts import Texts, TextsSource, check_texts_file, load_texts
 
@@ -113,6 +115,7 @@ def write_report(
 ) -> ReportResult:
     """Write the report of ``run_id`` to ``path`` (``-``: standard output)."""
     started = time.perf_counter()
+    check_report_path(path)
     summary = summarize_run(store, run_id)  # an unknown run fails before any file is made
     other = summarize_run(store, compare_to) if compare_to is not None else None
     if texts is not None:
@@ -146,6 +149,13 @@ def write_report(
 
 class _Counter:
     n = 0
+
+
+def check_report_path(path: str | os.PathLike[str]) -> None:
+    """A report is HTML: its file is named .html or .htm (or is ``-``, standard output)."""
+    text = os.fspath(path)
+    if text != STDOUT and Path(text).suffix.lower() not in (".html", ".htm"):
+        raise OutputFileError(f"{text}: a report is HTML; name the file .html (or - for stdout)")
 
 
 def render(context: dict[str, Any]) -> str:

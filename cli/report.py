@@ -57,6 +57,8 @@ def report(
     the same rules as `export -o`: created, never substituted (--force replaces a regular
     file; the store's own files are refused); - writes to standard output.
     """
+    if as_json and output == "-":
+        raise click.UsageError("--json prints to standard output; give -o a file name")
     store = state.open()
     run_id = store.resolve_run(run)
     other = store.resolve_run(compare_to) if compare_to else None

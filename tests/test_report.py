@@ -352,7 +352,7 @@ def test_texts_file_without_the_columns(store: EventStore, db_url: str, tmp_path
 
 def test_report_output_rules(store: EventStore, db_url: str, tmp_path: Path) -> None:
     make_run(store, RUN_A, n=10, k=2)
-    directory = tmp_path / "d"
+    directory = tmp_path / "d.html"
     directory.mkdir()
     result = run(db_url, "report", str(RUN_A), "-o", str(directory))
     assert result.exit_code == 1
@@ -368,7 +368,7 @@ def test_report_output_rules(store: EventStore, db_url: str, tmp_path: Path) -> 
     if store.local_files():
         with pytest.raises(OutputFileError):
             write_report(store, RUN_A, store.local_files()[0], force=True)
-    assert sorted(os.listdir(tmp_path)) == sorted(["d", "old.html", *_db_files(tmp_path)])
+    assert sorted(os.listdir(tmp_path)) == sorted(["d.html", "old.html", *_db_files(tmp_path)])
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
@@ -384,6 +384,18 @@ def test_report_into_a_read_only_directory(store: EventStore, db_url: str, tmp_p
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot write {locked / 'r.html'}")
     assert os.listdir(locked) == []
+
+
+def test_report_is_named_html(store: EventStore, db_url: str, tmp_path: Path) -> None:
+    make_run(store, RUN_A, n=10, k=2)
+    result = run(db_url, "report", str(RUN_A), "-o", str(tmp_path / "r.csv"))
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: {tmp_path / 'r.csv'}: a report is HTML; name the file .html (or - for stdout)\n",
+    )
+    assert not (tmp_path / "r.csv").exists()
+    both = run(db_url, "report", str(RUN_A), "-o", "-", "--json")
+    assert both.exit_code == 2
 
 
 def test_report_of_an_unknown_run(store: EventStore, db_url: str, tmp_path: Path) -> None:
