@@ -17,7 +17,12 @@ import numpy.typing as npt
 from sqlalchemy import func, select, tuple_
 
 from clusterstore.eventstore import EventStore, StoredEvent
-from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, layout_mask
+from clusterstore.eventstore.codec import (
+    ASSIGNMENT_DTYPE,
+    LEGACY_ASSIGNMENT_DTYPE,
+    labels_of,
+    layout_mask,
+)
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import AssignmentRecorded
 from clusterstore.eventstore.runs import ProgressFn
@@ -133,6 +138,12 @@ def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
         f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         for h in (hexes[i : i + 32] for i in range(0, len(hexes), 32))
     ]
+
+
+def block_labels(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
+    """The cluster labels of assignment records as int64, -1 for noise (the one place the
+    audit reads them)."""
+    return labels_of(records)
 
 
 class AssignmentBlock(NamedTuple):

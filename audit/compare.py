@@ -24,14 +24,15 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore
-from clusterstore.eventstore.codec import NOISE, labels_of
+from clusterstore.eventstore.codec import NOISE
 
-from ._log import PAGE_SIZE, ProgressFn, assignment_blocks
+from ._log import PAGE_SIZE, ProgressFn, assignment_blocks, block_labels
 
 Keys = npt.NDArray[np.uint64]  # (n, 2): an embedding id as two big-endian halves
 Labels = npt.NDArray[np.int64]
 DENSE_CELLS = 1 << 24  # contingency tables up to this many cells are counted densely
 NOISE_POLICY = "own_class"  # how noise (-1) enters ARI, NMI and the overlaps
+MATCH_CELLS = 1 << 24  # the largest table matched one to one (dense, for the Hungarian step)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,29 @@ class Overlap:
 
 
 @dataclass(frozen=True)
+class Match:
+    """Two clusters paired one to one by the Hungarian assignment on the contingency table
+    (the pairing that maximises the embeddings the pairs share)."""
+
+    cluster_a: int
+    cluster_b: int
+    shared: int
+    jaccard: float  # shared / (size in A + size in B - shared), over the shared ids
+    size_a: int
+    size_b: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster_a": self.cluster_a,
+            "cluster_b": self.cluster_b,
+            "jaccard": self.jaccard,
+            "shared": self.shared,
+            "size_a": self.size_a,
+            "size_b": self.size_b,
+        }
+
+
+@dataclass(frozen=True)
 class Comparison:
     shared: int
     only_a: int
@@ -69,6 +93,8 @@ class Comparison:
     noise_a: int = 0  # shared ids that run a labels noise (-1)
     noise_b: int = 0
     noise: str = NOISE_POLICY
+    matches: list[Match] | None = field(default_factory=list)  # None: too many clusters
+    n_changed: int | None = None  # shared ids not in their cluster's match (None: unmatched)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +113,8 @@ class Comparison:
             "n_noise_a": self.noise_a,
             "n_noise_b": self.noise_b,
             "overlaps": [o.to_json() for o in self.overlaps],
+            "matches": None if self.matches is None else [m.to_json() for m in self.matches],
+            "n_changed": self.n_changed,
         }
 
 
@@ -118,7 +146,7 @@ def load_labels(
     labels: list[Labels] = []
     for block in assignment_blocks(store, run_id, page_size=page_size, on_progress=on_progress):
         keys.append(id_keys(block.records["embedding_id"]))
-        labels.append(labels_of(block.records))
+        labels.append(block_labels(block.records))
     if not keys:
         return np.zeros((0, 2), dtype=np.uint64), np.zeros(0, dtype=np.int64)
     return np.concatenate(keys), np.concatenate(labels)
@@ -129,10 +157,22 @@ def id_keys(ids: npt.NDArray[np.void]) -> Keys:
     return np.ascontiguousarray(ids).view(">u8").reshape(-1, 2).astype(np.uint64)
 
 
+def id_hash(ids: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
+    """A 64-bit hash of each 16-byte id (for counting matches; not a join on its own)."""
+    return _hash(id_keys(ids))
+
+
 def compare_labels(
     keys_a: Keys, labels_a: Labels, keys_b: Keys, labels_b: Labels, *, top: int = 10
 ) -> Comparison:
     """Join two labelings on their ids and compare them over the shared ids."""
+    return compare_with_table(keys_a, labels_a, keys_b, labels_b, top=top)[0]
+
+
+def compare_with_table(
+    keys_a: Keys, labels_a: Labels, keys_b: Keys, labels_b: Labels, *, top: int = 10
+) -> tuple[Comparison, Contingency | None]:
+    """``compare_labels`` and the contingency table over the shared ids (None: none)."""
     try:
         ka, la, dup_a, ma = _first_occurrences(keys_a, labels_a, exact=False)
         kb, lb, dup_b, mb = _first_occurrences(keys_b, labels_b, exact=False)
@@ -150,9 +190,11 @@ def compare_labels(
         "duplicates_b": dup_b,
     }
     if shared == 0:
-        return Comparison(clusters_a=0, clusters_b=0, ari=None, nmi=None, **base)
+        return Comparison(clusters_a=0, clusters_b=0, ari=None, nmi=None, **base), None
     table = Contingency.of(la[ia], lb[ib])
-    return Comparison(
+    matches = table.matches()
+    changed = None if matches is None else shared - sum(m.shared for m in matches)
+    result = Comparison(
         noise_a=int(np.count_nonzero(la[ia] == NOISE)),
         noise_b=int(np.count_nonzero(lb[ib] == NOISE)),
         clusters_a=int(np.count_nonzero(table.labels_a != NOISE)),
@@ -160,8 +202,11 @@ def compare_labels(
         ari=table.adjusted_rand_index(),
         nmi=table.normalized_mutual_info(),
         overlaps=table.largest(top),
+        matches=matches,
+        n_changed=changed,
         **base,
     )
+    return result, table
 
 
 class _HashCollision(Exception):
@@ -286,6 +331,42 @@ class Contingency:
         normalizer = (_entropy(self.sizes_a, n) + _entropy(self.sizes_b, n)) / 2
         return min(mi / normalizer, 1.0)
 
+    def matches(self) -> list[Match] | None:
+        """Clusters of A and B paired one to one, maximising the ids the pairs share
+        (``scipy.optimize.linear_sum_assignment``); noise (label -1) is a class of its own,
+        paired only with noise. Ordered by cluster in A. None when the dense table would
+        exceed ``MATCH_CELLS`` (thousands of clusters on both sides)."""
+        if len(self.labels_a) * len(self.labels_b) > MATCH_CELLS:
+            return None
+        from scipy.optimize import linear_sum_assignment
+
+        dense = dense_table(self)
+        rows = np.flatnonzero(self.labels_a != NOISE)
+        cols = np.flatnonzero(self.labels_b != NOISE)
+        pairs: list[tuple[int, int]] = []
+        if len(rows) and len(cols):
+            r, c = linear_sum_assignment(dense[np.ix_(rows, cols)], maximize=True)
+            pairs += [(int(rows[i]), int(cols[j])) for i, j in zip(r, c, strict=True)]
+        noise_a = np.flatnonzero(self.labels_a == NOISE)
+        noise_b = np.flatnonzero(self.labels_b == NOISE)
+        if len(noise_a) and len(noise_b):
+            pairs.append((int(noise_a[0]), int(noise_b[0])))
+        out = []
+        for i, j in sorted(pairs, key=lambda p: int(self.labels_a[p[0]])):
+            shared = int(dense[i, j])
+            sa, sb = int(self.sizes_a[i]), int(self.sizes_b[j])
+            out.append(
+                Match(
+                    int(self.labels_a[i]),
+                    int(self.labels_b[j]),
+                    shared,
+                    shared / (sa + sb - shared) if sa + sb - shared else 0.0,
+                    sa,
+                    sb,
+                )
+            )
+        return out
+
     def largest(self, top: int) -> list[Overlap]:
         """The ``top`` largest cells, largest first (ties by cluster ids)."""
         ca, cb = self.labels_a[self.cell_a], self.labels_b[self.cell_b]
@@ -300,6 +381,13 @@ class Contingency:
             )
             for i in order.tolist()
         ]
+
+
+def dense_table(table: Contingency) -> npt.NDArray[np.int64]:
+    """The contingency table as a dense (clusters in A) x (clusters in B) array."""
+    dense = np.zeros((len(table.labels_a), len(table.labels_b)), dtype=np.int64)
+    dense[table.cell_a, table.cell_b] = table.counts
+    return dense
 
 
 def _pairs(counts: npt.NDArray[np.int64]) -> int:

@@ -77,6 +77,17 @@ STEPS: dict[str, StepSpec] = {
             "cluster + record + project, 384-d, k=100",
             requires=("clustering",),
         ),
+        StepSpec(
+            "report",
+            "clusterstore.benchmarks.audit_steps:report",
+            "audit.write_report of one run (k=100): verify, statistics, members, history",
+        ),
+        StepSpec(
+            "which",
+            "clusterstore.benchmarks.audit_steps:which",
+            "projections.which x 200 with the lookup index (events = lookups)",
+            requires=("projections",),
+        ),
     )
 }
 BACKENDS = ("sqlite", "postgres")

@@ -20,3 +20,26 @@ quiet_option = click.option(
 def output_options(f: F) -> F:
     """``--json`` and ``--quiet`` together."""
     return json_option(quiet_option(f))
+
+
+def texts_options(f: F) -> F:
+    """``--texts FILE --text-column C --id-column I``: texts for embedding ids."""
+    f = click.option(
+        "--id-column",
+        default="id",
+        show_default=True,
+        metavar="I",
+        help="The column of --texts holding embedding ids (UUIDs).",
+    )(f)
+    f = click.option(
+        "--text-column",
+        default="text",
+        show_default=True,
+        metavar="C",
+        help="The column of --texts holding the texts.",
+    )(f)
+    return click.option(
+        "--texts",
+        metavar="FILE",
+        help="A CSV or Parquet file mapping embedding ids to texts (shown beside members).",
+    )(f)

@@ -24,7 +24,9 @@ from .export import export
 from .import_legacy import import_legacy_command
 from .projections import projections_group, refresh_after_write
 from .record import record_command
+from .report import report
 from .runs_audit import COMMANDS as RUNS_AUDIT
+from .which import datasette_metadata, which
 
 
 class StoreGroup(click.Group):
@@ -82,6 +84,9 @@ def runs() -> None:
 for _command in RUNS_AUDIT:
     runs.add_command(_command)
 cli.add_command(export)
+cli.add_command(report)
+cli.add_command(which)
+cli.add_command(datasette_metadata)
 cli.add_command(import_legacy_command)
 cli.add_command(cluster_command)
 cli.add_command(record_command)

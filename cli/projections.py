@@ -125,6 +125,27 @@ def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -
         echo_json({"head": head, "projections": rebuilt})
 
 
+@projections_group.command("lookup-index")
+@click.argument("switch", required=False, type=click.Choice(["on", "off"]))
+@json_option
+@pass_store
+def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None:
+    """Show or switch the embedding-id lookup index of embeddingcluster (default: off).
+
+    With it, `clusterstore which` and SQL `... FROM embeddingcluster WHERE embedding_id = ?`
+    are index lookups instead of scans; it slows replay (catch-up and rebuild), so it is
+    a choice. `on` builds it now on the current read model; `off` drops it.
+    """
+    store = state.open()
+    if switch is not None:
+        pj.set_lookup_index(store, switch == "on")
+    on = pj.lookup_index_state(store)
+    if as_json:
+        echo_json({"lookup_index": "on" if on else "off"})
+    else:
+        click.echo(f"embedding-id lookup index: {'on' if on else 'off'}")
+
+
 @projections_group.command()
 @json_option
 @pass_store

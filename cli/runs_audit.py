@@ -19,7 +19,7 @@ from clusterstore.audit.text import format_duration, format_time, size_histogram
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.events import BY_NAME
 
-from ._options import json_option, output_options, quiet_option
+from ._options import json_option, output_options, quiet_option, texts_options
 from ._output import echo_json, progress, render_table
 
 if TYPE_CHECKING:
@@ -79,12 +79,56 @@ def list_runs(
 
 @click.command("show")
 @click.argument("run")
+@click.option(
+    "--cluster",
+    type=click.IntRange(min=0, max=2**32 - 1),
+    metavar="N",
+    help="Show cluster N: its size, distances and the members nearest its centroid.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0, max=100_000),
+    default=20,
+    show_default=True,
+    help="With --cluster: how many members to list.",
+)
+@texts_options
 @output_options
 @click.pass_obj
-def show(state: StoreContext, run: str, as_json: bool, quiet: bool) -> None:
-    """Parameters, counts, status, timings, cluster sizes and integrity of one RUN."""
+def show(
+    state: StoreContext,
+    run: str,
+    cluster: int | None,
+    limit: int,
+    texts: str | None,
+    text_column: str,
+    id_column: str,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Parameters, counts, status, timings, cluster sizes and integrity of one RUN (with
+    --cluster N: that cluster's members nearest the centroid)."""
     store = state.open()
     run_id = store.resolve_run(run)
+    if cluster is not None:
+        source = audit.TextsSource(texts, id_column, text_column) if texts else None
+        with progress("reading the run", store.head(run_id), quiet=quiet or as_json) as bar:
+            stats = audit.cluster_members(
+                store, run_id, cluster, limit=limit, texts=source, on_progress=bar.update
+            )
+        if stats.n_texts_unmatched:
+            click.echo(
+                f"warning: {stats.n_texts_unmatched} rows of {texts} match no embedding of "
+                f"run {run_id}",
+                err=True,
+            )
+        if as_json:
+            echo_json({"run_id": str(run_id), **stats.to_json()})
+        else:
+            click.echo("\n".join(_cluster_lines(run_id, stats)))
+        return
+    if texts is not None:
+        raise click.UsageError("--texts goes with --cluster N")
     with progress("reading the run", store.head(run_id), quiet=quiet or as_json) as bar:
         details = audit.run_details(
             store, run_id, read_model=READ_MODEL_CHECK, on_progress=bar.update
@@ -127,6 +171,25 @@ def _details_lines(d: RunDetails) -> list[str]:
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"  {f.line()}" for f in d.integrity.findings]
     return [*lines, "", *size_histogram(d.cluster_sizes)]
+
+
+def _cluster_lines(run_id: UUID, c: audit.ClusterStats) -> list[str]:
+    def dist(v: float | None) -> str:
+        return "-" if v is None else f"{v:.6g}"
+
+    lines = [
+        f"run {run_id}, cluster {c.cluster}: {c.size} members, distance mean "
+        f"{dist(c.mean_distance)}, min {dist(c.min_distance)}, max {dist(c.max_distance)}",
+    ]
+    if not c.nearest:
+        return lines
+    with_text = any(m.text is not None for m in c.nearest)
+    headers = ["embedding_id", "distance", "seq", *(["text"] if with_text else [])]
+    rows = [
+        [m.embedding_id, dist(m.distance), m.seq, *([m.text or ""] if with_text else [])]
+        for m in c.nearest
+    ]
+    return [*lines, "", f"nearest the centroid ({len(rows)}):", render_table(headers, rows)]
 
 
 def _status_text(s: RunSummary) -> str:
@@ -293,7 +356,7 @@ def _resolve_all(store: EventStore) -> list[UUID]:
     type=click.IntRange(min=0),
     default=10,
     show_default=True,
-    help="How many of the largest cluster-to-cluster overlaps to show.",
+    help="How many of the largest overlaps and of the matched pairs to show.",
 )
 @json_option
 @quiet_option
@@ -336,7 +399,30 @@ def compare(
         ]
         table = render_table(["cluster A", "cluster B", "shared", "of A", "of B"], rows)
         lines += ["", "largest overlaps", table]
+    lines += _match_lines(result, top)
     click.echo("\n".join(lines))
+
+
+def _match_lines(result: audit.Comparison, top: int) -> list[str]:
+    if result.matches is None:
+        return ["", "matched clusters: not computed (too many clusters for a dense table)"]
+    if not result.matches:
+        return []
+    best = sorted(result.matches, key=lambda m: (-m.shared, m.cluster_a))
+    shown = best[:top]
+    rows = [[m.cluster_a, m.cluster_b, m.shared, f"{m.jaccard:.3f}"] for m in shown]
+    more = len(best) - len(shown)
+    return [
+        "",
+        f"matched clusters (one to one, Hungarian assignment): {len(best)} pairs; "
+        f"{result.n_changed} of {result.shared} shared ids changed their matched cluster",
+        *([render_table(["cluster A", "cluster B", "shared", "jaccard"], rows)] if rows else []),
+        *(
+            [f"... and {more} more pairs (a larger --top shows them; --json lists all)"]
+            if more
+            else []
+        ),
+    ]
 
 
 def _run_text(s: RunSummary) -> str:

@@ -4,6 +4,7 @@ from . import codec
 from .codec import AssignmentDigest, PackedEvents, RawEvent, pack_assignments, unpack_assignments
 from .errors import (
     AmbiguousRunError,
+    ClusterNotFoundError,
     ConcurrencyError,
     ConfigurationError,
     DatabaseBusyError,
@@ -44,6 +45,7 @@ __all__ = [
     "AssignmentDigest",
     "AssignmentRecorded",
     "CentroidsComputed",
+    "ClusterNotFoundError",
     "Commit",
     "ConcurrencyError",
     "ConfigurationError",

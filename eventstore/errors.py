@@ -18,6 +18,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── IncompleteRunError                   the run is not completed (export refuses it)
     ├── RunNotFoundError (LookupError)       no run has that id or prefix
     ├── AmbiguousRunError (LookupError)      a prefix names several runs
+    ├── ClusterNotFoundError (LookupError)   a run has no cluster with that number
     ├── EventDecodeError (ValueError)        stored bytes that cannot be decoded
     │   ├── UnknownEventTypeError            a type this code does not know
     │   └── FutureEventVersionError          a schema version newer than this code
@@ -119,6 +120,13 @@ class RunNotFoundError(EventStoreError, LookupError):
 
 class AmbiguousRunError(EventStoreError, LookupError):
     """A run-id prefix matches more than one run."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ClusterNotFoundError(EventStoreError, LookupError):
+    """The run has no cluster with that number."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -10,8 +10,10 @@ over generation tables that a rebuild replaces atomically (see ``runner``).
 """
 
 from .base import Checkpoint, Projection
+from .browse import datasette_metadata, internal_tables
 from .embeddingcluster import first_read_model_difference, read_model_digest
 from .ids import assignment_id, cluster_id
+from .lookup import Placement, WhichResult, lookup_index_state, set_lookup_index, which
 from .runner import (
     NAMES,
     PROJECTIONS,
@@ -28,16 +30,23 @@ __all__ = [
     "NAMES",
     "PROJECTIONS",
     "Checkpoint",
+    "Placement",
     "Projection",
     "ProjectionStatus",
     "RebuildResult",
+    "WhichResult",
     "assignment_id",
     "catch_up",
     "catch_up_all",
     "cluster_id",
+    "datasette_metadata",
     "first_read_model_difference",
     "follow",
+    "internal_tables",
+    "lookup_index_state",
     "read_model_digest",
     "rebuild",
+    "set_lookup_index",
     "status",
+    "which",
 ]

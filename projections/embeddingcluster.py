@@ -61,6 +61,7 @@ from clusterstore.eventstore.store import EventStore, decode_stored
 from . import ids
 from ._load import Rows, insert_rows
 from .base import Projection, current_generation
+from .lookup_index import create_lookup_index, lookup_index_enabled
 from .schema import ECTables, ec_tables
 
 
@@ -72,6 +73,13 @@ class EmbeddingClusterProjection(Projection):
 
     def tables(self, generation: int) -> list[Table]:
         return list(ec_tables(generation))
+
+    def create_indexes(self, conn: Connection, generation: int) -> None:
+        """The tables' indexes, and the lookup index by embedding id when it is switched on
+        (``lookup.set_lookup_index``; it costs replay speed, so it is a choice)."""
+        super().create_indexes(conn, generation)
+        if lookup_index_enabled(conn):
+            create_lookup_index(conn, self.dialect, generation)
 
     def publish(self, conn: Connection, generation: int) -> None:
         t = ec_tables(generation)

@@ -7,6 +7,8 @@ Fixed tables (``metadata``):
   as the rows it covers).
 - ``pj_lock``: the SQLite runner lock (one row per running projection runner; PostgreSQL
   uses session advisory locks instead).
+- ``pj_setting``: read-model options (name, value), e.g. whether the embedding-id lookup
+  index is kept (``lookup_index``).
 
 Generation tables: every build of a projection writes its own set of tables, named
 ``<base>_g<N>``, with its own MetaData (``ec_tables(N)``, ``cr_tables(N)``). The public
@@ -68,6 +70,13 @@ locks = Table(
     Column("pid", Integer, nullable=False),
     Column("acquired_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
+settings = Table(  # read-model options, e.g. the embedding-id lookup index
+    "pj_setting",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 _Key = BigInteger().with_variant(Integer, "sqlite")

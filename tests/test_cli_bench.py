@@ -17,7 +17,16 @@ from clusterstore.cli.main import cli
 
 from .conftest import pg_base_url, require_pg
 
-NAMES = {"legacy", "append", "ceiling", "ceiling_replay", "replay", "end_to_end"}
+NAMES = {
+    "legacy",
+    "append",
+    "ceiling",
+    "ceiling_replay",
+    "replay",
+    "end_to_end",
+    "report",
+    "which",
+}
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/test"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -367,6 +368,15 @@ cluster A  cluster B  shared  of A   of B
         3          1       4  80.0%  66.7%
         2          2       3  33.3%  100.0%
         2          3       3  33.3%  50.0%
+
+matched clusters (one to one, Hungarian assignment): 4 pairs; 10 of 20 shared ids changed \
+their matched cluster
+cluster A  cluster B  shared  jaccard
+---------  ---------  ------  -------
+        3          1       4  0.571
+        2          2       3  0.333
+        0          0       2  0.286
+... and 1 more pairs (a larger --top shows them; --json lists all)
 """
     )
     # The figures, from the textbook formulas over the 20 shared rows:
@@ -374,6 +384,10 @@ cluster A  cluster B  shared  of A   of B
     assert f"{reference_ari(a, b):.4f}" == "0.0835"
     assert f"{reference_nmi(a, b):.4f}" == "0.3298"
     assert Counter(zip(a, b, strict=True)).most_common(1) == [((3, 1), 4)]
+    # the best one-to-one pairing keeps 10 of the 20 shared ids (0-0, 1-3, 2-2, 3-1)
+    cells = Counter(zip(a, b, strict=True))
+    best = max(sum(cells[(i, p[i])] for i in range(4)) for p in itertools.permutations(range(4)))
+    assert best == 10
 
 
 def test_compare_with_itself_json(history: EventStore, db_url: str) -> None:

@@ -105,6 +105,8 @@ def test_wheel_installs_one_top_level_package(tmp_path: Path, bare_names: set[st
     site_pkg = _site_packages(python)
     inside = {p.name for p in (site_pkg / "clusterstore").iterdir() if p.is_dir()}
     assert inside - {"__pycache__"} == set(SUBPACKAGES)
+    # the report's template is package data
+    assert (site_pkg / "clusterstore" / "audit" / "templates" / "report.html").is_file()
     out = _run(python, IMPORT_CHECK.replace("{SUBS}", repr(SUBPACKAGES)), cwd=tmp_path)
     assert "top-level: []" in out
     assert f"file: {site_pkg / 'clusterstore' / '__init__.py'}" in out

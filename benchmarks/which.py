@@ -1,0 +1,109 @@
+"""Latency of ``which`` (one embedding across every completed run) in a large store.
+
+    python -m clusterstore.benchmarks.which                       # SQLite, 10M assignments
+    python -m clusterstore.benchmarks.which --events 2000000 --backend postgres
+
+The store: ``replay.build_log`` (completed runs of random ids, k = 100), projected with
+``projections.catch_up_all``; then the lookup index is switched on (its build time is
+reported) and ``projections.which`` is timed for ``--lookups`` ids drawn from the log
+(each a fresh call: SQL, rows, objects), median and 95th percentile; a few lookups without
+the index (a scan) are timed for contrast. The target is under 50 ms at 10M assignments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from uuid import UUID
+
+import numpy as np
+
+from clusterstore import projections
+from clusterstore.benchmarks.append import fresh_database
+from clusterstore.benchmarks.replay import build_log
+from clusterstore.eventstore import AssignmentRecorded, EventStore
+
+EVENTS = 10_000_000
+
+
+def sample_ids(store: EventStore, count: int, seed: int = 1) -> list[UUID]:
+    """``count`` embedding ids read from random seqs of the store's runs."""
+    rng = np.random.default_rng(seed)
+    heads = store.runs()
+    out: list[UUID] = []
+    while len(out) < count:
+        h = heads[int(rng.integers(0, len(heads)))]
+        seq = int(rng.integers(2, h.head))
+        for _, event in store.read(h.run_id, after=seq - 1, limit=1):
+            if isinstance(event, AssignmentRecorded):
+                out.append(event.embedding_id)
+    return out
+
+
+def measure(db: str, events: int, lookups: int, scans: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    build_log(db, events)
+    built = time.perf_counter() - t0
+    with EventStore.open(db) as store:
+        t0 = time.perf_counter()
+        projections.catch_up_all(store)
+        projected = time.perf_counter() - t0
+        ids = sample_ids(store, lookups + scans)
+        no_index = []
+        for eid in ids[:scans]:
+            t0 = time.perf_counter()
+            found = projections.which(store, eid)
+            no_index.append(time.perf_counter() - t0)
+            assert len(found.placements) == 1 and not found.indexed
+        t0 = time.perf_counter()
+        projections.set_lookup_index(store, True)
+        index_s = time.perf_counter() - t0
+        store.recorder.engine.dispose()  # new connections see the new index
+        times = []
+        for eid in ids[scans:]:
+            t0 = time.perf_counter()
+            found = projections.which(store, eid)
+            times.append(time.perf_counter() - t0)
+            assert len(found.placements) == 1 and found.indexed
+    times.sort()
+    return {
+        "n_assignments": events,
+        "build_log_s": built,
+        "catch_up_s": projected,
+        "index_build_s": index_s,
+        "which_median_ms": 1000 * statistics.median(times),
+        "which_p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
+        "which_max_ms": 1000 * times[-1],
+        "which_without_index_median_ms": 1000 * statistics.median(no_index) if no_index else 0,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--events", type=int, default=EVENTS)
+    p.add_argument("--lookups", type=int, default=200)
+    p.add_argument("--scans", type=int, default=3, help="lookups timed without the index")
+    p.add_argument("--dir", help="SQLite: put the database file here")
+    p.add_argument("--pg-url")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if args.backend == "sqlite":
+        with tempfile.TemporaryDirectory(dir=args.dir) as d:
+            result = measure(str(Path(d) / "which.db"), args.events, args.lookups, args.scans)
+    else:
+        with fresh_database("postgres", args.pg_url) as db:
+            result = measure(db, args.events, args.lookups, args.scans)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        print(f"{key:32} {value:,.1f}" if isinstance(value, float) else f"{key:32} {value:,}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""``which``: where one embedding landed in every completed run, from the read models.
+
+    which(store, embedding_id)           # every completed run, oldest first
+    which(store, embedding_id, model=M)  # only runs of model M
+
+The answer comes from the ``embeddingcluster`` view joined with ``clusteringresult`` (the
+same SQL a user can run), so it reflects the read models as far as they are caught up.
+With the lookup index switched on (``set_lookup_index``) it is an index lookup; without,
+a scan of every projected assignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Uuid, bindparam, func, inspect, select, text, update
+
+from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.store import EventStore
+
+from . import schema
+from .base import current_generation
+from .embeddingcluster import EmbeddingClusterProjection
+from .lookup_index import SETTING, create_lookup_index, drop_lookup_index, lookup_index_enabled
+from .runner import ensure_tables
+
+
+@dataclass(frozen=True)
+class Placement:
+    run_id: UUID
+    model: str | None
+    started_at: datetime | None
+    cluster: int
+    cluster_id: UUID
+    distance: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        started = self.started_at
+        if started is not None:
+            started = started.replace(tzinfo=UTC) if started.tzinfo is None else started
+        return {
+            "run_id": str(self.run_id),
+            "model": self.model,
+            "started_at": None
+            if started is None
+            else started.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z",
+            "cluster": self.cluster,
+            "cluster_id": str(self.cluster_id),
+            "distance": self.distance,
+        }
+
+
+@dataclass(frozen=True)
+class WhichResult:
+    embedding_id: UUID
+    placements: list[Placement]
+    indexed: bool  # answered from the lookup index (else a scan)
+    built: bool  # the read models exist at all
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "embedding_id": str(self.embedding_id),
+            "indexed": self.indexed,
+            "runs": [p.to_json() for p in self.placements],
+        }
+
+
+_WHICH = """SELECT e.run_id, r.model, r.started_at, e.cluster, e.cluster_id, e.distance
+FROM embeddingcluster AS e JOIN clusteringresult AS r ON r.run_id = e.run_id
+WHERE e.embedding_id = :eid{model}
+ORDER BY r.started_at, e.run_id, e.seq"""
+
+
+def parse_embedding_id(value: str | UUID) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value.strip())
+    except ValueError as e:
+        raise InputError(f"{value!r} is not an embedding id (a UUID)") from e
+
+
+def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = None) -> WhichResult:
+    """The cluster, cluster_id and distance of ``embedding_id`` in every completed run the
+    read models hold (oldest first), optionally only runs of ``model``."""
+    eid = parse_embedding_id(embedding_id)
+    with store.recorder.transaction() as conn:
+        tables = set(inspect(conn).get_table_names())  # one catalog read
+        if schema.checkpoints.name not in tables or not _built(conn):
+            return WhichResult(eid, [], False, False)
+        indexed = schema.settings.name in tables and lookup_index_enabled(conn, check_table=False)
+        sql = text(_WHICH.format(model=" AND r.model = :model" if model is not None else ""))
+        sql = sql.bindparams(bindparam("eid", type_=Uuid()))
+        params: dict[str, Any] = {"eid": eid}
+        if model is not None:
+            params["model"] = model
+        rows = conn.execute(sql, params).all()
+    placements = [
+        Placement(
+            run_id=_uuid(r[0]),
+            model=r[1],
+            started_at=_datetime(r[2]),
+            cluster=int(r[3]),
+            cluster_id=_uuid(r[4]),
+            distance=None if r[5] is None else float(r[5]),
+        )
+        for r in rows
+    ]
+    return WhichResult(eid, placements, indexed, True)
+
+
+def _built(conn: Connection) -> bool:
+    """Whether both read models ``which`` joins have been built."""
+    t = schema.checkpoints
+    wanted = (EmbeddingClusterProjection.name, "clusteringresult")
+    found = conn.execute(select(func.count()).where(t.c.name.in_(wanted))).scalar()
+    return found == len(wanted)
+
+
+def set_lookup_index(store: EventStore, on: bool) -> None:
+    """Switch the lookup index on (built now on the current generation, and by every
+    rebuild) or off (dropped)."""
+    with store.recorder.connection() as conn:
+        ensure_tables(store, conn)
+        with store.recorder.transaction(write=True, conn=conn) as c:
+            t = schema.settings
+            value = "on" if on else "off"
+            if c.execute(update(t).where(t.c.name == SETTING).values(value=value)).rowcount == 0:
+                c.execute(t.insert().values(name=SETTING, value=value))
+            generation = current_generation(c, EmbeddingClusterProjection.name)
+            if generation is not None:
+                if on:
+                    create_lookup_index(c, store.backend, generation)
+                else:
+                    drop_lookup_index(c, generation)
+
+
+def lookup_index_state(store: EventStore) -> bool:
+    with store.recorder.transaction() as conn:
+        return lookup_index_enabled(conn)
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
