@@ -279,7 +279,7 @@ def run_facts(summary: RunSummary, details: Any, clusters: RunClusters) -> dict[
         "status": summary.status,
         "started_at": timestamp(summary.started_at),
         "finished_at": timestamp(summary.finished_at),
-        "duration_s": summary.duration_seconds,
+        "duration_s": summary.duration_s,
         "assignment_digest": summary.completed.digest if summary.completed else None,
         "input_digest": (s.input_digest or None) if s else None,
         "cluster_sizes": clusters.sizes,

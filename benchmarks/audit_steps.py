@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from clusterstore import projections
 from clusterstore.eventstore import EventStore
 
 from .core import Clock, Measurement
-from .plugins import _projections, _record_run
+from .plugins import _record_run
 from .synthetic import embedding_ids
 
 LOOKUPS = 200
@@ -41,7 +42,6 @@ def report(backend: str, n: int, db_url: str) -> Measurement:
 
 
 def which(backend: str, n: int, db_url: str) -> Measurement:
-    projections = _projections()
     clock = Clock()
     with EventStore.open(db_url) as store:
         _record_run(store, n)

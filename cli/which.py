@@ -8,7 +8,7 @@ import click
 
 from clusterstore import projections as pj
 
-from ._options import output_options
+from ._options import json_option, output_options
 from ._output import echo_json, render_table
 
 if TYPE_CHECKING:
@@ -64,9 +64,12 @@ def which(
     metavar="NAME",
     help="Datasette's name for the database (default: the SQLite file's name without .db).",
 )
+@json_option
 @click.pass_obj
-def datasette_metadata(state: StoreContext, database: str | None) -> None:
+def datasette_metadata(state: StoreContext, database: str | None, as_json: bool) -> None:
     """Print Datasette metadata JSON that hides the internal tables (cs_*, pj_*).
+
+    The output is JSON whether or not ``--json`` is given (accepted like every command's).
 
     \b
         clusterstore --db runs.db datasette-metadata > metadata.json

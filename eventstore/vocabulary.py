@@ -51,6 +51,10 @@ COMMANDS: tuple[str, ...] = (
     "projections status",
     "projections catch-up",
     "projections rebuild",
+    "projections lookup-index",
+    "report",
+    "which",
+    "datasette-metadata",
     "bench",
 )
 
@@ -368,7 +372,61 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("load_avg_after", "list", "the load average after", ("bench",)),
 ]
 
-KEYS: dict[str, Key] = {name: Key(name, t, m, c) for name, t, m, c in _KEYS}
+# The looking commands (report, which, runs show --cluster, compare's matches) reuse the
+# run keys above and add these.
+_LOOK = ("report", "which", "runs show")
+_KEYS += [
+    ("embedding_id", "uuid", "an embedding's id", ("which", "runs show")),
+    ("indexed", "boolean", "answered from the lookup index (false: a scan)", ("which",)),
+    ("cluster", "integer", "a cluster's label (-1: noise)", _LOOK),
+    ("cluster_id", "uuid", "the cluster's id in embeddingcluster", ("which",)),
+    ("distance", "number", "the distance to the cluster's centroid", _LOOK),
+    ("size", "integer", "the cluster's number of members", ("runs show",)),
+    ("mean_distance", "number", "mean distance of the cluster's members", ("runs show",)),
+    ("min_distance", "number", "smallest distance of the cluster's members", ("runs show",)),
+    ("max_distance", "number", "largest distance of the cluster's members", ("runs show",)),
+    ("nearest", "list", "the members nearest the centroid", ("runs show",)),
+    ("text", "string", "the member's text (--texts)", ("runs show",)),
+    ("n_texts_unmatched", "integer", "texts whose id is in no assignment", _LOOK),
+    ("n_bytes", "integer", "the file's size in bytes", ("report",)),
+    ("generation_s", "seconds", "time to write the report", ("report",)),
+    ("compared_to", "uuid", "the run compared with (--compare)", ("report",)),
+    ("matches", "list", "clusters matched one to one (Hungarian)", ("runs compare",)),
+    ("cluster_a", "integer", "a cluster of the first run", ("runs compare",)),
+    ("cluster_b", "integer", "its match in the second run", ("runs compare",)),
+    ("jaccard", "number", "shared / (size_a + size_b - shared)", ("runs compare",)),
+    ("shared", "integer", "embeddings in both matched clusters", ("runs compare",)),
+    ("size_a", "integer", "the first cluster's size", ("runs compare",)),
+    ("size_b", "integer", "the second cluster's size", ("runs compare",)),
+    ("n_changed", "integer", "shared ids not in their cluster's match", ("runs compare",)),
+    ("title", "string", "Datasette's title for the store", ("datasette-metadata",)),
+    ("description", "string", "Datasette's description", ("datasette-metadata",)),
+    (
+        "databases",
+        "map",
+        "Datasette metadata per database (its own format)",
+        ("datasette-metadata",),
+    ),
+    ("lookup_index", "enum", "the lookup index: on or off", ("projections lookup-index",)),
+]
+_ALSO: dict[str, tuple[str, ...]] = {  # keys registered above that these commands emit too
+    "run_id": ("report", "which", "runs show"),
+    "model": ("which",),
+    "started_at": ("which",),
+    "runs": ("which",),
+    "path": ("report",),
+    "warnings": ("report",),
+    "seq": ("runs show",),
+}
+_KEYS = [(n, t, m, (*c, *_ALSO.get(n, ()))) for n, t, m, c in _KEYS]
+
+KEYS: dict[str, Key] = {}
+for _name, _type, _meaning, _commands in _KEYS:
+    if _name in KEYS:  # registered twice: the commands add up
+        _commands = (*KEYS[_name].commands, *_commands)
+    KEYS[_name] = Key(
+        _name, _type, _meaning if _name not in KEYS else KEYS[_name].meaning, _commands
+    )
 
 
 def markdown_table() -> str:
