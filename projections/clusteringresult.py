@@ -16,7 +16,7 @@ how many there are.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -32,6 +32,7 @@ from clusterstore.eventstore.events import (
 )
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.recorder import StoredEvent
+from clusterstore.eventstore.schema import utc as _utc
 
 from .base import Projection
 from .schema import cr_tables
@@ -66,11 +67,7 @@ class ClusteringResultProjection(Projection):
     def publish(self, conn: Connection, generation: int) -> None:
         table = cr_tables(generation).results.name
         body = f"SELECT {', '.join(COLUMNS)} FROM {table}"
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW clusteringresult AS {body}")
-        else:
-            conn.exec_driver_sql("DROP VIEW IF EXISTS clusteringresult")
-            conn.exec_driver_sql(f"CREATE VIEW clusteringresult AS {body}")
+        self.store.replace_view(conn, "clusteringresult", body)
 
     def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
         t = cr_tables(generation).results
@@ -153,7 +150,3 @@ class ClusteringResultProjection(Projection):
 
 def _decode(ev: StoredEvent) -> Any:
     return decode(ev.type, ev.version, ev.payload, run_id=ev.run_id, seq=ev.seq)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

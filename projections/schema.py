@@ -44,7 +44,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from clusterstore.eventstore.schema import UUIDType
+from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, UUIDType
 
 metadata = MetaData()
 
@@ -69,7 +69,7 @@ locks = Table(
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )
 
-_Key = BigInteger().with_variant(Integer, "sqlite")
+_Key = KEY_INTEGER
 
 
 class ECTables(NamedTuple):
@@ -112,7 +112,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("embedding_id", UUIDType, nullable=False),
         Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
-        sqlite_with_rowid=False,
+        **CLUSTERED,
     )
     clusters = Table(
         f"pj_ec_cluster{g}",
@@ -123,7 +123,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("centroid", LargeBinary, nullable=True),
         Column("legacy_cluster_id", Uuid, nullable=True),  # an imported run's cluster UUID
         PrimaryKeyConstraint("run_key", "cluster", name=f"pj_ec_cluster{g}_pk"),
-        sqlite_with_rowid=False,
+        **CLUSTERED,
     )
     return ECTables(runs, assignments, clusters)
 
