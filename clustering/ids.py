@@ -57,18 +57,8 @@ def ids_digest(ids: IdArray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids).view(np.uint8).data).hexdigest()
 
 
-def load_ids(path: str | Path, n: int, *, column: str | None = None) -> IdArray:
-    """The ids in ``path`` (``column`` of a ``.parquet`` file): exactly ``n`` of them, all
-    valid and unique."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    if column is not None or p.suffix.lower() == ".parquet":
-        if column is None:
-            raise InputError(f"{p.name}: name the ids column with --id-column")
-        from .parquet import load_parquet_ids
-
-        return load_parquet_ids(p, column, n)
+def load_array_ids(p: Path, n: int) -> IdArray:
+    """The ids in a ``.npy`` file or a text file of UUIDs: exactly ``n``, valid and unique."""
     is_npy = p.suffix.lower() == ".npy"
     ids = _load_npy(p) if is_npy else _load_text(p)
     if ids.shape[0] != n:
