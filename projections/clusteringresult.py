@@ -22,6 +22,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Table, select, update
 
+from clusterstore.eventstore import StoredEvent
 from clusterstore.eventstore.codec import decode
 from clusterstore.eventstore.events import (
     AssignmentRecorded,
@@ -31,7 +32,6 @@ from clusterstore.eventstore.events import (
     RunStarted,
 )
 from clusterstore.eventstore.feed import FeedBlock
-from clusterstore.eventstore.recorder import StoredEvent
 from clusterstore.eventstore.schema import utc as _utc
 
 from .base import Projection

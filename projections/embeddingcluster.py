@@ -37,6 +37,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import Connection, Table, Uuid, bindparam, func, select, text, update
 
+from clusterstore.eventstore import StoredEvent
 from clusterstore.eventstore.codec import (
     ASSIGNMENT_WIDTH,
     decode,
@@ -53,7 +54,6 @@ from clusterstore.eventstore.events import (
     RunStarted,
 )
 from clusterstore.eventstore.feed import FeedBlock
-from clusterstore.eventstore.recorder import StoredEvent
 from clusterstore.eventstore.rows import AssignmentRows as Rows
 from clusterstore.eventstore.store import EventStore
 
