@@ -38,8 +38,9 @@ from sqlalchemy.engine import URL
 from . import schema
 from .capabilities import Waker
 from .codec import Batch, PackedEvents
+from .driver_errors import DriverError
 from .errors import ConfigurationError, EventStoreError
-from .recorder import DriverError, Recorder, next_position
+from .recorder import Recorder, next_position
 from .rows import COLUMNS, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"

@@ -5,7 +5,7 @@ differs: URL checks, engine set-up, how a write transaction starts, the fast ins
 (the log's and the read models'), how a commit position is allocated, the immutability
 triggers, locks, waiting for commits, and which driver errors mean what
 (``classify_error``: by exception class and code, never by message text). Driver errors are
-converted to ``errors`` in exactly one place, ``Recorder.transaction`` (``_convert``).
+converted to ``errors`` in exactly one place, ``Recorder.transaction`` (``driver_errors``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from enum import Enum, auto
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 from uuid import UUID
@@ -29,17 +28,13 @@ from sqlalchemy.engine import URL
 from . import schema
 from .capabilities import BackendCapabilities
 from .codec import Batch, batch_len, batch_payloads, batch_slice
+from .driver_errors import DriverError, DuplicateKeyError, convert_error
 from .errors import (
     ConcurrencyError,
     ConfigurationError,
     DatabaseBusyError,
-    DatabaseUnavailableError,
     EventConflictError,
-    EventStoreError,
     ForeignDatabaseError,
-    ImmutableLogError,
-    NotADatabaseError,
-    ReadOnlyDatabaseError,
     SchemaError,
 )
 from .schema import utc as _utc
@@ -88,22 +83,6 @@ class AppendResult(NamedTuple):
     appended: int  # events newly written (0 for a pure idempotent re-send)
     first_seq: int  # seq of the batch's first event
     position: int | None  # global position of the first newly written event
-
-
-class _DuplicateKey(EventStoreError):
-    """A concurrent writer took the same (run, seq) first; the append is re-decided."""
-
-
-class DriverError(Enum):
-    """What a driver error means, as a backend's ``classify_error`` tells it."""
-
-    IMMUTABLE = auto()  # the append-only triggers refused a change of the log
-    DUPLICATE_KEY = auto()  # a unique or primary key was taken (by a concurrent writer)
-    BUSY = auto()  # locked by another writer (or a lock wait timed out)
-    READ_ONLY = auto()  # the database or transaction cannot be written
-    NOT_A_DATABASE = auto()  # the file is not a database of this backend
-    CANNOT_OPEN = auto()  # the database file (or its directory) cannot be opened
-    UNAVAILABLE = auto()  # the connection failed or the server went away
 
 
 _T = TypeVar("_T")
@@ -292,32 +271,7 @@ class Recorder(BackendCapabilities):
         return list(conn.execute(sql_text(sql), params).all())
 
     def _convert(self, e: sa_exc.DBAPIError) -> Exception:
-        msg = str(e.orig) if e.orig is not None else str(e)
-        first = msg.strip().splitlines()[0] if msg.strip() else type(e.orig or e).__name__
-        where = self.display_url
-        match self.classify_error(e):
-            case DriverError.IMMUTABLE:
-                return ImmutableLogError(first)
-            case DriverError.DUPLICATE_KEY:
-                return _DuplicateKey(msg)
-            case DriverError.BUSY:
-                return DatabaseBusyError(f"{where}: the database is locked by another writer")
-            case DriverError.READ_ONLY:
-                return ReadOnlyDatabaseError(f"{where}: the database is read-only ({msg.strip()})")
-            case DriverError.NOT_A_DATABASE:
-                return NotADatabaseError(f"{where} is not a SQLite database")
-            case DriverError.CANNOT_OPEN:
-                return ReadOnlyDatabaseError(
-                    f"{where}: unable to open the database file; SQLite must be able to write "
-                    "the file and its directory (for the -wal and -shm files)"
-                )
-            case DriverError.UNAVAILABLE:
-                return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
-        if e.connection_invalidated or isinstance(
-            e, sa_exc.OperationalError | sa_exc.InterfaceError
-        ):
-            return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
-        return EventStoreError(f"database error at {where}: {first}")
+        return convert_error(e, self.classify_error(e), self.display_url)
 
     # ------------------------------------------------------------------ schema
 
@@ -410,7 +364,7 @@ class Recorder(BackendCapabilities):
         """
         return retrying(
             lambda: self._append_once(run_id, batch, expected_seq),
-            (_DuplicateKey, DatabaseBusyError),
+            (DuplicateKeyError, DatabaseBusyError),
             lambda _: DatabaseBusyError(
                 f"{self.display_url}: run {run_id} could not be appended to after "
                 f"{APPEND_RETRIES} attempts; another writer keeps the database locked"

@@ -43,8 +43,9 @@ from sqlalchemy.engine import URL
 
 from . import schema
 from .codec import Batch, PackedEvents
+from .driver_errors import DriverError
 from .errors import ConfigurationError, NotADatabaseError
-from .recorder import DriverError, Recorder, next_position
+from .recorder import Recorder, next_position
 from .rows import AssignmentRows
 
 BUSY_TIMEOUT_MS = 60_000

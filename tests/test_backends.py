@@ -119,3 +119,17 @@ def test_the_cli_names_the_harness_steps_and_defaults() -> None:
     assert cli_bench.BACKENDS == runner.BACKENDS
     assert cli_bench.LEGACY_CAP == legacy.CAP
     assert (cli_bench.PG_ENV, cli_bench.PG_DEFAULT) == (databases.PG_ENV, databases.PG_DEFAULT)
+
+
+@pytest.mark.postgres_only
+def test_a_batch_transaction_commits_without_waiting_for_the_wal_flush(
+    backend: str, store: EventStore
+) -> None:
+    """The projection runner's batches (``synchronous_commit=False``); other transactions
+    keep the server's setting."""
+    with store.connection() as conn:
+        with store.transaction(write=True, conn=conn, synchronous_commit=False) as c:
+            relaxed = c.exec_driver_sql("SHOW synchronous_commit").scalar()
+        with store.transaction(write=True, conn=conn) as c:
+            normal = c.exec_driver_sql("SHOW synchronous_commit").scalar()
+    assert (relaxed, normal) == ("off", "on")
