@@ -1,9 +1,6 @@
-"""Read-only access to the log that the audit needs beyond ``EventStore``'s reads.
-
-The few queries here are SQLAlchemy Core over ``eventstore.schema``, run inside
-``Recorder.transaction`` (which converts driver errors), and all of them are cheap for a
-big run: point reads by primary key (run_id, seq), a count over one run's key range, and
-the run's rows of ``cs_commits`` (one row per append transaction).
+"""Read-only access to the log that the audit needs, through ``EventStore``'s bulk reads
+(``eventstore.log_reads``: point reads by primary key (run_id, seq), a count over one run's
+key range, and the run's commits), and the vectorised checks of assignment payloads.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from uuid import UUID
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select, tuple_
 
 from clusterstore.eventstore import EventStore, StoredEvent
 from clusterstore.eventstore.codec import (
@@ -26,14 +22,12 @@ from clusterstore.eventstore.codec import (
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import AssignmentRecorded
 from clusterstore.eventstore.runs import ProgressFn
-from clusterstore.eventstore.schema import commits, events
 
 ASSIGNMENT = AssignmentRecorded.TYPE
 PAGE_SIZE = 20_000
 # Sequences start at 1; reading from here also shows rows written around the store at 0 or
 # below (a tampered log), which ``after=0`` would hide.
 BEFORE_ALL = -(2**62)
-_IN_CHUNK = 400
 
 
 class CommitRange(NamedTuple):
@@ -49,49 +43,23 @@ def events_at(
     store: EventStore, keys: Sequence[tuple[UUID, int]]
 ) -> dict[tuple[UUID, int], StoredEvent]:
     """The stored events at the given (run_id, seq) keys (missing keys are left out)."""
-    out: dict[tuple[UUID, int], StoredEvent] = {}
-    e = events
-    for lo in range(0, len(keys), _IN_CHUNK):
-        chunk = list(keys[lo : lo + _IN_CHUNK])
-        with store.recorder.transaction() as conn:
-            rows = conn.execute(
-                select(e.c.run_id, e.c.seq, e.c.type, e.c.version, e.c.payload).where(
-                    tuple_(e.c.run_id, e.c.seq).in_(chunk)
-                )
-            ).all()
-        for r in rows:
-            out[(r[0], r[1])] = StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
-    return out
+    return store.read_events_at(keys)
 
 
 def count_assignments(store: EventStore, run_id: UUID) -> int:
     """AssignmentRecorded rows of a run: a count over the run's primary-key range."""
-    e = events
-    with store.recorder.transaction() as conn:
-        value = conn.execute(
-            select(func.count()).where(e.c.run_id == run_id, e.c.type == ASSIGNMENT)
-        ).scalar()
-    return int(value or 0)
+    return store.count_events(run_id, type=ASSIGNMENT)
 
 
 def committed_heads(store: EventStore) -> dict[UUID, int]:
     """Each run's last committed seq, from ``cs_commits`` (rows inserted into the log
     around the store are not covered by any commit)."""
-    c = commits
-    last = func.max(c.c.first_seq + c.c.count - 1)
-    with store.recorder.transaction() as conn:
-        rows = conn.execute(select(c.c.run_id, last).group_by(c.c.run_id)).all()
-    return {r[0]: int(r[1]) for r in rows}
+    return store.read_committed_heads()
 
 
 def run_commits(store: EventStore, run_id: UUID) -> list[CommitRange]:
     """The run's append transactions as (first_seq, count), in seq order."""
-    c = commits
-    with store.recorder.transaction() as conn:
-        rows = conn.execute(
-            select(c.c.first_seq, c.c.count).where(c.c.run_id == run_id).order_by(c.c.first_seq)
-        ).all()
-    return [CommitRange(int(r[0]), int(r[1])) for r in rows]
+    return [CommitRange(first, n) for first, n in store.read_run_commits(run_id)]
 
 
 def pages(
@@ -103,7 +71,7 @@ def pages(
     page_size: int = PAGE_SIZE,
 ) -> Iterator[list[StoredEvent]]:
     """The run's stored events in seq order, one short read transaction per page."""
-    return store.recorder.read_stream_pages(run_id, after=after, limit=limit, page_size=page_size)
+    return store.read_stream_pages(run_id, after=after, limit=limit, page_size=page_size)
 
 
 def canonical_mask(

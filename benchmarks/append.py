@@ -188,7 +188,7 @@ def concurrent_rate(
     """Events/s of ``writers`` processes appending at once to one new PostgreSQL schema."""
     ctx = mp.get_context("spawn")
     with fresh_database("postgres", pg_url) as db:
-        with EventStore.open(db) as store, store.recorder.transaction(write=True) as conn:
+        with EventStore.open(db) as store, store.transaction(write=True) as conn:
             conn.exec_driver_sql("CREATE SEQUENCE cs_bench_position")
         barrier = ctx.Barrier(writers)
         results = ctx.Queue()

@@ -246,9 +246,9 @@ _HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 def _streams(db: str) -> tuple[list[bytes], list[bytes], int]:
     """The read model's rows of the whole log as binary COPY streams of 100k rows: in the
     read-model table's shape, and in the legacy shape."""
-    from clusterstore.eventstore.feed import read_feed_blocks
+    from clusterstore.eventstore.postgres import rows_copy_stream as copy_stream
+    from clusterstore.eventstore.rows import AssignmentRows as Rows
     from clusterstore.projections import ids
-    from clusterstore.projections._load import Rows, copy_stream
     from clusterstore.projections.embeddingcluster import _block_rows
 
     same, legacy = [], []
@@ -256,7 +256,7 @@ def _streams(db: str) -> tuple[list[bytes], list[bytes], int]:
     keys: dict[uuid.UUID, int] = {}
     with EventStore.open(db) as store:
         position = 0
-        while blocks := read_feed_blocks(store.recorder, after=position, max_events=BATCH):
+        while blocks := store.read_feed_blocks(after=position, max_events=BATCH):
             position = blocks[-1].last_position
             parts = [
                 _block_rows(keys.setdefault(b.run_id, len(keys) + 1), b)

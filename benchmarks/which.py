@@ -62,7 +62,7 @@ def measure(db: str, events: int, lookups: int, scans: int) -> dict[str, float]:
         t0 = time.perf_counter()
         projections.set_lookup_index(store, True)
         index_s = time.perf_counter() - t0
-        store.recorder.engine.dispose()  # new connections see the new index
+        store.close()  # a fresh pool (the engine reconnects): new connections see the index
         times = []
         for eid in ids[scans:]:
             t0 = time.perf_counter()

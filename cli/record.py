@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from clusterstore.clustering.ids import load_ids
+from clusterstore.clustering.files import load_ids
 from clusterstore.clustering.labels_file import load_labels_file, load_npy
 from clusterstore.eventstore.errors import InputError
 

@@ -9,8 +9,9 @@ See ``runner`` for the steps, ``inputs`` for the input formats and the input dig
 """
 
 from .demo import DEMO_BATCH_SIZE, DEMO_MODELS, run_demo
-from .ids import derived_ids, load_ids
-from .inputs import ArraySource, EmbeddingSource, open_source
+from .files import load_ids, open_source
+from .ids import derived_ids
+from .inputs import ArraySource, EmbeddingSource
 from .kmeans import faiss_version
 from .runner import (
     ALGORITHMS,

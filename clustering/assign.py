@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +23,7 @@ from clusterstore.eventstore.runs import RunWriter
 from .ids import IdArray
 from .inputs import EmbeddingSource
 from .kmeans import Assigner
-
-if TYPE_CHECKING:
-    from .runner import Reporter
+from .report import Reporter
 
 _DONE = object()
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from clusterstore.eventstore.store import EventStore
 
-from .runner import ClusterResult, ClusterSettings, Reporter, cluster_file
+from .report import Reporter
+from .runner import ClusterResult, ClusterSettings, cluster_file
 
 DEMO_BATCH_SIZE = 5_000
 

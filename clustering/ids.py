@@ -34,7 +34,7 @@ __all__ = [
     "check_unique",
     "derived_ids",
     "ids_digest",
-    "load_ids",
+    "load_array_ids",
     "parse_uuid_text",
 ]
 
@@ -57,20 +57,9 @@ def ids_digest(ids: IdArray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids).view(np.uint8).data).hexdigest()
 
 
-def load_ids(
-    path: str | Path, n: int, *, column: str | None = None, rows_of: str = "the embeddings"
-) -> IdArray:
-    """The ids in ``path`` (``column`` of a ``.parquet`` file): exactly ``n`` of them (one
-    per row of ``rows_of``), all valid and unique."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    if column is not None or p.suffix.lower() == ".parquet":
-        if column is None:
-            raise InputError(f"{p.name}: name the ids column with --id-column")
-        from .parquet import load_parquet_ids
-
-        return load_parquet_ids(p, column, n, rows_of=rows_of)
+def load_array_ids(p: Path, n: int, *, rows_of: str = "the embeddings") -> IdArray:
+    """The ids in a ``.npy`` file or a text file of UUIDs: exactly ``n`` (one per row of
+    ``rows_of``), valid and unique."""
     is_npy = p.suffix.lower() == ".npy"
     ids = _load_npy(p) if is_npy else _load_text(p)
     if ids.shape[0] != n:

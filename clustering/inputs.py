@@ -189,49 +189,6 @@ class NpyStreamSource(EmbeddingSource):
             yield read
 
 
-def open_source(
-    path: str | Path, npz_key: str | None = None, *, column: str | None = None
-) -> EmbeddingSource:
-    """The embeddings in ``path`` (``.npy``; ``.npz`` with ``npz_key`` unless it holds a
-    single array; ``.parquet`` with ``column`` unless it has a single list column); checks
-    format, dtype and shape, reads no data."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    suffix = p.suffix.lower()
-    if column is not None and suffix != ".parquet":
-        raise InputError(f"{p.name}: --embeddings-column only applies to .parquet files")
-    if suffix == ".npy":
-        if npz_key is not None:
-            raise InputError(f"{p.name} is a .npy file; --npz-key only applies to .npz files")
-        return NpyStreamSource(p)
-    if suffix == ".npz":
-        return NpyStreamSource(p, _choose_member(p, npz_key))
-    if suffix == ".parquet":
-        from .parquet import ParquetSource
-
-        return ParquetSource(p, column)
-    raise InputError(f"{p.name}: unsupported input format; give a .npy, .npz or .parquet file")
-
-
-def _choose_member(path: Path, key: str | None) -> str:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
-    except (zipfile.BadZipFile, OSError) as e:
-        raise InputError(f"{path.name} is not a .npz archive ({e})") from e
-    shown = ", ".join(names) if names else "no arrays"
-    if key is None:
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            raise InputError(f"{path.name} holds no arrays")
-        raise InputError(f"{path.name} holds several arrays ({shown}); choose one with --npz-key")
-    if key not in names:
-        raise InputError(f"{path.name} has no array {key!r} (it holds: {shown})")
-    return key
-
-
 def _read_npy_header(
     label: str, f: _Stream
 ) -> tuple[tuple[int, ...], bool, np.dtype[np.floating], int]:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 import numpy as np
@@ -33,7 +32,6 @@ from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.events import RunCompleted
 from clusterstore.eventstore.runs import (
     DEFAULT_BATCH_SIZE,
-    ProgressFn,
     RunWriter,
     read_progress,
     start_run,
@@ -42,32 +40,17 @@ from clusterstore.eventstore.store import EventStore
 from clusterstore.eventstore.vocabulary import duration_s, median, timestamp
 
 from .assign import assign_and_write
-from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest, load_ids
-from .inputs import EmbeddingSource, default_chunk_rows, open_source, scan
+from .files import load_ids, open_source
+from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest
+from .inputs import EmbeddingSource, default_chunk_rows, scan
 from .kmeans import MAX_SEED, MIN_POINTS_PER_CENTROID, Assigner, faiss_version, train
+from .report import Reporter, SilentReporter
 
 ALGORITHMS = {False: "kmeans-l2", True: "kmeans-spherical"}
 DEFAULT_ITERATIONS = 25
 DEFAULT_THREADS = 1
 DEFAULT_TRAIN_PER_CENTROID = 256
 TINY_FRACTION = 0.1  # a non-empty cluster below this fraction of the mean size is "tiny"
-
-
-class Reporter(Protocol):
-    """Where a run reports its stages (progress bars in the CLI) and its warnings."""
-
-    def stage(self, name: str, total: int) -> AbstractContextManager[ProgressFn]: ...
-
-    def warn(self, message: str) -> None: ...
-
-
-class SilentReporter:
-    @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[ProgressFn]:
-        yield lambda n: None
-
-    def warn(self, message: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)

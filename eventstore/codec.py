@@ -22,7 +22,7 @@ sequence order) independent of how the assignments were batched.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -127,10 +127,6 @@ def encode(event: Event) -> RawEvent:
         )
         return RawEvent(packed.type, packed.version, packed.data)
     return RawEvent(type(event).TYPE, type(event).VERSION, _ENCODER.encode(event))
-
-
-def encode_all(events: Iterable[Event]) -> list[RawEvent]:
-    return [encode(e) for e in events]
 
 
 def decode(

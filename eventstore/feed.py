@@ -93,8 +93,7 @@ def read_feed_blocks(
                 else:  # both widths in one commit (never written by clusterstore): one by one
                     payloads[int(position)] = (ASSIGNMENT_WIDTH, b"")
                     mixed = _events_query(
-                        f"AND {_FIXED_WIDTH} AND c.position = {int(position)}",
-                        recorder.dialect_name,
+                        f"AND {_FIXED_WIDTH} AND c.position = {int(position)}", recorder
                     )
                     others[int(position)] = [_stored(r) for r in c.execute(mixed, params)]
         # the other events: only commits that are not all fixed-width assignments are scanned
@@ -106,7 +105,7 @@ def read_feed_blocks(
         else:
             where = ""
         if where:
-            for row in c.execute(_events_query(where, recorder.dialect_name), params):
+            for row in c.execute(_events_query(where, recorder), params):
                 others.setdefault(row[0], []).append(_stored(row))
         for events in others.values():
             events.sort(key=lambda ev: ev.seq)
@@ -171,13 +170,11 @@ _FIXED_WIDTH = (
 )
 
 
-def _events_query(where: str, dialect: str) -> Any:
+def _events_query(where: str, recorder: Recorder) -> Any:
     e = schema.events
-    # SQLite keeps the type a value was written with: a payload rewritten around the store
-    # as TEXT must still read as its bytes (as in Recorder.read_stream_pages).
-    payload = "CAST(e.payload AS BLOB)" if dialect == "sqlite" else "e.payload"
     sql = _FEED_JOIN.format(
-        select=f"c.position, e.run_id, e.seq, e.type, e.version, {payload}, c.first_seq",
+        select="c.position, e.run_id, e.seq, e.type, e.version, "
+        f"{recorder.payload_sql}, c.first_seq",
         where=where,
         tail="ORDER BY c.position, e.seq",
     )

@@ -11,23 +11,37 @@
   before the lock, so writers of different runs still load in parallel. Measured against
   the alternatives in benchmarks/README.md.
 - ``NOTIFY clusterstore_log`` is sent with each append; followers use it only to wake up
-  and always re-poll (notifications can be lost across reconnects).
+  and always re-poll (notifications can be lost across reconnects): ``commit_waker``.
+- Read models: rows are loaded with one binary ``COPY`` stream per batch (fixed-width tuples
+  built with numpy); the projection runner's lock is a session-level advisory lock keyed by
+  the name and the current schema (the server frees it when the connection ends, also after
+  a SIGKILL).
+- Driver errors are classified by SQLSTATE (``classify_error``), never by message text.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from uuid import UUID
 
 import numpy as np
 import psycopg
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, Engine, Table, create_engine, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import URL
 
 from . import schema
+from .capabilities import Waker
 from .codec import Batch, PackedEvents
+from .driver_errors import DriverError
+from .errors import ConfigurationError, EventStoreError
 from .recorder import Recorder, next_position
+from .rows import COLUMNS, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
@@ -73,11 +87,6 @@ def build_copy_tuples(run_id: UUID, first_seq: int, batch: PackedEvents) -> byte
     return rows.tobytes()
 
 
-def build_copy_stream(run_id: UUID, first_seq: int, batch: PackedEvents) -> bytes:
-    """The whole binary COPY stream (header, tuples, trailer) for a packed batch."""
-    return _COPY_HEADER + build_copy_tuples(run_id, first_seq, batch) + _COPY_TRAILER
-
-
 def _append_only_ddl() -> list[str]:
     ddl = [
         """
@@ -100,17 +109,119 @@ def _append_only_ddl() -> list[str]:
     return ddl
 
 
+# SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html)
+_SQLSTATES = {
+    "P0001": DriverError.IMMUTABLE,  # raise_exception: the append-only trigger
+    "23505": DriverError.DUPLICATE_KEY,  # unique_violation
+    "55P03": DriverError.BUSY,  # lock_not_available (lock_timeout)
+    "25006": DriverError.READ_ONLY,  # read_only_sql_transaction
+    "57P01": DriverError.UNAVAILABLE,  # admin_shutdown
+    "57P02": DriverError.UNAVAILABLE,  # crash_shutdown
+    "57P03": DriverError.UNAVAILABLE,  # cannot_connect_now
+}
+
+
 class PostgresRecorder(Recorder):
     dialect_name = "postgresql"
     concat_payloads_sql = "string_agg(e.payload, ''::bytea ORDER BY e.seq)"
+    has_session_locks = True
 
-    def __init__(self, url: URL):
-        engine = create_engine(
+    def _create_engine(self, url: URL) -> Engine:
+        return create_engine(
             url,
             pool_pre_ping=True,
             connect_args={"connect_timeout": 10, "application_name": "clusterstore"},
         )
-        super().__init__(engine, url)
+
+    # ------------------------------------------------------------------ URLs
+
+    @classmethod
+    def check_url(cls, url: URL) -> URL:
+        if url.get_driver_name() not in ("psycopg", ""):
+            raise ConfigurationError(
+                f"{url.render_as_string(hide_password=True)}: only the psycopg (3) driver is "
+                "supported; use postgresql+psycopg://..."
+            )
+        return url.set(drivername="postgresql+psycopg")
+
+    @classmethod
+    def read_only_engine(cls, url: URL) -> Engine:
+        # libpq takes one `options` string: keep the URL's (e.g. a search_path) and add ours.
+        given = url.query.get("options")
+        parts = [given] if isinstance(given, str) else list(given or ())
+        options = " ".join([*parts, "-c default_transaction_read_only=on"])
+        return create_engine(
+            url.difference_update_query(["options"]),
+            connect_args={"options": options, "connect_timeout": 10},
+        )
+
+    # ------------------------------------------------------------------ errors
+
+    def classify_error(self, e: sa_exc.DBAPIError) -> DriverError | None:
+        state = getattr(e.orig, "sqlstate", None)
+        if not isinstance(state, str):
+            return None
+        if state.startswith("08"):  # connection_exception and its subclasses
+            return DriverError.UNAVAILABLE
+        return _SQLSTATES.get(state)
+
+    # ------------------------------------------------------------------ read models
+
+    def upsert_statement(self, table: Table) -> Any:
+        return pg_dialect.insert(table)
+
+    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            copy.write(rows_copy_stream(rows))
+
+    def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
+        return expr
+
+    def sql_derived_uuid(self, prefix: str, number: str) -> str:
+        return f"({prefix} || to_hex({number} | (1::bigint << 63)))::uuid"
+
+    def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
+        conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {name} AS {select_sql}")
+
+    def analyze_table(self, conn: Connection, name: str) -> None:
+        conn.exec_driver_sql(f"ANALYZE {name}")
+
+    # ------------------------------------------------------------------ waiting and locks
+
+    def commit_waker(self) -> AbstractContextManager[Waker]:
+        return _listening(self)
+
+    def try_session_lock(self, conn: Connection, name: str) -> bool:
+        key = _lock_key(conn, name)
+        return bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+
+    def release_session_lock(self, conn: Connection, name: str) -> None:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(conn, name)})
+
+    def session_lock_holder(self, conn: Connection, name: str) -> str | None:
+        unsigned = _lock_key(conn, name) & 0xFFFFFFFFFFFFFFFF
+        row = conn.execute(
+            text(
+                "SELECT l.pid, a.client_addr, a.backend_start FROM pg_locks l "
+                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND l.classid = :hi AND l.objid = :lo AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
+        ).first()
+        if row is None:
+            return None
+        where = f" from {row[1]}" if row[1] else ""
+        return f"PostgreSQL backend pid {row[0]}{where}"
+
+    def _relax_commit(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+    # ------------------------------------------------------------------ log
 
     def _begin_write(self, conn: Connection) -> None:
         """READ COMMITTED, begun implicitly by the driver."""
@@ -174,3 +285,118 @@ class PostgresRecorder(Recorder):
             "SELECT pg_advisory_xact_lock(hashtext('clusterstore:' || "
             "coalesce(current_schema(), '')))"
         )
+
+
+# ---------------------------------------------------------------------------- session locks
+
+
+def advisory_key(schema_name: str, name: str) -> int:
+    digest = hashlib.sha256(f"clusterstore/projection/{schema_name}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _lock_key(conn: Connection, name: str) -> int:
+    """Keyed by the current schema too: tests run many stores in one database."""
+    return advisory_key(str(conn.exec_driver_sql("SELECT current_schema()").scalar()), name)
+
+
+# ---------------------------------------------------------------------------- waiting
+
+
+class ListenWaker:
+    """LISTENs on its own autocommit connection; on any error it falls back to sleeping
+    and listens again at the next wait. A notification only says "look now": the caller
+    re-polls the log, and one lost (a reconnect, a full queue) only delays it by one wait."""
+
+    def __init__(self, recorder: PostgresRecorder):
+        self.recorder = recorder
+        self.conn: Any = None
+
+    def _listen(self) -> Any:
+        if self.conn is None:
+            conn = self.recorder.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
+            except Exception:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn.connection.driver_connection
+
+    def wait(self, seconds: float) -> None:
+        try:
+            raw = self._listen()
+            for _ in raw.notifies(timeout=seconds, stop_after=1):
+                pass
+        except (Exception, EventStoreError):  # a lost connection: sleep, listen again later
+            self.close()
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.invalidate()
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+
+@contextmanager
+def _listening(recorder: PostgresRecorder) -> Iterator[Waker]:
+    waker = ListenWaker(recorder)
+    try:
+        yield waker
+    finally:
+        waker.close()
+
+
+# ---------------------------------------------------------------------------- read-model rows
+
+_ROWS_COPY_FIELDS: list[tuple[str, str]] = [
+    ("nfields", ">i2"),
+    ("run_key_len", ">i4"),
+    ("run_key", ">i4"),
+    ("seq_len", ">i4"),
+    ("seq", ">i8"),
+    ("id_len", ">i4"),
+    ("embedding_id", "V16"),
+    ("cluster_len", ">i4"),
+    ("cluster", ">i8"),
+    ("distance_len", ">i4"),
+    ("distance", ">f4"),
+    ("legacy_len", ">i4"),  # -1 is NULL, and then no bytes follow
+]
+_ROWS_DTYPE = np.dtype(_ROWS_COPY_FIELDS)
+_ROWS_LEGACY_DTYPE = np.dtype([*_ROWS_COPY_FIELDS, ("legacy_id", "V16")])
+
+
+def rows_copy_stream(rows: AssignmentRows) -> bytes:
+    """The binary COPY stream of ``rows`` for ``rows.COLUMNS`` (rows without a legacy id
+    first)."""
+    if not rows.has_legacy.any():
+        return _COPY_HEADER + _rows_tuples(rows, _ROWS_DTYPE) + _COPY_TRAILER
+    plain = _rows_tuples(rows.take(~rows.has_legacy), _ROWS_DTYPE)
+    legacy = _rows_tuples(rows.take(rows.has_legacy), _ROWS_LEGACY_DTYPE)
+    return _COPY_HEADER + plain + legacy + _COPY_TRAILER
+
+
+def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
+    out = np.empty(len(rows), dtype=dtype)
+    out["nfields"] = len(COLUMNS)
+    out["run_key_len"] = 4
+    out["run_key"] = rows.run_key
+    out["seq_len"] = 8
+    out["seq"] = rows.seq
+    out["id_len"] = 16
+    out["embedding_id"] = rows.embedding_id
+    out["cluster_len"] = 8
+    out["cluster"] = rows.cluster
+    out["distance_len"] = 4
+    out["distance"] = rows.distance
+    if dtype is _ROWS_LEGACY_DTYPE:
+        out["legacy_len"] = 16
+        out["legacy_id"] = rows.legacy_id
+    else:
+        out["legacy_len"] = -1
+    return out.tobytes()

@@ -1,41 +1,43 @@
 """The recorder: a small interface over the log tables, with the code both backends share.
 
-Backends (``sqlite.py``, ``postgres.py``) only hold what differs: engine set-up, how a
-write transaction starts, the fast insert path, how a commit position is allocated, and the
-immutability triggers. Driver errors are converted to ``errors`` in exactly one place,
-``Recorder.transaction``.
+Backends (``sqlite.py``, ``postgres.py``, registered in ``backends``) only hold what
+differs: URL checks, engine set-up, how a write transaction starts, the fast insert paths
+(the log's and the read models'), how a commit position is allocated, the immutability
+triggers, locks, waiting for commits, and which driver errors mean what
+(``classify_error``: by exception class and code, never by message text). Driver errors are
+converted to ``errors`` in exactly one place, ``Recorder.transaction`` (``driver_errors``).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select, text
+from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL
 
 from . import schema
+from .capabilities import BackendCapabilities
 from .codec import Batch, batch_len, batch_payloads, batch_slice
+from .driver_errors import DriverError, DuplicateKeyError, convert_error
 from .errors import (
     ConcurrencyError,
+    ConfigurationError,
     DatabaseBusyError,
-    DatabaseUnavailableError,
     EventConflictError,
-    EventStoreError,
     ForeignDatabaseError,
-    ImmutableLogError,
-    NotADatabaseError,
-    ReadOnlyDatabaseError,
     SchemaError,
 )
+from .schema import utc as _utc
 
 PAGE_SIZE = 10_000
 APPEND_RETRIES = 8
@@ -83,21 +85,51 @@ class AppendResult(NamedTuple):
     position: int | None  # global position of the first newly written event
 
 
-class _DuplicateKey(EventStoreError):
-    """A concurrent writer took the same (run, seq) first; the append is re-decided."""
+_T = TypeVar("_T")
 
 
-class Recorder(ABC):
+def retrying(
+    attempt: Callable[[], _T],
+    retry_on: tuple[type[BaseException], ...],
+    exhausted: Callable[[BaseException], BaseException],
+) -> _T:
+    """``attempt()``, retried with jittered exponential backoff while it raises one of
+    ``retry_on``; after ``APPEND_RETRIES`` tries, ``exhausted(last error)`` is raised."""
+    delay = 0.05
+    for n in range(APPEND_RETRIES):
+        try:
+            return attempt()
+        except retry_on as e:
+            if n == APPEND_RETRIES - 1:
+                error = exhausted(e)
+                if error is e:
+                    raise
+                raise error from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+class Recorder(BackendCapabilities):
     """The log's storage interface. One instance per database URL; thread-safe through
     SQLAlchemy's pool."""
 
-    dialect_name: str
+    dialect_name: ClassVar[str]  # for display (``EventStore.backend``); never branched on
     # SQL aggregate over ``e.payload`` concatenating a commit's payloads in seq order (feed.py)
-    concat_payloads_sql: str
+    concat_payloads_sql: ClassVar[str]
+    # ``e.payload`` as the bytes it holds (feed.py)
+    payload_sql: ClassVar[str] = "e.payload"
+    # whether ``try_session_lock`` and friends exist (a lock held by a connection, freed by
+    # the server when it ends); without them the projection runner keeps a lock row
+    has_session_locks: ClassVar[bool] = False
 
-    def __init__(self, engine: Engine, url: URL):
-        self.engine = engine
+    def __init__(self, url: URL):
         self.url = url
+        self.engine = self._create_engine(url)
+
+    @abstractmethod
+    def _create_engine(self, url: URL) -> Engine:
+        """The engine for ``url``, set up for this database (pragmas, timeouts)."""
 
     @property
     def display_url(self) -> str:
@@ -108,7 +140,43 @@ class Recorder(ABC):
         """The files on this machine that hold the store (none for a server database)."""
         return []
 
+    # ------------------------------------------------------------------ URLs
+
+    @classmethod
+    @abstractmethod
+    def check_url(cls, url: URL) -> URL:
+        """``url`` checked and normalised for this backend (e.g. the driver it needs);
+        ``ConfigurationError`` if it cannot hold a store."""
+
+    @classmethod
+    def url_for_path(cls, path: str) -> URL:
+        """The URL of a plain path (only the backend registered as ``PATH_BACKEND``)."""
+        raise ConfigurationError(f"{path}: give a URL for {cls.dialect_name}")
+
+    @classmethod
+    def display_of(cls, url: URL) -> str:
+        """How ``url`` is shown to users (the password masked)."""
+        return url.render_as_string(hide_password=True)
+
+    @classmethod
+    @abstractmethod
+    def read_only_engine(cls, url: URL) -> Engine:
+        """An engine that can only read the database at ``url`` (legacy import sources)."""
+
+    def lock_setup(self, conn: Connection) -> None:
+        """Serialise one-time CREATE TABLEs (e.g. of the read models) until the transaction
+        ends."""
+        self._lock_schema(conn)
+
     # ------------------------------------------------------------------ backend hooks
+
+    @abstractmethod
+    def classify_error(self, e: sa_exc.DBAPIError) -> DriverError | None:
+        """What the driver error means (by its class and code), or None if nothing known."""
+
+    def _relax_commit(self, conn: Connection) -> None:
+        """Let this write transaction commit without waiting for durability (if the
+        database offers that); see ``transaction(synchronous_commit=False)``."""
 
     @abstractmethod
     def _begin_write(self, conn: Connection) -> None:
@@ -152,21 +220,32 @@ class Recorder(ABC):
 
     @contextmanager
     def transaction(
-        self, *, write: bool = False, conn: Connection | None = None
+        self,
+        *,
+        write: bool = False,
+        conn: Connection | None = None,
+        synchronous_commit: bool = True,
     ) -> Iterator[Connection]:
         """A transaction; every driver error raised inside becomes an ``EventStoreError``.
-        ``conn``: run it on a connection held by the caller (see ``connection``)."""
+        ``conn``: run it on a connection held by the caller (see ``connection``).
+        ``synchronous_commit=False`` (a write whose loss in a server crash is harmless, e.g.
+        a projection batch with its checkpoint): commit without waiting for the WAL flush
+        where the database allows it."""
         try:
             if conn is not None:
-                yield from self._transaction_on(conn, write)
+                yield from self._transaction_on(conn, write, synchronous_commit)
                 return
             with self.engine.connect() as fresh:
-                yield from self._transaction_on(fresh, write)
+                yield from self._transaction_on(fresh, write, synchronous_commit)
         except sa_exc.DBAPIError as e:
             raise self._convert(e) from e
 
-    def _transaction_on(self, conn: Connection, write: bool) -> Iterator[Connection]:
+    def _transaction_on(
+        self, conn: Connection, write: bool, synchronous_commit: bool = True
+    ) -> Iterator[Connection]:
         (self._begin_write if write else self._begin_read)(conn)
+        if write and not synchronous_commit:
+            self._relax_commit(conn)
         try:
             yield conn
         except BaseException:
@@ -189,36 +268,10 @@ class Recorder(ABC):
         """All rows of a read-only ``sql`` with ``:name`` parameters, on ``conn`` (inside a
         ``transaction``). PostgreSQL fetches them in binary: a bytea result crosses the wire
         as its bytes instead of hex text (the bulk feed reads, ``feed.py``)."""
-        return list(conn.execute(text(sql), params).all())
+        return list(conn.execute(sql_text(sql), params).all())
 
     def _convert(self, e: sa_exc.DBAPIError) -> Exception:
-        msg = str(e.orig) if e.orig is not None else str(e)
-        low = msg.lower()
-        where = self.display_url
-        if "append-only" in low:
-            return ImmutableLogError(msg.strip().splitlines()[0])
-        if isinstance(e, sa_exc.IntegrityError) and (
-            "unique" in low or "duplicate key" in low or "primary key" in low
-        ):
-            return _DuplicateKey(msg)
-        if "database is locked" in low or "database is busy" in low or "lock timeout" in low:
-            return DatabaseBusyError(f"{where}: the database is locked by another writer")
-        if "readonly" in low or "read-only" in low or "read only" in low:
-            return ReadOnlyDatabaseError(f"{where}: the database is read-only ({msg.strip()})")
-        if "file is not a database" in low or "not a database" in low:
-            return NotADatabaseError(f"{where} is not a SQLite database")
-        if "unable to open database file" in low:
-            return ReadOnlyDatabaseError(
-                f"{where}: unable to open the database file; SQLite must be able to write "
-                "the file and its directory (for the -wal and -shm files)"
-            )
-        if e.connection_invalidated or isinstance(
-            e, sa_exc.OperationalError | sa_exc.InterfaceError
-        ):
-            first = msg.strip().splitlines()[0] if msg.strip() else type(e.orig).__name__
-            return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
-        first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
-        return EventStoreError(f"database error at {where}: {first}")
+        return convert_error(e, self.classify_error(e), self.display_url)
 
     # ------------------------------------------------------------------ schema
 
@@ -230,16 +283,9 @@ class Recorder(ABC):
         Safe to call from several processes at once: a lost race is retried (SQLite refuses
         a concurrent switch to WAL with "database is locked" without waiting).
         """
-        delay = 0.05
-        for attempt in range(APPEND_RETRIES):
-            try:
-                return self._initialise_once(allow_existing)
-            except DatabaseBusyError:
-                if attempt == APPEND_RETRIES - 1:
-                    raise
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        return retrying(
+            lambda: self._initialise_once(allow_existing), (DatabaseBusyError,), lambda e: e
+        )
 
     def _initialise_once(self, allow_existing: bool) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
@@ -316,19 +362,14 @@ class Recorder(ABC):
         ``expected_seq=None`` appends at the current head.
         A lock or a lost race is retried with backoff: safe, because the append is idempotent.
         """
-        delay = 0.05
-        for attempt in range(APPEND_RETRIES):
-            try:
-                return self._append_once(run_id, batch, expected_seq)
-            except (_DuplicateKey, DatabaseBusyError):
-                if attempt == APPEND_RETRIES - 1:
-                    raise DatabaseBusyError(
-                        f"{self.display_url}: run {run_id} could not be appended to after "
-                        f"{APPEND_RETRIES} attempts; another writer keeps the database locked"
-                    ) from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        return retrying(
+            lambda: self._append_once(run_id, batch, expected_seq),
+            (DuplicateKeyError, DatabaseBusyError),
+            lambda _: DatabaseBusyError(
+                f"{self.display_url}: run {run_id} could not be appended to after "
+                f"{APPEND_RETRIES} attempts; another writer keeps the database locked"
+            ),
+        )
 
     def _append_once(self, run_id: UUID, batch: Batch, expected_seq: int | None) -> AppendResult:
         n = batch_len(batch)
@@ -526,9 +567,3 @@ def next_position(conn: Connection) -> int:
         select(c.c.position, c.c.count).order_by(c.c.position.desc()).limit(1)
     ).first()
     return 1 if row is None else int(row[0] + row[1])
-
-
-def _utc(value: Any) -> datetime:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ Read models (projections) keep their own tables; nothing here knows about them.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -29,8 +30,8 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    Uuid,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 SCHEMA_VERSION = 1
@@ -38,14 +39,15 @@ APPLICATION = "clusterstore"
 
 
 class UUIDType(TypeDecorator[uuid.UUID]):
-    """A UUID: 16-byte BLOB on SQLite, native ``uuid`` on PostgreSQL."""
+    """A UUID: the database's native ``uuid`` type where it has one (PostgreSQL), else a
+    16-byte BLOB (SQLite)."""
 
     impl = LargeBinary(16)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.UUID(as_uuid=True))
+        if dialect.supports_native_uuid:
+            return dialect.type_descriptor(Uuid(as_uuid=True))
         return dialect.type_descriptor(LargeBinary(16))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
@@ -53,7 +55,7 @@ class UUIDType(TypeDecorator[uuid.UUID]):
             return None
         if not isinstance(value, uuid.UUID):
             value = uuid.UUID(str(value))
-        return value if dialect.name == "postgresql" else value.bytes
+        return value if dialect.supports_native_uuid else value.bytes
 
     def process_result_value(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
         if value is None:
@@ -62,6 +64,18 @@ class UUIDType(TypeDecorator[uuid.UUID]):
             return value
         return uuid.UUID(bytes=bytes(value))
 
+
+def utc(value: datetime) -> datetime:
+    """A datetime read back from a ``DateTime(timezone=True)`` column, in UTC (SQLite gives
+    it back naive, in UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# The integer type of sequence-like keys: INTEGER on SQLite, so that a WITHOUT ROWID key is
+# the 64-bit integer SQLite stores compactly; BIGINT elsewhere.
+KEY_INTEGER = BigInteger().with_variant(Integer, "sqlite")
+# Table options of a table clustered on its primary key (ignored where every table is).
+CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 
 metadata = MetaData()
 
@@ -83,12 +97,12 @@ events = Table(
     "cs_events",
     metadata,
     Column("run_id", UUIDType, nullable=False),
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("seq", KEY_INTEGER, nullable=False),
     Column("type", SmallInteger, nullable=False),
     Column("version", SmallInteger, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     PrimaryKeyConstraint("run_id", "seq", name="cs_events_pk"),
-    sqlite_with_rowid=False,
+    **CLUSTERED,
 )
 
 commits = Table(
@@ -96,7 +110,7 @@ commits = Table(
     metadata,
     Column(
         "position",
-        BigInteger().with_variant(Integer, "sqlite"),
+        KEY_INTEGER,
         primary_key=True,
         autoincrement=False,
     ),

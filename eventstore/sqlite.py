@@ -11,6 +11,9 @@
   per-row BEFORE INSERT check that would close it measured ~40% off the append rate.
 - Global positions: writers are serialised by ``BEGIN IMMEDIATE``, so ``MAX + 1`` inside
   the write transaction is allocated and committed in order.
+- A plain path is checked before any connection is made (``url_for_path``): a directory or
+  a file that is not a SQLite database gets a clear error and is never opened for writing.
+- Driver errors are classified by SQLite's (extended) result codes (``classify_error``).
 - Files this process has open as a store are registered (``file_in_use``): ``config`` must
   not open such a file itself to check its header, because closing any descriptor of a file
   drops every POSIX lock the process holds on it, SQLite's included. Without its shared
@@ -30,14 +33,23 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, create_engine, event
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL
 
 from . import schema
 from .codec import Batch, PackedEvents
+from .driver_errors import DriverError
+from .errors import ConfigurationError, NotADatabaseError
 from .recorder import Recorder, next_position
+from .rows import AssignmentRows
 
 BUSY_TIMEOUT_MS = 60_000
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 _in_use: Counter[str] = Counter()  # realpath -> open SQLiteRecorders of this process
 _in_use_lock = threading.Lock()
@@ -102,8 +114,45 @@ def _insert_packed(conn: Connection, run_id: UUID, first_seq: int, batch: Packed
         raise AssertionError(f"inserted {result.rowcount} of {batch.count} events")
 
 
+# Result codes (``sqlite3.Error.sqlite_errorcode``; the primary code is its low byte).
+_BUSY, _LOCKED, _READONLY, _CANTOPEN, _NOTADB = 5, 6, 8, 14, 26
+_CONSTRAINT_TRIGGER = 1811  # RAISE(ABORT, ...) in a trigger: the append-only triggers
+_CONSTRAINT_KEY = (1555, 2067)  # PRIMARYKEY, UNIQUE
+_CODES = {
+    _BUSY: DriverError.BUSY,
+    _LOCKED: DriverError.BUSY,
+    _READONLY: DriverError.READ_ONLY,
+    _CANTOPEN: DriverError.CANNOT_OPEN,
+    _NOTADB: DriverError.NOT_A_DATABASE,
+}
+
+
+def _path_url(path: Path) -> URL:
+    path = path.expanduser()
+    if path.is_dir():
+        raise ConfigurationError(f"{path} is a directory; give the path of a database file")
+    if path.exists() and not file_in_use(path):
+        # (a file this process has open as a store was checked then; reading its header
+        # again here would drop SQLite's locks on it: see the module docstring)
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except PermissionError as e:
+            raise ConfigurationError(f"{path} cannot be read: permission denied") from e
+        if header and header != SQLITE_HEADER:
+            raise NotADatabaseError(f"{path} is not a SQLite database; it was left untouched")
+    elif not path.parent.exists():
+        raise ConfigurationError(
+            f"cannot create {path}: the directory {path.parent} does not exist"
+        )
+    return URL.create("sqlite+pysqlite", database=str(path))
+
+
 class SQLiteRecorder(Recorder):
     dialect_name = "sqlite"
+    # SQLite keeps the type a value was written with: a payload rewritten around the store
+    # as TEXT (e.g. with ||) must still read as its bytes.
+    payload_sql = "CAST(e.payload AS BLOB)"
     # group_concat streams in scan order here: the feed join is a nested loop over the commits
     # in position order and each commit's cs_events range in seq order, grouped by commit
     # position without a sorter (EXPLAIN QUERY PLAN shows no temp b-tree), so the payloads
@@ -111,6 +160,12 @@ class SQLiteRecorder(Recorder):
     concat_payloads_sql = "CAST(group_concat(e.payload, x'') AS BLOB)"
 
     def __init__(self, url: URL):
+        super().__init__(url)
+        self._in_use_key: str | None = os.path.realpath(Path(str(url.database)))
+        with _in_use_lock:
+            _in_use[self._in_use_key] += 1
+
+    def _create_engine(self, url: URL) -> Engine:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
@@ -126,10 +181,7 @@ class SQLiteRecorder(Recorder):
             cur.execute("PRAGMA recursive_triggers = ON")
             cur.close()
 
-        super().__init__(engine, url)
-        self._in_use_key: str | None = os.path.realpath(Path(str(url.database)))
-        with _in_use_lock:
-            _in_use[self._in_use_key] += 1
+        return engine
 
     def dispose(self) -> None:
         super().dispose()
@@ -150,6 +202,76 @@ class SQLiteRecorder(Recorder):
         exist right now): ``-wal``, ``-shm`` and ``-journal``."""
         db = Path(str(self.url.database))
         return [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
+
+    # ------------------------------------------------------------------ URLs
+
+    @classmethod
+    def check_url(cls, url: URL) -> URL:
+        if not url.database or url.database == ":memory:":
+            raise ConfigurationError(
+                "an in-memory SQLite database cannot hold a store; give a file path"
+            )
+        return _path_url(Path(url.database))
+
+    @classmethod
+    def url_for_path(cls, path: str) -> URL:
+        return _path_url(Path(path))
+
+    @classmethod
+    def display_of(cls, url: URL) -> str:
+        return str(url.database)
+
+    @classmethod
+    def read_only_engine(cls, url: URL) -> Engine:
+        path = Path(str(url.database)).resolve()
+        return create_engine(
+            URL.create(
+                "sqlite+pysqlite", database=f"file:{path}", query={"mode": "ro", "uri": "true"}
+            )
+        )
+
+    # ------------------------------------------------------------------ errors
+
+    def classify_error(self, e: sa_exc.DBAPIError) -> DriverError | None:
+        code = getattr(e.orig, "sqlite_errorcode", None)
+        if not isinstance(code, int):
+            return None
+        if code == _CONSTRAINT_TRIGGER:
+            return DriverError.IMMUTABLE
+        if code in _CONSTRAINT_KEY:
+            return DriverError.DUPLICATE_KEY
+        return _CODES.get(code & 0xFF)
+
+    # ------------------------------------------------------------------ read models
+
+    def upsert_statement(self, table: Table) -> Any:
+        return sqlite_dialect.insert(table)
+
+    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+        _insert_rows(conn, table, rows)
+
+    def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
+        if nullable:  # hex(NULL) is '', not NULL
+            return f"CASE WHEN {expr} IS NOT NULL THEN lower(hex({expr})) END"
+        return f"lower(hex({expr}))"
+
+    def sql_derived_uuid(self, prefix: str, number: str) -> str:
+        return f"{prefix} || printf('%016x', {number} | (1 << 63))"
+
+    def drop_tables(self, conn: Connection, names: list[str]) -> None:
+        """Without ``secure_delete`` (Debian builds turn it on): zeroing every freed page of
+        a 10M-row table writes it all once more and held ~350 MB; the rows are copies of
+        the log, which stays in the same file anyway."""
+        if not names:
+            return
+        secure = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
+        conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+        try:
+            super().drop_tables(conn, names)
+        finally:
+            conn.exec_driver_sql(f"PRAGMA secure_delete = {int(secure or 0)}")
+
+    # ------------------------------------------------------------------ log
 
     def _begin_write(self, conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -200,3 +322,61 @@ class SQLiteRecorder(Recorder):
         conn.exec_driver_sql("COMMIT")
         conn.exec_driver_sql("PRAGMA journal_mode = WAL")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# ---------------------------------------------------------------------------- read-model rows
+# One ``INSERT ... SELECT`` per batch over ``json_each`` of the distances, the other columns
+# cut with ``substr`` from blobs numpy builds in bulk (fixed-width decimal digits for the
+# integers, the 16-byte ids back to back). ``substr`` on a BLOB is O(1) (on TEXT it would
+# scan), ``CAST`` of a digit blob is an integer, and the JSON float text round-trips every
+# float32 exactly (NaN, an imported run's unknown distance, is null).
+
+_POW10 = 10 ** np.arange(18, -1, -1, dtype=np.uint64)  # 19 digits hold any value < 2**63
+
+_ROWS_INSERT = """
+INSERT INTO {table} (run_key, seq, embedding_id, cluster, distance, legacy_id)
+SELECT {run_key}, {seq}, substr(:ids, key * 16 + 1, 16), {cluster}, value, {legacy}
+FROM json_each(:distances)
+"""
+
+
+def _digits(values: npt.NDArray[Any], width: int) -> npt.NDArray[np.uint8]:
+    """(n, width) ASCII digits of non-negative integers, zero-padded."""
+    v = values.astype(np.uint64)[:, None]
+    return ((v // _POW10[-width:]) % np.uint64(10) + np.uint64(48)).astype(np.uint8)
+
+
+def _width(values: npt.NDArray[Any]) -> int:
+    return len(str(int(values.max()))) if len(values) else 1
+
+
+def _insert_rows(conn: Connection, table: Table, rows: AssignmentRows) -> None:
+    """The integer columns go as one blob of fixed-width decimal digits per row, each as
+    wide as the batch's largest value needs. Digits are non-negative: the cluster goes as
+    ``cluster + 1`` (noise, -1, as 0) and the SQL takes the 1 off again."""
+    legacy = bool(rows.has_legacy.any())
+    columns = [("run_key", rows.run_key), ("seq", rows.seq), ("cluster", rows.cluster + 1)]
+    if legacy:
+        columns.append(("flag", rows.has_legacy.astype(np.int64)))
+    widths = [_width(values) for _, values in columns]
+    record = sum(widths)
+    nums = np.hstack([_digits(values, w) for (_, values), w in zip(columns, widths, strict=True)])
+    cut: dict[str, str] = {}
+    offset = 1
+    for (name, _), w in zip(columns, widths, strict=True):
+        cut[name] = f"CAST(substr(:nums, key * {record} + {offset}, {w}) AS INTEGER)"
+        offset += w
+    cut["cluster"] += " - 1"
+    cut["legacy"] = (
+        f"CASE WHEN {cut.pop('flag')} = 1 THEN substr(:legacy, key * 16 + 1, 16) END"
+        if legacy
+        else "NULL"
+    )
+    params = {
+        "nums": nums.tobytes(),
+        "ids": rows.embedding_id.tobytes(),
+        "distances": msgspec.json.encode(rows.distance.astype(np.float64).tolist()),
+    }
+    if legacy:
+        params["legacy"] = rows.legacy_id.tobytes()
+    conn.exec_driver_sql(_ROWS_INSERT.format(table=table.name, **cut), params)

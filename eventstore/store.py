@@ -7,22 +7,33 @@
 
 ``EventStore.open`` initialises a new or empty database on first use and refuses a
 database that holds other applications' tables (see ``Recorder.initialise``).
+
+The layers above the log (projections, audit, clustering, legacy import, the CLI) use the
+store's methods only; ``recorder`` (the backend) is the log package's own. The methods under
+"read models" are the backend's capabilities that the projections need (``capabilities``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
+from sqlalchemy import Connection, Table
+
+from . import log_reads
+from .capabilities import Waker
 from .codec import PackedEvents, decode, encode
 from .config import make_recorder, resolve_url
 from .errors import AmbiguousRunError, RunNotFoundError
 from .events import Event
-from .recorder import AppendResult, Recorder, RunHead, StoredEvent
+from .feed import FeedBlock, read_feed_blocks
+from .recorder import PAGE_SIZE, AppendResult, Recorder, RunHead, StoredEvent
+from .rows import AssignmentRows
 
 
 class RecordedEvent(NamedTuple):
@@ -128,12 +139,127 @@ class EventStore:
     ) -> Iterator[StoredEvent]:
         return self.recorder.read_stream(run_id, after=after, until=until, limit=limit)
 
+    def read_stream_pages(
+        self,
+        run_id: UUID,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[list[StoredEvent]]:
+        """A run's stored events in seq order, in pages of up to ``page_size`` (one short
+        read transaction each)."""
+        return self.recorder.read_stream_pages(
+            run_id, after=after, until=until, limit=limit, page_size=page_size
+        )
+
     def feed(self, *, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         """The global feed: every event after a global position, in position order."""
         return self.recorder.read_all(after=after, limit=limit)
 
+    def read_feed_blocks(
+        self,
+        *,
+        after: int = 0,
+        max_events: int = PAGE_SIZE,
+        assignments: bool = True,
+        conn: Connection | None = None,
+    ) -> list[FeedBlock]:
+        """The global feed after ``after`` as blocks for bulk consumers (``feed``)."""
+        return read_feed_blocks(
+            self.recorder, after=after, max_events=max_events, assignments=assignments, conn=conn
+        )
+
     def max_position(self) -> int:
         return self.recorder.max_position()
+
+    def read_events_at(
+        self, keys: Sequence[tuple[UUID, int]]
+    ) -> dict[tuple[UUID, int], StoredEvent]:
+        """The stored events at the given (run_id, seq) keys (missing keys are left out)."""
+        return log_reads.read_events_at(self.recorder, keys)
+
+    def count_events(self, run_id: UUID, *, type: int) -> int:
+        """How many of the run's stored events have ``type``."""
+        return log_reads.count_events(self.recorder, run_id, type=type)
+
+    def read_committed_heads(self) -> dict[UUID, int]:
+        """Each run's last committed seq, from the commits."""
+        return log_reads.read_committed_heads(self.recorder)
+
+    def read_run_commits(self, run_id: UUID) -> list[tuple[int, int]]:
+        """The run's append transactions as (first_seq, count), in seq order."""
+        return log_reads.read_run_commits(self.recorder, run_id)
+
+    # ------------------------------------------------------------------ transactions
+
+    def connection(self) -> AbstractContextManager[Connection]:
+        """A connection held across several ``transaction(conn=...)`` calls (e.g. by a
+        projection runner keeping a session lock); driver errors are converted."""
+        return self.recorder.connection()
+
+    def transaction(
+        self,
+        *,
+        write: bool = False,
+        conn: Connection | None = None,
+        synchronous_commit: bool = True,
+    ) -> AbstractContextManager[Connection]:
+        """A transaction whose driver errors become ``EventStoreError`` (see
+        ``Recorder.transaction``)."""
+        return self.recorder.transaction(
+            write=write, conn=conn, synchronous_commit=synchronous_commit
+        )
+
+    # ------------------------------------------------------------------ read models
+
+    def upsert_statement(self, table: Table) -> Any:
+        """The INSERT for ``table`` with ``on_conflict_do_nothing``/``..._do_update``."""
+        return self.recorder.upsert_statement(table)
+
+    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+        """Bulk-load a batch of read-model assignment rows (the backend's fast path)."""
+        self.recorder.insert_assignment_rows(conn, table, rows)
+
+    def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
+        self.recorder.replace_view(conn, name, select_sql)
+
+    def analyze_table(self, conn: Connection, name: str) -> None:
+        self.recorder.analyze_table(conn, name)
+
+    def drop_tables(self, conn: Connection, names: list[str]) -> None:
+        self.recorder.drop_tables(conn, names)
+
+    def lock_setup(self, conn: Connection) -> None:
+        """Serialise one-time CREATE TABLEs until the transaction ends."""
+        self.recorder.lock_setup(conn)
+
+    def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
+        return self.recorder.sql_uuid_text(expr, nullable=nullable)
+
+    def sql_derived_uuid(self, prefix: str, number: str) -> str:
+        return self.recorder.sql_derived_uuid(prefix, number)
+
+    # ------------------------------------------------------------------ waiting and locks
+
+    def commit_waker(self) -> AbstractContextManager[Waker]:
+        """A waker whose ``wait(seconds)`` may end early when new commits arrive."""
+        return self.recorder.commit_waker()
+
+    @property
+    def has_session_locks(self) -> bool:
+        """Whether the database holds locks for the life of a connection (``*_session_lock``)."""
+        return self.recorder.has_session_locks
+
+    def try_session_lock(self, conn: Connection, name: str) -> bool:
+        return self.recorder.try_session_lock(conn, name)
+
+    def release_session_lock(self, conn: Connection, name: str) -> None:
+        self.recorder.release_session_lock(conn, name)
+
+    def session_lock_holder(self, conn: Connection, name: str) -> str | None:
+        return self.recorder.session_lock_holder(conn, name)
 
 
 def decode_stored(ev: StoredEvent) -> Event:

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, MetaData, Table, create_engine, func, inspect, select
+from sqlalchemy import MetaData, Table, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from clusterstore.eventstore import schema
+from clusterstore.eventstore.backends import backend_for
 from clusterstore.eventstore.config import resolve_url
 from clusterstore.eventstore.errors import (
     ConfigurationError,
@@ -133,13 +134,10 @@ class LegacySource:
     """An open, read-only legacy database."""
 
     def __init__(self, location: str | os.PathLike[str]):
-        url = self._read_only_url(location)
-        self.display = (
-            str(Path(os.fspath(location)).expanduser())
-            if url.get_backend_name() == "sqlite"
-            else url.render_as_string(hide_password=True)
-        )
-        self.engine = self._engine(url)
+        url = self._url(location)
+        backend = backend_for(url)
+        self.display = backend.display_of(url)
+        self.engine = backend.read_only_engine(url)
         try:
             if inspect(self.engine).has_table(schema.meta.name):
                 raise LegacySourceError(
@@ -172,32 +170,13 @@ class LegacySource:
             )
 
     @staticmethod
-    def _read_only_url(location: str | os.PathLike[str]) -> URL:
+    def _url(location: str | os.PathLike[str]) -> URL:
         text = os.fspath(location)
         if "://" not in text:
             path = Path(text).expanduser()
             if not path.is_file():
                 raise LegacySourceError(f"legacy database {path} does not exist")
-        url = resolve_url(text)
-        if url.get_backend_name() == "sqlite":
-            path = Path(str(url.database)).resolve()
-            return URL.create(
-                "sqlite+pysqlite", database=f"file:{path}", query={"mode": "ro", "uri": "true"}
-            )
-        return url
-
-    @staticmethod
-    def _engine(url: URL) -> Engine:
-        if url.get_backend_name() == "sqlite":
-            return create_engine(url)
-        # libpq takes one `options` string: keep the URL's (e.g. a search_path) and add ours.
-        given = url.query.get("options")
-        parts = [given] if isinstance(given, str) else list(given or ())
-        options = " ".join([*parts, "-c default_transaction_read_only=on"])
-        return create_engine(
-            url.difference_update_query(["options"]),
-            connect_args={"options": options, "connect_timeout": 10},
-        )
+        return resolve_url(text)
 
     def close(self) -> None:
         self.engine.dispose()

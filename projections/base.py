@@ -8,14 +8,15 @@ transaction that also advances the checkpoint, so a projection never commits on 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Connection, Table, inspect, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from clusterstore.eventstore.feed import FeedBlock
+from clusterstore.eventstore.schema import utc
+from clusterstore.eventstore.store import EventStore
 
 from . import schema
 
@@ -26,8 +27,8 @@ class Projection(ABC):
     reads_assignments: ClassVar[bool]  # whether ``apply`` needs the assignment payloads
     views: ClassVar[tuple[str, ...]]  # the public names readers query
 
-    def __init__(self, dialect: str):
-        self.dialect = dialect
+    def __init__(self, store: EventStore):
+        self.store = store  # how this database loads rows, upserts and replaces views
 
     @abstractmethod
     def tables(self, generation: int) -> list[Table]:
@@ -58,29 +59,16 @@ class Projection(ABC):
         for table in self.tables(generation):
             for index in sorted(table.indexes, key=lambda i: str(i.name)):
                 conn.execute(CreateIndex(index))
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql(f"ANALYZE {table.name}")
+            self.store.analyze_table(conn, table.name)
 
     def drop_tables(self, conn: Connection, names: list[str]) -> None:
-        """Drop an old generation. On SQLite without ``secure_delete`` (Debian builds turn it
-        on): zeroing every freed page of a 10M-row table writes it all once more and held
-        ~350 MB; the rows are copies of the log, which stays in the same file anyway."""
-        if not names:
-            return
-        secure = None
-        if self.dialect == "sqlite":
-            secure = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
-            conn.exec_driver_sql("PRAGMA secure_delete = OFF")
-        try:
-            for name in names:
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
-        finally:
-            if secure is not None:
-                conn.exec_driver_sql(f"PRAGMA secure_delete = {int(secure)}")
+        """Drop an old generation (the backend drops without zeroing freed pages)."""
+        if names:
+            self.store.drop_tables(conn, names)
 
     def insert(self, table: Table) -> Any:
-        """The dialect's INSERT, with ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        """The database's INSERT, with ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+        return self.store.upsert_statement(table)
 
 
 class Checkpoint(NamedTuple):
@@ -100,8 +88,7 @@ def read_checkpoint(conn: Connection, name: str) -> Checkpoint | None:
     ).first()
     if row is None:
         return None
-    at = row[4] if row[4].tzinfo else row[4].replace(tzinfo=UTC)
-    return Checkpoint(row[0], int(row[1]), int(row[2]), int(row[3]), at)
+    return Checkpoint(row[0], int(row[1]), int(row[2]), int(row[3]), utc(row[4]))
 
 
 def current_generation(conn: Connection, name: str) -> int | None:

@@ -27,7 +27,7 @@ VIEWS = {
 
 def internal_tables(store: EventStore) -> list[str]:
     """The store's internal tables (the log and the read models' storage), sorted."""
-    with store.recorder.transaction() as conn:
+    with store.transaction() as conn:
         names = inspect(conn).get_table_names()
     return sorted(n for n in names if n.startswith(INTERNAL_PREFIXES))
 

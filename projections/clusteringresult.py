@@ -18,12 +18,13 @@ how many there are.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
 from sqlalchemy import Connection, Table, select, update
 
+from clusterstore.eventstore import StoredEvent
 from clusterstore.eventstore.events import (
     AssignmentRecorded,
     RunCompleted,
@@ -32,7 +33,7 @@ from clusterstore.eventstore.events import (
 )
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.lifecycle import transition
-from clusterstore.eventstore.recorder import StoredEvent
+from clusterstore.eventstore.schema import utc as _utc
 from clusterstore.eventstore.store import decode_stored
 from clusterstore.eventstore.vocabulary import duration_s
 
@@ -69,11 +70,7 @@ class ClusteringResultProjection(Projection):
     def publish(self, conn: Connection, generation: int) -> None:
         table = cr_tables(generation).results.name
         body = f"SELECT {', '.join(COLUMNS)} FROM {table}"
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW clusteringresult AS {body}")
-        else:
-            conn.exec_driver_sql("DROP VIEW IF EXISTS clusteringresult")
-            conn.exec_driver_sql(f"CREATE VIEW clusteringresult AS {body}")
+        self.store.replace_view(conn, "clusteringresult", body)
 
     def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
         t = cr_tables(generation).results
@@ -146,7 +143,3 @@ class ClusteringResultProjection(Projection):
     def _duration(conn: Connection, t: Table, run_id: UUID, end: datetime) -> float | None:
         started = conn.execute(select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
         return duration_s(started, end)  # the vocabulary's one definition
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -41,6 +41,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import Connection, Table, Uuid, bindparam, func, select, text, update
 
+from clusterstore.eventstore import StoredEvent
 from clusterstore.eventstore.codec import (
     ASSIGNMENT_WIDTH,
     pack_assignments,
@@ -55,11 +56,10 @@ from clusterstore.eventstore.events import (
 )
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.lifecycle import transition
-from clusterstore.eventstore.recorder import StoredEvent
+from clusterstore.eventstore.rows import AssignmentRows as Rows
 from clusterstore.eventstore.store import EventStore, decode_stored
 
 from . import ids
-from ._load import Rows, insert_rows
 from .base import Projection, current_generation
 from .lookup_index import create_lookup_index, lookup_index_enabled
 from .schema import ECTables, ec_tables
@@ -79,29 +79,23 @@ class EmbeddingClusterProjection(Projection):
         (``lookup.set_lookup_index``; it costs replay speed, so it is a choice)."""
         super().create_indexes(conn, generation)
         if lookup_index_enabled(conn):
-            create_lookup_index(conn, self.dialect, generation)
+            create_lookup_index(self.store, conn, generation)
 
     def publish(self, conn: Connection, generation: int) -> None:
         t = ec_tables(generation)
-        pg = self.dialect == "postgresql"
+        db = self.store
         for view, body in (("embeddingcluster", _EC_VIEW), ("clustersize", _SIZE_VIEW)):
             sql = body.format(
                 a=t.assignments.name,
                 r=t.runs.name,
                 c=t.clusters.name,
-                completed="r.completed" if pg else "r.completed = 1",
-                legacy_clusters="r.legacy_clusters" if pg else "r.legacy_clusters = 1",
-                id=_id_sql("r.id_prefix", "a.seq", pg),
-                cluster_id=_id_sql("r.cluster_prefix", "a.cluster", pg),
-                size_cluster_id=_id_sql("r.cluster_prefix", "c.cluster", pg),
-                embedding_id="a.embedding_id" if pg else "lower(hex(a.embedding_id))",
-                legacy_id="a.legacy_id" if pg else _SQLITE_LEGACY_ID,
+                id=db.sql_derived_uuid("r.id_prefix", "a.seq"),
+                cluster_id=db.sql_derived_uuid("r.cluster_prefix", "a.cluster"),
+                size_cluster_id=db.sql_derived_uuid("r.cluster_prefix", "c.cluster"),
+                embedding_id=db.sql_uuid_text("a.embedding_id"),
+                legacy_id=db.sql_uuid_text("a.legacy_id", nullable=True),
             )
-            if pg:
-                conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {view} AS {sql}")
-            else:
-                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
-                conn.exec_driver_sql(f"CREATE VIEW {view} AS {sql}")
+            db.replace_view(conn, view, sql)
 
     def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
         t = ec_tables(generation)
@@ -116,7 +110,7 @@ class EmbeddingClusterProjection(Projection):
                 parts.append(_decoded_rows(key, extra))
         if parts:
             rows = Rows.concat(parts)
-            insert_rows(conn, self.dialect, t.assignments, rows)
+            self.store.insert_assignment_rows(conn, t.assignments, rows)
             self._add_sizes(conn, t, rows)
         for block in blocks:
             for ev in block.others:
@@ -320,31 +314,23 @@ def _assignment(ev: StoredEvent) -> AssignmentRecorded:
 # ---------------------------------------------------------------------------- views SQL
 
 
-def _id_sql(prefix: str, number: str, pg: bool) -> str:
-    """A deterministic id (see ``ids``): the run's prefix and ``number | 1 << 63`` in hex."""
-    if pg:
-        return f"({prefix} || to_hex({number} | (1::bigint << 63)))::uuid"
-    return f"{prefix} || printf('%016x', {number} | (1 << 63))"
-
-
-# hex(NULL) is '', not NULL
-_SQLITE_LEGACY_ID = "CASE WHEN a.legacy_id IS NOT NULL THEN lower(hex(a.legacy_id)) END"
-
+# {id}, {cluster_id}: deterministic ids (``ids``), the run's prefix and the number in hex;
+# a boolean column is tested as itself (SQLite stores it as 0/1).
 _EC_VIEW = """SELECT COALESCE({legacy_id}, {id}) AS id, {embedding_id} AS embedding_id,
  r.result_id AS clustering_result_id,
  CASE WHEN a.cluster < 0 THEN NULL
- WHEN {legacy_clusters} THEN COALESCE((SELECT c.legacy_cluster_id FROM {c} AS c
+ WHEN r.legacy_clusters THEN COALESCE((SELECT c.legacy_cluster_id FROM {c} AS c
    WHERE c.run_key = a.run_key AND c.cluster = a.cluster), {cluster_id})
  ELSE {cluster_id} END AS cluster_id,
  r.run_id AS run_id, a.seq AS seq, a.cluster AS cluster, a.distance AS distance
 FROM {a} AS a JOIN {r} AS r ON r.run_key = a.run_key
-WHERE {completed}"""
+WHERE r.completed"""
 
 _SIZE_VIEW = """SELECT r.result_id AS clustering_result_id, r.run_id AS run_id,
  c.cluster AS cluster, COALESCE(c.legacy_cluster_id, {size_cluster_id}) AS cluster_id,
  c.size AS size, c.centroid AS centroid
 FROM {c} AS c JOIN {r} AS r ON r.run_key = c.run_key
-WHERE {completed}"""
+WHERE r.completed"""
 
 
 # ---------------------------------------------------------------------------- digest
@@ -379,7 +365,7 @@ def first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
     model = ((seq, p) for seqs, payloads in chunks for seq, p in zip(seqs, payloads, strict=True))
     log = (
         (ev.seq, ev.payload)
-        for page in store.recorder.read_stream_pages(run_id)
+        for page in store.read_stream_pages(run_id)
         for ev in page
         if ev.type == AssignmentRecorded.TYPE
     )
@@ -393,7 +379,7 @@ def first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
 def _view_chunks(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]] | None:
     """The run's rows in the ``embeddingcluster`` view as (seqs, payloads) chunks in seq
     order, or None if the view does not show the run."""
-    with store.recorder.transaction() as conn:
+    with store.transaction() as conn:
         generation = current_generation(conn, EmbeddingClusterProjection.name)
         if generation is None:
             return None
@@ -410,7 +396,7 @@ def _read_view(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], lis
         "WHERE run_id = :run ORDER BY seq"
     ).bindparams(bindparam("run", type_=Uuid()))
     prefix = ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id)
-    with store.recorder.transaction() as conn:
+    with store.transaction() as conn:
         result = conn.execution_options(yield_per=50_000).execute(query, {"run": run_id})
         for part in result.partitions():
             yield [row[1] for row in part], _payloads(part, prefix)

@@ -1,12 +1,14 @@
 """One runner per projection at a time.
 
-- PostgreSQL: a session-level advisory lock held by the runner's connection, keyed by the
-  projection name and the current schema (tests run many schemas in one database). The
-  server releases it when the connection ends, also after a SIGKILL.
-- SQLite: a row in ``pj_lock`` written under ``BEGIN IMMEDIATE``, naming host, pid and a
-  per-runner token. A row whose process is gone (same host) or whose heartbeat is older
-  than ``LOCK_TTL`` is stale and taken over. Every batch re-checks the row inside its own
-  write transaction, so a runner that lost its lock cannot commit.
+- Where the database has session locks (``EventStore.has_session_locks``; PostgreSQL's
+  advisory locks, keyed by the projection name and the current schema): one held by the
+  runner's connection. The server releases it when the connection ends, also after a
+  SIGKILL.
+- Elsewhere (SQLite): a row in ``pj_lock`` written in a write transaction (SQLite's
+  ``BEGIN IMMEDIATE``), naming host, pid and a per-runner token. A row whose process is
+  gone (same host) or whose heartbeat is older than ``LOCK_TTL`` is stale and taken over.
+  Every batch re-checks the row inside its own write transaction, so a runner that lost
+  its lock cannot commit.
 
 Either way the checkpoint update is also guarded by the previous position, so even a
 wrongly broken lock cannot apply a batch twice.
@@ -15,17 +17,17 @@ wrongly broken lock cannot apply a batch twice.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, delete, select, update
 
 from clusterstore.eventstore.errors import DatabaseBusyError, EventStoreError
-from clusterstore.eventstore.recorder import Recorder
+from clusterstore.eventstore.schema import utc
+from clusterstore.eventstore.store import EventStore
 
 from . import schema
 
@@ -33,8 +35,8 @@ LOCK_TTL = timedelta(seconds=120)
 
 
 class RunnerLock(ABC):
-    def __init__(self, recorder: Recorder, conn: Connection, name: str):
-        self.recorder = recorder
+    def __init__(self, store: EventStore, conn: Connection, name: str):
+        self.store = store
         self.conn = conn
         self.name = name
         self.held = False
@@ -55,28 +57,22 @@ class RunnerLock(ABC):
         """Who holds the lock now (for messages and ``status``), or None."""
 
 
-def make_lock(recorder: Recorder, conn: Connection, name: str) -> RunnerLock:
-    if recorder.dialect_name == "postgresql":
-        return AdvisoryLock(recorder, conn, name)
-    return RowLock(recorder, conn, name)
+def make_lock(store: EventStore, conn: Connection, name: str) -> RunnerLock:
+    if store.has_session_locks:
+        return SessionLock(store, conn, name)
+    return RowLock(store, conn, name)
 
 
-# ---------------------------------------------------------------------------- PostgreSQL
+# ---------------------------------------------------------------------------- session lock
 
 
-def advisory_key(schema_name: str, name: str) -> int:
-    digest = hashlib.sha256(f"clusterstore/projection/{schema_name}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-class AdvisoryLock(RunnerLock):
-    def _key(self, conn: Connection) -> int:
-        return advisory_key(_current_schema(conn), self.name)
+class SessionLock(RunnerLock):
+    """A lock the database holds for the life of the runner's connection (PostgreSQL's
+    advisory locks): freed by the server when the connection ends, also after a SIGKILL."""
 
     def try_acquire(self) -> bool:
-        with self.recorder.transaction(conn=self.conn) as c:
-            got = c.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key(c)}).scalar()
-        self.held = bool(got)
+        with self.store.transaction(conn=self.conn) as c:
+            self.held = self.store.try_session_lock(c, self.name)
         return self.held
 
     def release(self) -> None:
@@ -85,42 +81,19 @@ class AdvisoryLock(RunnerLock):
             # a lost connection has freed it already
             with (
                 contextlib.suppress(EventStoreError),
-                self.recorder.transaction(conn=self.conn) as c,
+                self.store.transaction(conn=self.conn) as c,
             ):
-                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key(c)})
+                self.store.release_session_lock(c, self.name)
 
     def check(self, conn: Connection) -> None:
         """Nothing: the session lock lives as long as this connection, which runs the batch."""
 
     def holder(self) -> str | None:
-        with self.recorder.transaction() as c:
-            return advisory_holder(c, self.name)
+        with self.store.transaction() as c:
+            return self.store.session_lock_holder(c, self.name)
 
 
-def _current_schema(conn: Connection) -> str:
-    return str(conn.exec_driver_sql("SELECT current_schema()").scalar())
-
-
-def advisory_holder(conn: Connection, name: str) -> str | None:
-    key = advisory_key(_current_schema(conn), name)
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    row = conn.execute(
-        text(
-            "SELECT l.pid, a.client_addr, a.backend_start FROM pg_locks l "
-            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.classid = :hi AND l.objid = :lo AND l.database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())"
-        ),
-        {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
-    ).first()
-    if row is None:
-        return None
-    where = f" from {row[1]}" if row[1] else ""
-    return f"PostgreSQL backend pid {row[0]}{where}"
-
-
-# ---------------------------------------------------------------------------- SQLite
+# ---------------------------------------------------------------------------- lock row
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,8 +107,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RowLock(RunnerLock):
-    def __init__(self, recorder: Recorder, conn: Connection, name: str):
-        super().__init__(recorder, conn, name)
+    def __init__(self, store: EventStore, conn: Connection, name: str):
+        super().__init__(store, conn, name)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.token = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
@@ -143,7 +116,7 @@ class RowLock(RunnerLock):
     def try_acquire(self) -> bool:
         t = schema.locks
         now = datetime.now(UTC)
-        with self.recorder.transaction(write=True, conn=self.conn) as c:
+        with self.store.transaction(write=True, conn=self.conn) as c:
             row = c.execute(select(t).where(t.c.name == self.name)).first()
             if row is not None and row.owner != self.token and not _stale(row, now):
                 return False
@@ -168,7 +141,7 @@ class RowLock(RunnerLock):
             # if this fails, the row goes stale and the next runner takes it over
             with (
                 contextlib.suppress(EventStoreError),
-                self.recorder.transaction(write=True, conn=self.conn) as c,
+                self.store.transaction(write=True, conn=self.conn) as c,
             ):
                 c.execute(delete(t).where(t.c.name == self.name, t.c.owner == self.token))
 
@@ -187,7 +160,7 @@ class RowLock(RunnerLock):
             )
 
     def holder(self) -> str | None:
-        with self.recorder.transaction() as c:
+        with self.store.transaction() as c:
             return row_holder(c, self.name)
 
 
@@ -202,9 +175,7 @@ def row_holder(conn: Connection, name: str) -> str | None:
 def _stale(row: object, now: datetime) -> bool:
     host: str = row.host  # type: ignore[attr-defined]
     pid: int = row.pid  # type: ignore[attr-defined]
-    beat: datetime = row.heartbeat_at  # type: ignore[attr-defined]
-    if beat.tzinfo is None:
-        beat = beat.replace(tzinfo=UTC)
+    beat: datetime = utc(row.heartbeat_at)  # type: ignore[attr-defined]
     if host == socket.gethostname() and not _pid_alive(pid):
         return True
     return now - beat > LOCK_TTL

@@ -87,7 +87,7 @@ def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = No
     """The cluster, cluster_id and distance of ``embedding_id`` in every completed run the
     read models hold (oldest first), optionally only runs of ``model``."""
     eid = parse_embedding_id(embedding_id)
-    with store.recorder.transaction() as conn:
+    with store.transaction() as conn:
         tables = set(inspect(conn).get_table_names())  # one catalog read
         if schema.checkpoints.name not in tables or not _built(conn):
             return WhichResult(eid, [], False, False)
@@ -123,9 +123,9 @@ def _built(conn: Connection) -> bool:
 def set_lookup_index(store: EventStore, on: bool) -> None:
     """Switch the lookup index on (built now on the current generation, and by every
     rebuild) or off (dropped)."""
-    with store.recorder.connection() as conn:
+    with store.connection() as conn:
         ensure_tables(store, conn)
-        with store.recorder.transaction(write=True, conn=conn) as c:
+        with store.transaction(write=True, conn=conn) as c:
             t = schema.settings
             value = "on" if on else "off"
             if c.execute(update(t).where(t.c.name == SETTING).values(value=value)).rowcount == 0:
@@ -133,13 +133,13 @@ def set_lookup_index(store: EventStore, on: bool) -> None:
             generation = current_generation(c, EmbeddingClusterProjection.name)
             if generation is not None:
                 if on:
-                    create_lookup_index(c, store.backend, generation)
+                    create_lookup_index(store, c, generation)
                 else:
                     drop_lookup_index(c, generation)
 
 
 def lookup_index_state(store: EventStore) -> bool:
-    with store.recorder.transaction() as conn:
+    with store.transaction() as conn:
         return lookup_index_enabled(conn)
 
 

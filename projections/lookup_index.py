@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, inspect, select
 
+from clusterstore.eventstore.store import EventStore
+
 from . import schema
 from .schema import ec_tables
 
@@ -34,14 +36,15 @@ def lookup_index_enabled(conn: Connection, *, check_table: bool = True) -> bool:
     return value == "on"
 
 
-def create_lookup_index(conn: Connection, dialect: str, generation: int) -> None:
+def create_lookup_index(store: EventStore, conn: Connection, generation: int) -> None:
+    """The index on the expression the view shows for ``embedding_id`` (the backend's
+    ``sql_uuid_text``), so the planner serves the view's predicate from it."""
     a = ec_tables(generation).assignments.name
-    column = "embedding_id" if dialect == "postgresql" else "lower(hex(embedding_id))"
+    column = store.sql_uuid_text("embedding_id")
     conn.exec_driver_sql(
         f"CREATE INDEX IF NOT EXISTS {lookup_index_name(generation)} ON {a} ({column})"
     )
-    if dialect == "postgresql":
-        conn.exec_driver_sql(f"ANALYZE {a}")
+    store.analyze_table(conn, a)
 
 
 def drop_lookup_index(conn: Connection, generation: int) -> None:

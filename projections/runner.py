@@ -8,8 +8,9 @@
 - **One runner per projection** (``locks``): a second ``catch_up`` waits until the running
   one has reached the head it wanted (or takes over when that one ends); ``follow`` and
   ``rebuild`` refuse at once with a message naming the holder.
-- **Follow** keeps applying new events: it polls; on PostgreSQL a ``LISTEN`` on the
-  store's notification channel only wakes it early (notifications can be lost).
+- **Follow** keeps applying new events: it polls; where the database notifies commits
+  (PostgreSQL's ``LISTEN``), the store's ``commit_waker`` only wakes it early
+  (notifications can be lost).
 - **Rebuild** replays the whole log into a new generation of tables that no reader sees,
   creates their secondary indexes after the load, then points the public views at it and
   moves the checkpoint in one transaction; the old generation is dropped afterwards. Readers
@@ -29,10 +30,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, inspect, text, update
+from sqlalchemy import Connection, inspect, update
 
 from clusterstore.eventstore.errors import DatabaseBusyError, SchemaError
-from clusterstore.eventstore.feed import FeedBlock, read_feed_blocks
+from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.runs import ProgressFn
 from clusterstore.eventstore.store import EventStore
 
@@ -40,7 +41,7 @@ from . import schema
 from .base import Checkpoint, Projection, read_checkpoint
 from .clusteringresult import ClusteringResultProjection
 from .embeddingcluster import EmbeddingClusterProjection
-from .locks import LOCK_TTL, RunnerLock, advisory_holder, make_lock, row_holder
+from .locks import LOCK_TTL, RunnerLock, make_lock, row_holder
 
 BATCH_EVENTS = 100_000
 POLL_SECONDS = 1.0
@@ -94,16 +95,15 @@ class Runner:
     ):
         self.store = store
         self.batch_events = batch_events
-        self.recorder = store.recorder
         self.projection = projection
         self.name = projection.name
         self.conn = conn
-        self.lock: RunnerLock = make_lock(self.recorder, conn, self.name)
+        self.lock: RunnerLock = make_lock(store, conn, self.name)
 
     # ------------------------------------------------------------------ checkpoint
 
     def checkpoint(self) -> Checkpoint | None:
-        with self.recorder.transaction(conn=self.conn) as c:
+        with self.store.transaction(conn=self.conn) as c:
             return read_checkpoint(c, self.name)
 
     def _advance(self, c: Connection, generation: int, old: int, new: int) -> None:
@@ -139,7 +139,7 @@ class Runner:
         by another layout version is rebuilt. Call with the lock held."""
         cp = self.checkpoint()
         if cp is None:
-            with self.recorder.transaction(write=True, conn=self.conn) as c:
+            with self.store.transaction(write=True, conn=self.conn) as c:
                 self.lock.check(c)
                 _refuse_foreign_names(c, self.projection)
                 self._drop_generations(c, keep=None)
@@ -176,7 +176,7 @@ class Runner:
         old = cp.generation if cp is not None else None
         generation = (old or 0) + 1
         target = self.store.max_position()
-        with self.recorder.transaction(write=True, conn=self.conn) as c:
+        with self.store.transaction(write=True, conn=self.conn) as c:
             self.lock.check(c)
             self._drop_generations(c, keep=old)
             self.projection.create(c, generation, indexes=False)
@@ -191,27 +191,25 @@ class Runner:
                 position = blocks[-1].last_position
             if position == before:
                 break
-        with self.recorder.transaction(write=True, conn=self.conn) as c:
+        with self.store.transaction(write=True, conn=self.conn) as c:
             self.lock.check(c)
             self.projection.create_indexes(c, generation)
             if old is None:
                 _refuse_foreign_names(c, self.projection)
             self._publish(c, generation, position)
         live = time.perf_counter() - start
-        with self.recorder.transaction(write=True, conn=self.conn) as c:
+        with self.store.transaction(write=True, conn=self.conn) as c:
             self._drop_generations(c, keep=generation)
         return RebuildResult(generation, position, live, time.perf_counter() - start)
 
     @contextmanager
     def _batch_transaction(self) -> Iterator[Connection]:
-        """The write transaction of one batch, under this runner's lock. On PostgreSQL it
-        commits without waiting for the WAL flush: a batch lost in a server crash is lost
-        together with the checkpoint it advanced, and applied again from the one before
-        (the generation swap and the setup commit synchronously)."""
-        with self.recorder.transaction(write=True, conn=self.conn) as c:
+        """The write transaction of one batch, under this runner's lock. It commits without
+        waiting for the WAL flush where the database allows (PostgreSQL): a batch lost in a
+        server crash is lost together with the checkpoint it advanced, and applied again
+        from the one before (the generation swap and the setup commit synchronously)."""
+        with self.store.transaction(write=True, conn=self.conn, synchronous_commit=False) as c:
             self.lock.check(c)
-            if self.store.backend == "postgresql":
-                c.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield c
 
     def _batches(self, *, after: int, until: int | None = None) -> Iterator[list[FeedBlock]]:
@@ -220,8 +218,7 @@ class Runner:
         immutable, so reading ahead is safe); at most three batches are in memory."""
 
         def read(position: int, conn: Connection | None = None) -> list[FeedBlock]:
-            return read_feed_blocks(
-                self.recorder,
+            return self.store.read_feed_blocks(
                 after=position,
                 max_events=self.batch_events,
                 assignments=self.projection.reads_assignments,
@@ -257,7 +254,7 @@ def projections_for(store: EventStore, names: Sequence[str] | None) -> list[Proj
     unknown = [n for n in names or () if n not in PROJECTIONS]
     if unknown:
         raise SchemaError(f"unknown projection {unknown[0]!r}; known: {', '.join(NAMES)}")
-    return [PROJECTIONS[n](store.backend) for n in (names or NAMES)]
+    return [PROJECTIONS[n](store) for n in (names or NAMES)]
 
 
 def catch_up(
@@ -272,7 +269,7 @@ def catch_up(
     projection. If another runner holds a projection, wait (up to ``wait`` seconds) until it
     has reached the head this call saw, or until it ends and this call can take over."""
     applied: dict[str, int] = {}
-    with store.recorder.connection() as conn:
+    with store.connection() as conn:
         ensure_tables(store, conn)
         for projection in projections_for(store, names):
             runner = Runner(store, projection, conn, batch_events)
@@ -310,7 +307,7 @@ def rebuild(
     atomically, then catch up what was appended meanwhile. Refuses if another runner holds
     a projection."""
     done: dict[str, RebuildResult] = {}
-    with store.recorder.connection() as conn:
+    with store.connection() as conn:
         ensure_tables(store, conn)
         for projection in projections_for(store, names):
             with _holding(Runner(store, projection, conn, batch_events)) as runner:
@@ -334,15 +331,13 @@ def follow(
     """Keep the projections up to date until ``stop()`` is true (or Ctrl-C / SIGTERM in the
     CLI): catch up, then wait for new events (poll; PostgreSQL notifications wake it early).
     Refuses if another runner holds a projection."""
-    from .waker import make_waker
-
-    with store.recorder.connection() as conn, ExitStack() as stack:
+    with store.connection() as conn, ExitStack() as stack:
         ensure_tables(store, conn)
         runners = [
             stack.enter_context(_holding(Runner(store, p, conn, batch_events)))
             for p in projections_for(store, names)
         ]
-        waker = stack.enter_context(make_waker(store))
+        waker = stack.enter_context(store.commit_waker())
         last_beat = time.monotonic()
         while True:
             applied = sum(r.catch_up(on_progress) for r in runners)
@@ -351,7 +346,7 @@ def follow(
             if applied == 0:
                 if time.monotonic() - last_beat > LOCK_TTL.total_seconds() / 4:
                     for r in runners:
-                        with store.recorder.transaction(write=True, conn=conn) as c:
+                        with store.transaction(write=True, conn=conn) as c:
                             r.lock.check(c)
                     last_beat = time.monotonic()
                 waker.wait(poll)
@@ -361,12 +356,12 @@ def status(store: EventStore) -> list[ProjectionStatus]:
     """Each projection's generation, checkpoint, the log's head and who is running it."""
     head = store.max_position()
     out = []
-    with store.recorder.transaction() as c:
+    with store.transaction() as c:
         names = set(inspect(c).get_table_names())
         for name in NAMES:
             cp = read_checkpoint(c, name) if schema.checkpoints.name in names else None
-            if store.backend == "postgresql":
-                runner = advisory_holder(c, name)
+            if store.has_session_locks:
+                runner = store.session_lock_holder(c, name)
             else:
                 runner = row_holder(c, name) if schema.locks.name in names else None
             out.append(
@@ -428,13 +423,9 @@ def _prefetched(
 
 def ensure_tables(store: EventStore, conn: Connection) -> None:
     """Create the fixed read-model tables on first use (concurrent callers are serialised)."""
-    with store.recorder.transaction(write=True, conn=conn) as c:
-        if store.backend == "postgresql":
-            c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_KEY})
+    with store.transaction(write=True, conn=conn) as c:
+        store.lock_setup(c)
         schema.metadata.create_all(c, checkfirst=True)
-
-
-_SETUP_KEY = 0x636C7573_70726F6A  # "clusproj": serialises the one-time CREATE TABLEs
 
 
 def _refuse_foreign_names(c: Connection, projection: Projection) -> None:

@@ -47,7 +47,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from clusterstore.eventstore.schema import UUIDType
+from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, UUIDType
 
 metadata = MetaData()
 
@@ -79,7 +79,7 @@ settings = Table(  # read-model options, e.g. the embedding-id lookup index
     Column("value", Text, nullable=False),
 )
 
-_Key = BigInteger().with_variant(Integer, "sqlite")
+_Key = KEY_INTEGER
 
 
 class ECTables(NamedTuple):
@@ -122,7 +122,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("embedding_id", UUIDType, nullable=False),
         Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
-        sqlite_with_rowid=False,
+        **CLUSTERED,
     )
     clusters = Table(
         f"pj_ec_cluster{g}",
@@ -133,7 +133,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("centroid", LargeBinary, nullable=True),
         Column("legacy_cluster_id", Uuid, nullable=True),  # an imported run's cluster UUID
         PrimaryKeyConstraint("run_key", "cluster", name=f"pj_ec_cluster{g}_pk"),
-        sqlite_with_rowid=False,
+        **CLUSTERED,
     )
     return ECTables(runs, assignments, clusters)
 

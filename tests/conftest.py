@@ -1,17 +1,28 @@
 """Fixtures shared by the whole suite.
 
-Every test that takes ``db_url`` or ``store`` runs once per backend: a SQLite file in a
-temporary directory, and PostgreSQL in a fresh schema of the database named by
-``$CLUSTERSTORE_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``),
-dropped afterwards. PostgreSQL cases skip when no server answers, except in CI (``$CI``
-set), where they fail.
+Every test that takes ``backend``, ``db_url`` or ``store`` runs once per entry of
+``BACKENDS``: a SQLite file in a temporary directory, and PostgreSQL in a fresh schema of
+the database named by ``$CLUSTERSTORE_TEST_PG_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``), dropped afterwards. PostgreSQL cases skip
+when no server answers, except in CI (``$CI`` set), where they fail.
+
+**Enrolling a backend in the shared suite** (the contract tests in ``tests/contracts/``
+and every other backend-parametrized test): add one ``BackendFixture`` to ``BACKENDS`` with a
+context manager that yields the location of a fresh, empty database (and removes it
+afterwards) and the ``"module:Class"`` of its recorder, as registered in
+``clusterstore.eventstore.backends.BACKENDS``. ``$CLUSTERSTORE_TEST_BACKENDS``
+(comma-separated names) runs the suite on some of them only, e.g. a backend author's
+``CLUSTERSTORE_TEST_BACKENDS=mydb pytest tests/contracts``. Cases marked ``sqlite_only`` or
+``postgres_only`` run on that backend alone.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,30 +84,65 @@ def drop_pg_schema(name: str) -> None:
     engine.dispose()
 
 
-BACKENDS = ["sqlite", "postgres"]
+@contextmanager
+def sqlite_database(directory: Path) -> Iterator[str]:
+    """A new SQLite file's path in ``directory`` (removed with the directory)."""
+    yield str(directory / "store.db")
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "postgres" and request.node.get_closest_marker("sqlite_only"):
-        pytest.skip("SQLite-only case")
-    if name == "sqlite" and request.node.get_closest_marker("postgres_only"):
-        pytest.skip("PostgreSQL-only case")
-    return name
-
-
-@pytest.fixture
-def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database for the backend: a file path or a PostgreSQL URL."""
-    if backend == "sqlite":
-        yield str(tmp_path / "store.db")
-        return
+@contextmanager
+def postgres_database(directory: Path) -> Iterator[str]:
+    """A URL whose search_path is a new, empty schema, dropped afterwards."""
     url, schema_name = make_pg_schema_url()
     try:
         yield url
     finally:
         drop_pg_schema(schema_name)
+
+
+@dataclass(frozen=True)
+class BackendFixture:
+    fresh_database: Callable[[Path], AbstractContextManager[str]]
+    recorder: str  # "module:Class", as in clusterstore.eventstore.backends.BACKENDS
+
+
+ALL_BACKENDS: dict[str, BackendFixture] = {
+    "sqlite": BackendFixture(sqlite_database, "clusterstore.eventstore.sqlite:SQLiteRecorder"),
+    "postgres": BackendFixture(
+        postgres_database, "clusterstore.eventstore.postgres:PostgresRecorder"
+    ),
+}
+TEST_BACKENDS_ENV = "CLUSTERSTORE_TEST_BACKENDS"
+_chosen = [b.strip() for b in os.environ.get(TEST_BACKENDS_ENV, "").split(",") if b.strip()]
+_unknown = [b for b in _chosen if b not in ALL_BACKENDS]
+if _unknown:
+    raise pytest.UsageError(f"${TEST_BACKENDS_ENV}: unknown backend {_unknown[0]!r}")
+BACKENDS = _chosen or list(ALL_BACKENDS)
+_ONLY = {
+    "sqlite_only": ("sqlite", "SQLite-only case"),
+    "postgres_only": ("postgres", "PostgreSQL-only case"),
+}
+
+
+def fresh_database(backend: str, directory: Path) -> AbstractContextManager[str]:
+    """A fresh, empty database of ``backend`` (its location: a path or a URL)."""
+    return ALL_BACKENDS[backend].fresh_database(directory)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    for marker, (only, why) in _ONLY.items():
+        if name != only and request.node.get_closest_marker(marker):
+            pytest.skip(why)
+    return name
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for the backend: a file path or a URL."""
+    with fresh_database(backend, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

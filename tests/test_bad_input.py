@@ -34,7 +34,7 @@ from click.testing import CliRunner, Result
 from clusterstore.cli.main import cli
 from clusterstore.clustering import ClusterSettings, cluster_file
 from clusterstore.eventstore import EventStore
-from tests.conftest import BACKENDS, drop_pg_schema, make_pg_schema_url
+from tests.conftest import BACKENDS, fresh_database
 from tests.contracts.support import LogSnapshot, snapshot
 from tests.test_cli_cluster import blobs
 from tests.test_cli_init import other_apps_table, shown
@@ -269,12 +269,7 @@ def populated(
     per backend: every case leaves the log as it was, which each case checks)."""
     d = tmp_path_factory.mktemp("bad_input")
     values = write_inputs(d)
-    schema_name = None
-    if request.param == "sqlite":
-        url = str(d / "store.db")
-    else:
-        url, schema_name = make_pg_schema_url()
-    try:
+    with fresh_database(request.param, d) as url:
         with EventStore.open(url) as store:
             settings = ClusterSettings(model="m", k=3, seed=5, batch_size=50)
             done = cluster_file(store, values["emb"], settings)
@@ -293,9 +288,6 @@ def populated(
             changed_digest=sha12(moved),
         )
         yield Populated(url, values)
-    finally:
-        if schema_name is not None:
-            drop_pg_schema(schema_name)
 
 
 def invoke(db_url: str, args: list[str]) -> Result:

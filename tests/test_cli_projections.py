@@ -98,7 +98,7 @@ def test_unknown_projection_is_a_usage_error(store: EventStore, db_url: str) -> 
 def test_a_busy_projection_is_a_clear_error(store: EventStore, db_url: str) -> None:
     projections.catch_up_all(store)
     with store.recorder.connection() as conn:
-        runner = Runner(store, projections.PROJECTIONS["clusteringresult"](store.backend), conn)
+        runner = Runner(store, projections.PROJECTIONS["clusteringresult"](store), conn)
         assert runner.lock.try_acquire()
         try:
             code, out, err = invoke(db_url, "rebuild", "clusteringresult")

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterstore.clustering.ids import as_ids, check_unique, derived_ids, load_ids
-from clusterstore.clustering.inputs import ArraySource, open_source, scan
+from clusterstore.clustering.files import load_ids, open_source
+from clusterstore.clustering.ids import as_ids, check_unique, derived_ids
+from clusterstore.clustering.inputs import ArraySource, scan
 from clusterstore.eventstore import InputError
 
 

@@ -172,7 +172,7 @@ def test_a_held_projection_refuses_rebuild_and_follow(store: EventStore) -> None
     make_run(store, 5, seed=13)
     projections.catch_up_all(store)
     with store.recorder.connection() as conn:
-        runner = Runner(store, projections.PROJECTIONS["embeddingcluster"](store.backend), conn)
+        runner = Runner(store, projections.PROJECTIONS["embeddingcluster"](store), conn)
         assert runner.lock.try_acquire()
         try:
             with pytest.raises(DatabaseBusyError) as info:

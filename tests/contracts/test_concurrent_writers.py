@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterstore.eventstore import EventStore, StoredEvent
-from tests.conftest import drop_pg_schema, make_pg_schema_url
+from tests.conftest import fresh_database
 
 WRITERS = {"sqlite": 2, "postgres": 4}
 BATCHES = 20
@@ -132,21 +132,19 @@ def check(
     assert rolled_back > 0  # the scenario really rolled transactions back
 
 
-def fresh_databases(db_url: str, tmp_path: Path, n: int) -> Iterator[str]:
+def fresh_databases(backend: str, db_url: str, tmp_path: Path, n: int) -> Iterator[str]:
     """``db_url`` and n - 1 more empty databases of the same backend."""
     yield db_url
     for i in range(1, n):
-        if "://" not in db_url:
-            yield str(tmp_path / f"fresh{i}.db")
-            continue
-        url, schema = make_pg_schema_url()
-        try:
+        directory = tmp_path / f"fresh{i}"
+        directory.mkdir()
+        with fresh_database(backend, directory) as url:
             yield url
-        finally:
-            drop_pg_schema(schema)
 
 
-def test_concurrent_first_open_creates_the_store_once(db_url: str, tmp_path: Path) -> None:
+def test_concurrent_first_open_creates_the_store_once(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
     """Several openers (threads with engines of their own) racing to create a new store."""
 
     def open_close(url: str) -> int:
@@ -154,5 +152,5 @@ def test_concurrent_first_open_creates_the_store_once(db_url: str, tmp_path: Pat
             return store.max_position()
 
     with ThreadPoolExecutor(6) as pool:
-        for url in fresh_databases(db_url, tmp_path, 4):
+        for url in fresh_databases(backend, db_url, tmp_path, 4):
             assert list(pool.map(open_close, [url] * 6)) == [0] * 6

@@ -1,0 +1,90 @@
+"""What a backend provides to the layers above the log (the read models, the projection
+runner, followers), beside the log's own storage (``recorder.Recorder``, which inherits this).
+
+Every method is about *how* this database does something the layers above need: load a
+batch of read-model rows fast, upsert, replace a view, lock a runner for the life of a
+connection, wait for new commits. The layers above ask the store (``EventStore``), never
+test a dialect name.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Table
+
+from .rows import AssignmentRows
+
+
+class Waker(Protocol):
+    def wait(self, seconds: float) -> None:
+        """Return after ``seconds``, or earlier when new commits may have arrived."""
+
+
+class SleepWaker:
+    """Waits by sleeping: followers poll (the default for a backend without notifications)."""
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@contextmanager
+def _sleeping() -> Iterator[Waker]:
+    yield SleepWaker()
+
+
+class BackendCapabilities(ABC):
+    # ------------------------------------------------------------------ read models
+
+    @abstractmethod
+    def upsert_statement(self, table: Table) -> Any:
+        """The INSERT for ``table`` with ``on_conflict_do_nothing``/``on_conflict_do_update``."""
+
+    @abstractmethod
+    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+        """Bulk-load ``rows`` into ``table`` (columns ``rows.COLUMNS``): the fast path."""
+
+    @abstractmethod
+    def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
+        """SQL showing a 16-byte ``UUIDType`` column ``expr`` as SQLAlchemy's ``Uuid``
+        shows UUIDs on this database (NULL stays NULL when ``nullable``)."""
+
+    @abstractmethod
+    def sql_derived_uuid(self, prefix: str, number: str) -> str:
+        """SQL for the ``Uuid`` made of a 16-hex-digit ``prefix`` and ``number | 1 << 63``
+        in 16 hex digits (``projections.ids``)."""
+
+    def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
+        """Point the view ``name`` at ``select_sql`` (readers switch when the txn commits)."""
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE VIEW {name} AS {select_sql}")
+
+    def analyze_table(self, conn: Connection, name: str) -> None:
+        """Refresh the planner's statistics of a freshly loaded table (if it keeps any)."""
+        return None
+
+    def drop_tables(self, conn: Connection, names: list[str]) -> None:
+        """Drop the tables (if they exist)."""
+        for name in names:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+
+    # ------------------------------------------------------------------ waiting and locks
+
+    def commit_waker(self) -> AbstractContextManager[Waker]:
+        """A waker whose ``wait`` may end early when new commits arrive (default: sleeps)."""
+        return _sleeping()
+
+    def try_session_lock(self, conn: Connection, name: str) -> bool:
+        """Take the session lock ``name`` on ``conn`` without waiting (``has_session_locks``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no session locks")
+
+    def release_session_lock(self, conn: Connection, name: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no session locks")
+
+    def session_lock_holder(self, conn: Connection, name: str) -> str | None:
+        """Who holds the session lock ``name`` (for messages), or None."""
+        raise NotImplementedError(f"{type(self).__name__} has no session locks")
