@@ -290,20 +290,31 @@ class _Checker:
             clusters = self._values(np.frombuffer(data, dtype=dtype), seqs)
             self.life.account(first, evs[-1].seq, data, len(evs), clusters)
             return
-        bad = evs[int(np.flatnonzero(~ok)[0])]
-        self.add(
-            "not_canonical",
-            bad.seq,
-            f"AssignmentRecorded payload is not in the canonical {dtype.itemsize}-byte layout "
-            f"({len(bad.payload)} bytes, version {bad.version}: {bad.payload[:32].hex()})",
-            int((~ok).sum()),
-        )
+        self._non_canonical([evs[i] for i in np.flatnonzero(~ok).tolist()], dtype.itemsize)
         keep = np.flatnonzero(ok).tolist()
         good = b"".join(payloads[i] for i in keep)
         seqs = np.array([evs[i].seq for i in keep], dtype=np.int64)
         clusters = self._values(np.frombuffer(good, dtype=dtype), seqs)
         # every payload is hashed and counted; only the decodable ones are sized
         self.life.account(first, evs[-1].seq, data, len(evs), clusters)
+
+    def _non_canonical(self, bad: Sequence[StoredEvent], width: int) -> None:
+        """Assignments off the canonical layout, one finding: it names the first that does
+        not decode at all when there is one (the worst), else the first of them."""
+        named = bad[0]
+        for ev in bad:
+            try:
+                decode_stored(ev)
+            except EventDecodeError:
+                named = ev
+                break
+        self.add(
+            "not_canonical",
+            named.seq,
+            f"AssignmentRecorded payload is not in the canonical {width}-byte layout "
+            f"({len(named.payload)} bytes, version {named.version}: {named.payload[:32].hex()})",
+            len(bad),
+        )
 
     @property
     def imported(self) -> bool:

@@ -44,7 +44,7 @@ def which(
                 str(p.run_id),
                 p.model or "?",
                 p.cluster,
-                str(p.cluster_id),
+                "noise" if p.cluster_id is None else str(p.cluster_id),
                 "-" if p.distance is None else f"{p.distance:.6g}",
             ]
             for p in result.placements

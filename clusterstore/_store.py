@@ -24,8 +24,10 @@ from clusterstore.eventstore.store import EventStore
 from ._run import Run
 
 if TYPE_CHECKING:
-    from clusterstore.audit import Comparison, ExportResult, VerifyReport
+    from clusterstore.audit import Comparison, ExportResult, ReportResult, VerifyReport
+    from clusterstore.audit.verify import ReadModelCheck
     from clusterstore.clustering import EmbeddingSource
+    from clusterstore.projections.lookup import WhichResult
 
 RunRef = Run | UUID | str
 Embeddings = str | os.PathLike[str] | npt.ArrayLike
@@ -152,9 +154,11 @@ class Store:
         Without a run: every run, oldest first."""
         from clusterstore.audit import verify_run, verify_runs
 
+        check = _read_model_check()
         if run is not None:
-            return verify_run(self.event_store, self._run_id(run))
-        return verify_runs(self.event_store, [h.run_id for h in self.event_store.runs()])
+            return verify_run(self.event_store, self._run_id(run), read_model=check)
+        runs = [h.run_id for h in self.event_store.runs()]
+        return verify_runs(self.event_store, runs, read_model=check)
 
     def export(
         self,
@@ -179,6 +183,42 @@ class Store:
             force=force,
             allow_incomplete=allow_incomplete,
         )
+
+    def report(
+        self,
+        run: RunRef,
+        path: str | os.PathLike[str],
+        *,
+        compare_to: RunRef | None = None,
+        texts: str | os.PathLike[str] | None = None,
+        id_column: str = "id",
+        text_column: str = "text",
+        members: int = 5,
+        force: bool = False,
+    ) -> ReportResult:
+        """Write a self-contained HTML report of the run (``compare_to``: matched clusters,
+        ARI/NMI against another run; ``texts``: a .csv/.parquet of ids and texts shown for
+        the members nearest each centroid). The file is created, never substituted."""
+        from clusterstore.audit import TextsSource, write_report
+
+        source = TextsSource(os.fspath(texts), id_column, text_column) if texts else None
+        other = None if compare_to is None else self._run_id(compare_to)
+        return write_report(
+            self.event_store,
+            self._run_id(run),
+            path,
+            compare_to=other,
+            texts=source,
+            members=members,
+            force=force,
+        )
+
+    def which(self, embedding_id: str | UUID, *, model: str | None = None) -> WhichResult:
+        """The cluster, cluster_id and distance of one embedding in every completed run
+        (from the lookup index when it is on: ``clusterstore projections lookup-index on``)."""
+        from clusterstore import projections
+
+        return projections.which(self.event_store, embedding_id, model=model)
 
     def catch_up(self) -> dict[str, int]:
         """Bring the read models up to date with the log; events applied per read model."""
@@ -298,3 +338,11 @@ _FILE_OPTIONS = ("npz_key", "embeddings_column", "id_column")
 def _path_or(ids: Any) -> Any:
     """A path as ``Path`` (``clustering`` tells files from arrays by type)."""
     return Path(os.fspath(ids)) if isinstance(ids, str | os.PathLike) else ids
+
+
+def _read_model_check() -> ReadModelCheck:
+    """The projections' check of a run's read-model rows against its log, for ``verify``."""
+    from clusterstore import projections
+    from clusterstore.audit import ReadModelCheck
+
+    return ReadModelCheck(projections.read_model_digest, projections.first_read_model_difference)

@@ -34,7 +34,7 @@ class Placement:
     model: str | None
     started_at: datetime | None
     cluster: int
-    cluster_id: UUID
+    cluster_id: UUID | None  # None for noise (cluster -1)
     distance: float | None
 
     def to_json(self) -> dict[str, Any]:
@@ -48,7 +48,7 @@ class Placement:
             if started is None
             else started.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z",
             "cluster": self.cluster,
-            "cluster_id": str(self.cluster_id),
+            "cluster_id": None if self.cluster_id is None else str(self.cluster_id),
             "distance": self.distance,
         }
 
@@ -104,7 +104,7 @@ def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = No
             model=r[1],
             started_at=_datetime(r[2]),
             cluster=int(r[3]),
-            cluster_id=_uuid(r[4]),
+            cluster_id=None if r[4] is None else _uuid(r[4]),
             distance=None if r[5] is None else float(r[5]),
         )
         for r in rows

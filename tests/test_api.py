@@ -227,3 +227,22 @@ def test_record_passes_noise_through(api: clusterstore.Store, backend: str) -> N
     assert [r[0] for r in rows] == labels.tolist()
     assert [r[1] is None for r in rows] == (labels == -1).tolist()
     assert api.verify(run).ok
+
+
+def test_verify_checks_the_read_model_and_report_and_which_answer(
+    api: clusterstore.Store, tmp_path: Path
+) -> None:
+    ids = uuids(6)
+    a = api.record(ids, [0, 0, 1, 1, 2, 2], model="m", algorithm="x")
+    b = api.record(ids, [1, 1, 0, 0, -1, 2], model="m", algorithm="y")
+    assert api.verify(a).read_model == "ok"  # the projections' check is handed in
+    with api.event_store.transaction(write=True) as conn:
+        conn.exec_driver_sql("DELETE FROM pj_ec_assignment_g1 WHERE seq = 3")
+    assert api.verify(a).read_model == "mismatch" and not api.verify(a).ok
+    found = api.which(ids[4])
+    assert [(p.run_id, p.cluster, p.cluster_id is None) for p in found.placements] == [
+        (a.run_id, 2, False),
+        (b.run_id, -1, True),
+    ]
+    result = api.report(b, tmp_path / "b.html", compare_to=a)
+    assert str(b.run_id) in (tmp_path / "b.html").read_text() and result.n_bytes > 0
