@@ -53,7 +53,7 @@ def assign_command(
     """Label EMBEDDINGS (.npy, .npz or .parquet) with RUN's centroids (no retraining, RUN's
     metric) and record them as a new run that names RUN as its parent."""
     files = {"npz_key": npz_key, "embeddings_column": embeddings_column, "id_column": id_column}
-    child = state.api().assign(
+    child = state.api(write=True).assign(
         run,
         embeddings,
         ids=ids,

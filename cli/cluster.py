@@ -111,7 +111,7 @@ def cluster_command(
 ) -> None:
     """Cluster EMBEDDINGS (.npy, .npz or .parquet; N x d floats) and record every
     assignment."""
-    store = state.open()
+    store = state.open(write=True)
     settings = ClusterSettings(
         model=model,
         k=k,
@@ -157,7 +157,7 @@ def resume_command(
     quiet: bool,
 ) -> None:
     """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
-    store = state.open()
+    store = state.open(write=True)
     result = resume(
         store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
     )
@@ -171,7 +171,7 @@ def resume_command(
 def demo_command(ctx: click.Context, as_json: bool, quiet: bool) -> None:
     """Cluster synthetic embeddings for three models and show the runs."""
     state: StoreContext = ctx.obj
-    store = state.open()
+    store = state.open(write=True)
     if not quiet and not as_json:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
     results = run_demo(store, reporter=CliReporter(quiet or as_json))

@@ -66,7 +66,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 @pass_store
 def init(state: StoreContext, allow_existing: bool, as_json: bool) -> None:
     """Create the store's tables and read-model views (safe to run again)."""
-    store = state.open(allow_existing=allow_existing)
+    store = state.open(write=True, allow_existing=allow_existing)
     if not store.created:  # a new store got its views when it was opened
         refresh_after_write(store, quiet=True)
     if as_json:

@@ -43,6 +43,7 @@ def _mask(value: str) -> str:
         return "<unparseable URL>"
 
 
-def make_recorder(url: URL) -> Recorder:
-    """The recorder for the URL's backend (a URL from ``resolve_url``)."""
-    return backend_for(url)(url)
+def make_recorder(url: URL, *, read_only: bool = False) -> Recorder:
+    """The recorder for the URL's backend (a URL from ``resolve_url``); ``read_only``: one
+    that can only read (see ``Recorder.check_store``)."""
+    return backend_for(url)(url, read_only=read_only)

@@ -7,6 +7,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── ConfigurationError (ValueError)      bad --db value, unusable file
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
+    │   ├── NoStoreError                     a read found no store there (nothing created)
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
@@ -44,6 +45,17 @@ class NotADatabaseError(ConfigurationError):
 
 class ForeignDatabaseError(ConfigurationError):
     """The database holds tables that clusterstore does not own."""
+
+
+class NoStoreError(ConfigurationError):
+    """A command that only reads found no store at the location; nothing was created."""
+
+    def __init__(self, where: str):
+        self.where = where
+        super().__init__(
+            f"no clusterstore database at {where}; nothing was created "
+            "(`clusterstore init` creates one)"
+        )
 
 
 class OutputFileError(ConfigurationError):

@@ -87,6 +87,16 @@ def build_copy_tuples(run_id: UUID, first_seq: int, batch: PackedEvents) -> byte
     return rows.tobytes()
 
 
+def _read_only_options(url: URL) -> tuple[URL, str]:
+    """``url`` without its ``options`` and the libpq ``options`` string that keeps them
+    (e.g. a search_path) and makes every transaction read-only."""
+    given = url.query.get("options")
+    parts = [given] if isinstance(given, str) else list(given or ())
+    return url.difference_update_query(["options"]), " ".join(
+        [*parts, "-c default_transaction_read_only=on"]
+    )
+
+
 def _append_only_ddl() -> list[str]:
     ddl = [
         """
@@ -127,11 +137,10 @@ class PostgresRecorder(Recorder):
     has_session_locks = True
 
     def _create_engine(self, url: URL) -> Engine:
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "clusterstore"},
-        )
+        connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
+        if self.read_only:  # the server refuses any write of this engine's sessions
+            url, connect_args["options"] = _read_only_options(url)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
     # ------------------------------------------------------------------ URLs
 
@@ -142,18 +151,17 @@ class PostgresRecorder(Recorder):
                 f"{url.render_as_string(hide_password=True)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."
             )
+        if not url.database:
+            raise ConfigurationError(
+                f"{url.render_as_string(hide_password=True)} names no database; give "
+                "postgresql://USER@HOST/DATABASE (the server's default database is never used)"
+            )
         return url.set(drivername="postgresql+psycopg")
 
     @classmethod
     def read_only_engine(cls, url: URL) -> Engine:
-        # libpq takes one `options` string: keep the URL's (e.g. a search_path) and add ours.
-        given = url.query.get("options")
-        parts = [given] if isinstance(given, str) else list(given or ())
-        options = " ".join([*parts, "-c default_transaction_read_only=on"])
-        return create_engine(
-            url.difference_update_query(["options"]),
-            connect_args={"options": options, "connect_timeout": 10},
-        )
+        url, options = _read_only_options(url)
+        return create_engine(url, connect_args={"options": options, "connect_timeout": 10})
 
     # ------------------------------------------------------------------ errors
 

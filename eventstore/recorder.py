@@ -35,6 +35,7 @@ from .errors import (
     DatabaseBusyError,
     EventConflictError,
     ForeignDatabaseError,
+    NoStoreError,
     SchemaError,
 )
 from .schema import utc as _utc
@@ -123,8 +124,11 @@ class Recorder(BackendCapabilities):
     # the server when it ends); without them the projection runner keeps a lock row
     has_session_locks: ClassVar[bool] = False
 
-    def __init__(self, url: URL):
+    def __init__(self, url: URL, *, read_only: bool = False):
         self.url = url
+        # read_only: the engine can only read (a command that must never write); the
+        # store must exist already (``check_store``)
+        self.read_only = read_only
         self.engine = self._create_engine(url)
 
     @abstractmethod
@@ -286,6 +290,13 @@ class Recorder(BackendCapabilities):
         return retrying(
             lambda: self._initialise_once(allow_existing), (DatabaseBusyError,), lambda e: e
         )
+
+    def check_store(self) -> None:
+        """Make sure a store exists here, reading only; ``NoStoreError`` if the database
+        holds none (nothing is created: the commands that only read open stores this way)."""
+        with self.transaction() as conn:
+            if not self._check_existing(conn, set(inspect(conn).get_table_names())):
+                raise NoStoreError(self.display_url)
 
     def _initialise_once(self, allow_existing: bool) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken

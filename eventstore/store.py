@@ -48,11 +48,24 @@ class EventStore:
 
     @classmethod
     def open(
-        cls, db: str | os.PathLike[str] | None = None, *, allow_existing: bool = False
+        cls,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        allow_existing: bool = False,
+        create: bool = True,
     ) -> EventStore:
-        """Open (and on first use create) the store at ``db`` (URL or SQLite path)."""
-        recorder = make_recorder(resolve_url(db))
+        """Open (and on first use create) the store at ``db`` (URL or SQLite path).
+
+        ``create=False`` opens an existing store for reading only: nothing is created or
+        changed (a SQLite file is opened ``mode=ro``, PostgreSQL sessions are read-only),
+        a location without a store is a ``NoStoreError``, and any write raises
+        ``ReadOnlyDatabaseError``. It works on a read-only medium and with a role that may
+        only SELECT."""
+        recorder = make_recorder(resolve_url(db), read_only=not create)
         try:
+            if not create:
+                recorder.check_store()
+                return cls(recorder)
             created = recorder.initialise(allow_existing=allow_existing)
         except BaseException:
             recorder.dispose()
