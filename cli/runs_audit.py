@@ -29,7 +29,9 @@ STATUS_CHOICES = ["running", "incomplete", "completed", "failed"]
 # verify and show compare the log with the embeddingcluster read model (the audit itself
 # never imports projections: the check is handed to it here)
 READ_MODEL_CHECK = audit.ReadModelCheck(
-    projections.read_model_digest, projections.first_read_model_difference
+    projections.read_model_digest,
+    projections.first_read_model_difference,
+    projections.projected_run,
 )
 
 

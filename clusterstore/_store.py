@@ -347,4 +347,8 @@ def _read_model_check() -> ReadModelCheck:
     from clusterstore import projections
     from clusterstore.audit import ReadModelCheck
 
-    return ReadModelCheck(projections.read_model_digest, projections.first_read_model_difference)
+    return ReadModelCheck(
+        projections.read_model_digest,
+        projections.first_read_model_difference,
+        projections.projected_run,
+    )

@@ -201,6 +201,10 @@ class EventStore:
         """Each run's last committed seq, from the commits."""
         return log_reads.read_committed_heads(self.recorder)
 
+    def run_last_position(self, run_id: UUID) -> int | None:
+        """The global position of the run's last commit (None: the run has none)."""
+        return log_reads.run_last_position(self.recorder, run_id)
+
     def read_run_commits(self, run_id: UUID) -> list[tuple[int, int]]:
         """The run's append transactions as (first_seq, count), in seq order."""
         return log_reads.read_run_commits(self.recorder, run_id)

@@ -338,7 +338,7 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ),
     ("checkpoint", "integer", "the last global position applied", ("projections status",)),
     ("lag", "integer", "head - checkpoint: events not yet applied", ("projections status",)),
-    ("state", "enum", "not_built, up_to_date or behind", ("projections status",)),
+    ("state", "enum", "not_built, up_to_date, behind or ahead_of_log", ("projections status",)),
     ("updated_at", "timestamp", "when the checkpoint last moved", ("projections status",)),
     ("runner", "string", "the runner holding the projection's lock", ("projections status",)),
     ("n_applied", "integer", "events this command applied", ("projections catch-up",)),
