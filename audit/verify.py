@@ -139,6 +139,13 @@ def verify_run(
         if on_progress is not None:
             on_progress(len(page))
     checker.finish(run_commits(store, run_id))
+    if run_id in store.unregistered_runs():
+        checker.add(
+            "run_unregistered",
+            None,
+            "the run has no cs_runs row (deleted around the store); its events are in the "
+            "log, and `clusterstore init` restores the row",
+        )
     # the read models are judged against a sound log only: when the log itself was
     # changed, a rebuild from it is not the repair, and its findings already say so
     log_sound = not checker.findings()

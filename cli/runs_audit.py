@@ -321,10 +321,19 @@ def verify(
         reports = audit.verify_runs(
             store, run_ids, read_model=READ_MODEL_CHECK, on_progress=bar.update
         )
-    ok = all(r.ok for r in reports)
+    missing = store.missing_triggers()
+    ok = all(r.ok for r in reports) and not missing
     if as_json:
-        echo_json({"ok": ok, "runs": [r.to_json() for r in reports]})
-    elif not reports:
+        echo_json({"ok": ok, "missing_triggers": missing, "runs": [r.to_json() for r in reports]})
+        if not ok:
+            click.get_current_context().exit(1)
+        return
+    if missing:
+        click.echo(
+            f"{store.display_url}: the log's append-only triggers {', '.join(missing)} are "
+            "missing (dropped around the store); `clusterstore init` restores them"
+        )
+    if not reports:
         click.echo(f"No runs to verify in {store.display_url}.")
     else:
         for report in reports:

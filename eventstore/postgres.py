@@ -97,26 +97,27 @@ def _read_only_options(url: URL) -> tuple[URL, str]:
     )
 
 
-def _append_only_ddl() -> list[str]:
-    ddl = [
-        """
-        CREATE OR REPLACE FUNCTION cs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION 'clusterstore: %% is append-only; %% is not allowed',
-                TG_TABLE_NAME, TG_OP USING ERRCODE = 'raise_exception';
-        END $$
-        """
-    ]
+_APPEND_ONLY_FUNCTION = """
+CREATE OR REPLACE FUNCTION cs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'clusterstore: %% is append-only; %% is not allowed',
+        TG_TABLE_NAME, TG_OP USING ERRCODE = 'raise_exception';
+END $$
+"""
+
+
+def _append_only_triggers() -> dict[str, str]:
+    triggers = {}
     for table in schema.IMMUTABLE_TABLES:
-        ddl.append(
+        triggers[f"{table}_no_update_delete"] = (
             f"CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION cs_append_only()"
         )
-        ddl.append(
+        triggers[f"{table}_no_truncate"] = (
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION cs_append_only()"
         )
-    return ddl
+    return triggers
 
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html)
@@ -280,8 +281,18 @@ class PostgresRecorder(Recorder):
     def _after_append(self, conn: Connection, position: int) -> None:
         conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
-    def _immutability_ddl(self) -> list[str]:
-        return _append_only_ddl()
+    def _immutability_setup(self) -> list[str]:
+        return [_APPEND_ONLY_FUNCTION]
+
+    def _immutability_triggers(self) -> dict[str, str]:
+        return _append_only_triggers()
+
+    def _existing_triggers(self, conn: Connection) -> set[str]:
+        rows = conn.exec_driver_sql(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+        )
+        return {str(name) for name in rows.scalars()}
 
     def _init_storage(self, conn: Connection) -> None:
         """Nothing: PostgreSQL needs no per-database settings."""

@@ -325,12 +325,16 @@ class SQLiteRecorder(Recorder):
     def _after_append(self, conn: Connection, position: int) -> None:
         """Nothing: followers poll (a SQLite file has no notifications)."""
 
-    def _immutability_ddl(self) -> list[str]:
-        return [
-            _append_only(table, op)
+    def _immutability_triggers(self) -> dict[str, str]:
+        return {
+            f"{table}_no_{op.lower()}": _append_only(table, op)
             for table in schema.IMMUTABLE_TABLES
             for op in ("UPDATE", "DELETE")
-        ]
+        }
+
+    def _existing_triggers(self, conn: Connection) -> set[str]:
+        rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {str(name) for name in rows.scalars()}
 
     def _lock_schema(self, conn: Connection) -> None:
         """Nothing: BEGIN IMMEDIATE already serialises initialisers."""

@@ -201,6 +201,22 @@ class EventStore:
         """Each run's last committed seq, from the commits."""
         return log_reads.read_committed_heads(self.recorder)
 
+    def unregistered_runs(self) -> set[UUID]:
+        """Runs in the log whose ``cs_runs`` row is missing (deleted around the store)."""
+        return self.recorder.unregistered_runs()
+
+    def restore_run_rows(self) -> list[UUID]:
+        """Insert missing ``cs_runs`` rows again (``init`` does); returns the runs."""
+        return self.recorder.restore_run_rows()
+
+    def missing_triggers(self) -> list[str]:
+        """The log's append-only triggers that are missing (dropped around the store)."""
+        return self.recorder.missing_triggers()
+
+    def restore_triggers(self) -> list[str]:
+        """Create missing append-only triggers again (``init`` does); returns their names."""
+        return self.recorder.restore_triggers()
+
     def run_last_position(self, run_id: UUID) -> int | None:
         """The global position of the run's last commit (None: the run has none)."""
         return log_reads.run_last_position(self.recorder, run_id)

@@ -261,6 +261,12 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("integrity", "object", "what runs verify says of the run", ("runs show",)),
     # runs verify
     ("ok", "boolean", "every check holds", ("runs show", "runs verify")),
+    (
+        "missing_triggers",
+        "list",
+        "the log's append-only triggers that are missing (`init` restores them)",
+        ("runs verify",),
+    ),
     ("runs", "list", "one object per run", ("runs verify", "demo", "import-legacy")),
     ("head_seq", "integer", "the last seq read", ("runs show", "runs verify")),
     (

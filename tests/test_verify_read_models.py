@@ -141,3 +141,60 @@ def test_a_checkpoint_past_the_head_is_not_up_to_date(one_run: tuple[str, str]) 
     states = {p["name"]: p["state"] for p in json.loads(status.stdout)["projections"]}
     assert states == {"clusteringresult": "ahead_of_log", "embeddingcluster": "up_to_date"}
     assert "ahead of log" in invoke(db, ["projections", "status"]).stdout
+
+
+def drop_runs_guard(store: EventStore) -> list[str]:
+    """Drop every append-only trigger of cs_runs; returns the DDL used."""
+    if store.backend == "sqlite":
+        names, on = ["cs_runs_no_delete", "cs_runs_no_update"], ""
+    else:
+        names, on = ["cs_runs_no_truncate", "cs_runs_no_update_delete"], " ON cs_runs"
+    with store.transaction(write=True) as conn:
+        for name in names:
+            conn.exec_driver_sql(f"DROP TRIGGER {name}{on}")
+    return names
+
+
+def test_missing_triggers_are_a_finding_and_init_restores_them(
+    one_run: tuple[str, str],
+) -> None:
+    db, _ = one_run
+    with EventStore.open(db) as store:
+        dropped = drop_runs_guard(store)
+        assert store.missing_triggers() == dropped
+    result = invoke(db, ["runs", "verify", "--all"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].endswith(
+        f"the log's append-only triggers {', '.join(dropped)} are missing (dropped around "
+        "the store); `clusterstore init` restores them"
+    )
+    as_json = json.loads(invoke(db, ["runs", "verify", "--all", "--json"]).stdout)
+    assert (as_json["ok"], as_json["missing_triggers"]) == (False, dropped)
+    restored = invoke(db, ["init"])
+    assert restored.exit_code == 0, restored.output
+    assert f"Warning: restored the log's append-only triggers {', '.join(dropped)}" in (
+        restored.stderr
+    )
+    assert invoke(db, ["runs", "verify", "--all"]).exit_code == 0
+    with EventStore.open(db) as store:
+        assert store.missing_triggers() == []
+
+
+def test_a_run_deleted_from_cs_runs_is_still_found(one_run: tuple[str, str]) -> None:
+    db, run = one_run
+    with EventStore.open(db) as store:
+        drop_runs_guard(store)
+        with store.transaction(write=True) as conn:
+            conn.exec_driver_sql("DELETE FROM cs_runs")
+    listed = json.loads(invoke(db, ["runs", "list", "--json"]).stdout)
+    assert [r["run_id"] for r in listed] == [run]
+    assert invoke(db, ["runs", "show", run[:8]]).exit_code == 0
+    result = invoke(db, ["runs", "verify", "--all"])
+    assert result.exit_code == 1
+    assert (
+        f"{run}: the run has no cs_runs row (deleted around the store); its events are in "
+        "the log, and `clusterstore init` restores the row"
+    ) in result.stdout.splitlines()
+    restored = invoke(db, ["init"])
+    assert f"Warning: restored the cs_runs row of run {run}" in restored.stderr
+    assert invoke(db, ["runs", "verify", "--all"]).exit_code == 0
