@@ -14,7 +14,18 @@ from ._output import echo_json, progress_enabled, render_table
 # The harness's names and defaults, repeated for the options' help (a test checks they
 # match ``clusterstore.benchmarks``): importing the harness is left to the command.
 BACKENDS = ("sqlite", "postgres")
-STEPS = ("legacy", "append", "ceiling", "ceiling_replay", "replay", "end_to_end", "report", "which")
+STEPS = (
+    "legacy",
+    "append",
+    "ceiling",
+    "ceiling_replay",
+    "replay",
+    "end_to_end",
+    "record",
+    "assign",
+    "report",
+    "which",
+)
 LEGACY_CAP = 200_000
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
