@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from clusterstore.eventstore import EventStoreError, __version__
+from clusterstore.eventstore import EventStoreError, RunInterrupted, __version__
 from clusterstore.eventstore.config import ENV_VAR
 
 from ._context import StoreContext, pass_store, warn
@@ -36,6 +36,8 @@ class StoreGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EventStoreError as e:
+            raise click.ClickException(str(e)) from e
+        except RunInterrupted as e:  # Ctrl-C while writing: say which run and how to resume
             raise click.ClickException(str(e)) from e
 
 
