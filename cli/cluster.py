@@ -25,7 +25,7 @@ from clusterstore.clustering.runner import (
 from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE
 
 from ._context import StoreContext, pass_store
-from ._options import output_options
+from ._options import MAX_COUNT, output_options
 from ._output import echo_json, progress
 from .projections import refresh_after_write
 from .runs_audit import list_runs
@@ -51,7 +51,7 @@ class CliReporter:
 def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
     """An option taking an integer >= 1 (0 or less is a usage error, exit 2)."""
     return click.option(
-        name, type=click.IntRange(min=1), default=default, show_default=True, help=help
+        name, type=click.IntRange(1, MAX_COUNT), default=default, show_default=True, help=help
     )
 
 
@@ -76,7 +76,9 @@ def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
     help="A column of the .parquet input holding the ids (UUID strings or 16-byte binaries).",
 )
 @click.option("--model", required=True, help="The embedding model's name.")
-@click.option("--k", "k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
+@click.option(
+    "--k", "k", type=click.IntRange(1, MAX_COUNT), required=True, help="Number of clusters."
+)
 @click.option("--spherical", is_flag=True, help="Cosine (spherical) k-means instead of L2.")
 @click.option(
     "--seed",

@@ -19,7 +19,14 @@ from clusterstore.audit.text import format_duration, format_time, size_histogram
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.events import BY_NAME
 
-from ._options import json_option, output_options, quiet_option, texts_options
+from ._options import (
+    MAX_COUNT,
+    MAX_SEQ,
+    json_option,
+    output_options,
+    quiet_option,
+    texts_options,
+)
 from ._output import echo_json, progress, render_table
 
 if TYPE_CHECKING:
@@ -240,8 +247,14 @@ def _integrity_text(d: RunDetails) -> str:
 
 @click.command("events")
 @click.argument("run")
-@click.option("--after", type=int, default=0, metavar="SEQ", help="Only events after SEQ.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N events.")
+@click.option(
+    "--after",
+    type=click.IntRange(0, MAX_SEQ),
+    default=0,
+    metavar="SEQ",
+    help="Only events after SEQ.",
+)
+@click.option("--limit", type=click.IntRange(0, MAX_SEQ), metavar="N", help="At most N events.")
 @click.option(
     "--type",
     "types",
@@ -364,7 +377,7 @@ def _resolve_all(store: EventStore) -> list[UUID]:
 @click.argument("run_b")
 @click.option(
     "--top",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_COUNT),
     default=10,
     show_default=True,
     help="How many of the largest overlaps and of the matched pairs to show.",

@@ -139,9 +139,13 @@ CASES: dict[str, Case] = {
     ),
     "ids file missing": Case("cluster {emb} --ids {dir}/nope.txt", "{dir}/nope.txt: no such file"),
     # ---------------------------------------------------------------- options
-    "k = 0": Case("cluster {emb} --k 0", "Invalid value for '--k': 0 is not in the range x>=1.", 2),
+    "k = 0": Case(
+        "cluster {emb} --k 0", "Invalid value for '--k': 0 is not in the range 1<=x<=2147483647.", 2
+    ),
     "negative k": Case(
-        "cluster {emb} --k -3", "Invalid value for '--k': -3 is not in the range x>=1.", 2
+        "cluster {emb} --k -3",
+        "Invalid value for '--k': -3 is not in the range 1<=x<=2147483647.",
+        2,
     ),
     "k > n": Case(
         "cluster {emb} --k 401", "k must be between 1 and the number of embeddings (400), got 401"
@@ -154,11 +158,36 @@ CASES: dict[str, Case] = {
     ),
     "batch size 0": Case(
         "cluster {emb} --batch-size 0",
-        "Invalid value for '--batch-size': 0 is not in the range x>=1.",
+        "Invalid value for '--batch-size': 0 is not in the range 1<=x<=2147483647.",
         2,
     ),
     "threads 0": Case(
-        "cluster {emb} --threads 0", "Invalid value for '--threads': 0 is not in the range x>=1.", 2
+        "cluster {emb} --threads 0",
+        "Invalid value for '--threads': 0 is not in the range 1<=x<=2147483647.",
+        2,
+    ),
+    "k overflows": Case(
+        "cluster {emb} --k 99999999999999999999",
+        "Invalid value for '--k': 99999999999999999999 is not in the range 1<=x<=2147483647.",
+        2,
+    ),
+    "iterations overflow (no failed run written)": Case(
+        "cluster {emb} --iterations 9223372036854775808",
+        "Invalid value for '--iterations': 9223372036854775808 is not in the range "
+        "1<=x<=2147483647.",
+        2,
+    ),
+    "--after overflows": Case(
+        "runs events {done} --after 99999999999999999999",
+        "Invalid value for '--after': 99999999999999999999 is not in the range "
+        "0<=x<=9223372036854775807.",
+        2,
+    ),
+    "--limit overflows": Case(
+        "runs events {done} --limit 99999999999999999999",
+        "Invalid value for '--limit': 99999999999999999999 is not in the range "
+        "0<=x<=9223372036854775807.",
+        2,
     ),
     "blank model": Case("cluster {emb} --model ' '", "a run needs a model name (--model)"),
     "no model": Case("cluster {emb} --k 3", "Missing option '--model'.", 2, defaults=False),
