@@ -111,6 +111,16 @@ class ReadModelCheck:
 
     digest: Callable[[EventStore, UUID], tuple[int, str] | None]
     first_difference: Callable[[EventStore, UUID], int | None] = lambda store, run_id: None
+    # ``projected(store, run_id)``: what the read models hold for the run once they have
+    # been brought past its last commit, else None (not projected yet: nothing to judge):
+    # ``{"row": {id, model, k, status, n_assignments, n_noise} or None, "embeddingcluster":
+    # bool (that read model is past the run too), "result_id": the run's result id there,
+    # "sizes": {cluster: size} there (noise and empty clusters left out); both None when
+    # embeddingcluster is not past the run or holds no row for it}``.
+    projected: Callable[[EventStore, UUID], dict[str, Any] | None] | None = None
+
+
+_REPAIR = "`clusterstore projections rebuild` rebuilds the read models from the log"
 
 
 def verify_run(
@@ -129,6 +139,16 @@ def verify_run(
         if on_progress is not None:
             on_progress(len(page))
     checker.finish(run_commits(store, run_id))
+    if run_id in store.unregistered_runs():
+        checker.add(
+            "run_unregistered",
+            None,
+            "the run has no cs_runs row (deleted around the store); its events are in the "
+            "log, and `clusterstore init` restores the row",
+        )
+    # the read models are judged against a sound log only: when the log itself was
+    # changed, a rebuild from it is not the repair, and its findings already say so
+    log_sound = not checker.findings()
     digest = checker.life.digest.hexdigest()
     n_assign = checker.life.rows
     state: ReadModelState = "unavailable"
@@ -151,6 +171,10 @@ def verify_run(
                 f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
                 f"the log {n_assign} with digest {digest[:16]}",
             )
+    if log_sound and read_model is not None and read_model.projected is not None:
+        projected = read_model.projected(store, run_id)
+        if projected is not None:
+            _check_projected(checker, projected, run_id, absent=state == "absent")
     completed = checker.life.completed
     return VerifyReport(
         run_id=run_id,
@@ -164,6 +188,76 @@ def verify_run(
         findings=checker.findings(),
         n_noise=checker.life.n_noise,
     )
+
+
+def _check_projected(
+    checker: _Checker, projected: dict[str, Any], run_id: UUID, *, absent: bool
+) -> None:
+    """The run's ``clusteringresult`` row (and its presence in ``embeddingcluster``) against
+    the run's state folded from the log."""
+    life = checker.life
+    started = life.started
+    if started is None:  # a run without a readable RunStarted is reported already
+        return
+    row = projected["row"]
+    if row is None:
+        checker.add(
+            "read_model_row",
+            None,
+            f"clusteringresult has no row for the run, though it was brought past the "
+            f"run's last commit; {_REPAIR}",
+        )
+        return
+    completed = life.completed
+    expected = {
+        "id": str(started.legacy_id or run_id),
+        "model": started.model,
+        "k": started.k,
+        "status": life.status,
+        "n_assignments": life.rows,
+        "n_noise": completed.n_noise
+        if completed is not None and life.status == "completed"
+        else None,
+    }
+    got = {**row, "id": None if row["id"] is None else str(row["id"])}
+    for column, want in expected.items():
+        if got.get(column) != want:
+            checker.add(
+                "read_model_row",
+                None,
+                f"clusteringresult holds {column} = {got.get(column)!r}, the log says "
+                f"{want!r}; {_REPAIR}",
+            )
+    if projected["result_id"] is not None and str(projected["result_id"]) != expected["id"]:
+        checker.add(
+            "read_model_row",
+            None,
+            f"embeddingcluster holds result_id {projected['result_id']}, the log says "
+            f"{expected['id']}; {_REPAIR}",
+        )
+    sizes = projected["sizes"]
+    if sizes is not None and life.status == "completed":
+        log_sizes = {c: n for c, n in enumerate(checker.sizes_list()) if n}
+        if sizes != log_sizes:
+            wrong = sorted(
+                c for c in sizes.keys() | log_sizes.keys() if sizes.get(c) != log_sizes.get(c)
+            )
+            shown = ", ".join(
+                f"cluster {c}: {sizes.get(c, 0)} vs {log_sizes.get(c, 0)}" for c in wrong[:3]
+            )
+            checker.add(
+                "read_model_sizes",
+                None,
+                f"embeddingcluster's cluster sizes differ from the log's ({shown}"
+                f"{'; ...' if len(wrong) > 3 else ''}); {_REPAIR}",
+            )
+    if absent and life.status == "completed" and projected["embeddingcluster"]:
+        checker.add(
+            "read_model_missing",
+            None,
+            f"embeddingcluster does not show the completed run's {life.rows} assignments; "
+            f"{_REPAIR}",
+        )
 
 
 def verify_runs(
@@ -463,6 +557,9 @@ _CLAIMS = (
     "sizes_mismatch",
     "noise_mismatch",
     "read_model_mismatch",
+    "read_model_row",
+    "read_model_sizes",
+    "read_model_missing",
 )
 
 

@@ -9,6 +9,11 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Integer options are bounded, so an absurd value is a usage error, never an OverflowError
+# deep in numpy, faiss or the driver: counts fit a C int, sequences a 64-bit key.
+MAX_COUNT = 2**31 - 1
+MAX_SEQ = 2**63 - 1
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table."
 )

@@ -9,7 +9,7 @@ import click
 from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE
 
 from ._context import pass_store
-from ._options import output_options
+from ._options import MAX_COUNT, output_options
 from .record import print_run
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @click.option("--id-column", metavar="NAME", help="The ids column of a .parquet input.")
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_COUNT),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Assignments per append transaction.",
@@ -53,7 +53,7 @@ def assign_command(
     """Label EMBEDDINGS (.npy, .npz or .parquet) with RUN's centroids (no retraining, RUN's
     metric) and record them as a new run that names RUN as its parent."""
     files = {"npz_key": npz_key, "embeddings_column": embeddings_column, "id_column": id_column}
-    child = state.api().assign(
+    child = state.api(write=True).assign(
         run,
         embeddings,
         ids=ids,

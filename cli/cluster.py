@@ -25,7 +25,7 @@ from clusterstore.clustering.runner import (
 from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE
 
 from ._context import StoreContext, pass_store
-from ._options import output_options
+from ._options import MAX_COUNT, output_options
 from ._output import echo_json, progress
 from .projections import refresh_after_write
 from .runs_audit import list_runs
@@ -51,7 +51,7 @@ class CliReporter:
 def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
     """An option taking an integer >= 1 (0 or less is a usage error, exit 2)."""
     return click.option(
-        name, type=click.IntRange(min=1), default=default, show_default=True, help=help
+        name, type=click.IntRange(1, MAX_COUNT), default=default, show_default=True, help=help
     )
 
 
@@ -76,7 +76,9 @@ def _positive(name: str, default: int, help: str) -> Callable[[F], F]:
     help="A column of the .parquet input holding the ids (UUID strings or 16-byte binaries).",
 )
 @click.option("--model", required=True, help="The embedding model's name.")
-@click.option("--k", "k", type=click.IntRange(min=1), required=True, help="Number of clusters.")
+@click.option(
+    "--k", "k", type=click.IntRange(1, MAX_COUNT), required=True, help="Number of clusters."
+)
 @click.option("--spherical", is_flag=True, help="Cosine (spherical) k-means instead of L2.")
 @click.option(
     "--seed",
@@ -111,7 +113,7 @@ def cluster_command(
 ) -> None:
     """Cluster EMBEDDINGS (.npy, .npz or .parquet; N x d floats) and record every
     assignment."""
-    store = state.open()
+    store = state.open(write=True)
     settings = ClusterSettings(
         model=model,
         k=k,
@@ -157,7 +159,7 @@ def resume_command(
     quiet: bool,
 ) -> None:
     """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
-    store = state.open()
+    store = state.open(write=True)
     result = resume(
         store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
     )
@@ -171,7 +173,7 @@ def resume_command(
 def demo_command(ctx: click.Context, as_json: bool, quiet: bool) -> None:
     """Cluster synthetic embeddings for three models and show the runs."""
     state: StoreContext = ctx.obj
-    store = state.open()
+    store = state.open(write=True)
     if not quiet and not as_json:
         click.echo(f"clusterstore demo at {store.display_url}", err=True)
     results = run_demo(store, reporter=CliReporter(quiet or as_json))

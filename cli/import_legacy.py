@@ -25,7 +25,7 @@ def import_legacy_command(
     Each legacy clustering result becomes a run with the same id; running it again
     imports nothing new.
     """
-    store = state.open()
+    store = state.open(write=True)
     with LegacySource(source) as legacy:
         todo = sum(i.rows for i in plan(legacy, store) if i.state in ("new", "partial"))
         with progress("importing", todo, quiet=quiet or dry_run or as_json) as bar:

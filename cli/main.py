@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from clusterstore.eventstore import EventStoreError, __version__
+from clusterstore.eventstore import EventStoreError, RunInterrupted, __version__
 from clusterstore.eventstore.config import ENV_VAR
 
-from ._context import StoreContext, pass_store
+from ._context import StoreContext, pass_store, warn
 from ._options import json_option
 from ._output import echo_json
 from .assign import assign_command
@@ -36,6 +36,8 @@ class StoreGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EventStoreError as e:
+            raise click.ClickException(str(e)) from e
+        except RunInterrupted as e:  # Ctrl-C while writing: say which run and how to resume
             raise click.ClickException(str(e)) from e
 
 
@@ -66,8 +68,13 @@ def cli(ctx: click.Context, db: str | None) -> None:
 @pass_store
 def init(state: StoreContext, allow_existing: bool, as_json: bool) -> None:
     """Create the store's tables and read-model views (safe to run again)."""
-    store = state.open(allow_existing=allow_existing)
+    store = state.open(write=True, allow_existing=allow_existing)
     if not store.created:  # a new store got its views when it was opened
+        restored = store.restore_triggers()
+        if restored:
+            warn(f"restored the log's append-only triggers {', '.join(restored)}")
+        for run_id in store.restore_run_rows():
+            warn(f"restored the cs_runs row of run {run_id}")
         refresh_after_write(store, quiet=True)
     if as_json:
         echo_json({"db_url": store.display_url})

@@ -66,7 +66,7 @@ def catch_up(
     does not apply to --follow."""
     if follow and as_json:
         raise click.UsageError("--json does not apply with --follow (it prints no result)")
-    store = state.open()
+    store = state.open(write=True)
     names = [name] if name else None
     if follow:
         stopping = _stop_on_signals()
@@ -98,7 +98,7 @@ def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -
 
     Readers keep the old read model until the new one is complete. NAME is
     clusteringresult or embeddingcluster (default: both)."""
-    store = state.open()
+    store = state.open(write=True)
     head = store.max_position()
     names = [name] if name else list(pj.NAMES)
     rebuilt = []
@@ -136,7 +136,7 @@ def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None
     are index lookups instead of scans; it slows replay (catch-up and rebuild), so it is
     a choice. `on` builds it now on the current read model; `off` drops it.
     """
-    store = state.open()
+    store = state.open(write=True)
     if switch is not None:
         pj.set_lookup_index(store, switch == "on")
     on = pj.lookup_index_state(store)

@@ -76,7 +76,7 @@ def record_command(
     assert id_array is not None
     if distances is not None and data.distances is not None:
         raise InputError("give the distances with --distances or --distance-column, not both")
-    run = state.api().record(
+    run = state.api(write=True).record(
         id_array,
         data.labels,
         model=model,

@@ -19,7 +19,14 @@ from clusterstore.audit.text import format_duration, format_time, size_histogram
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.events import BY_NAME
 
-from ._options import json_option, output_options, quiet_option, texts_options
+from ._options import (
+    MAX_COUNT,
+    MAX_SEQ,
+    json_option,
+    output_options,
+    quiet_option,
+    texts_options,
+)
 from ._output import echo_json, progress, render_table
 
 if TYPE_CHECKING:
@@ -29,7 +36,9 @@ STATUS_CHOICES = ["running", "incomplete", "completed", "failed"]
 # verify and show compare the log with the embeddingcluster read model (the audit itself
 # never imports projections: the check is handed to it here)
 READ_MODEL_CHECK = audit.ReadModelCheck(
-    projections.read_model_digest, projections.first_read_model_difference
+    projections.read_model_digest,
+    projections.first_read_model_difference,
+    projections.projected_run,
 )
 
 
@@ -238,8 +247,14 @@ def _integrity_text(d: RunDetails) -> str:
 
 @click.command("events")
 @click.argument("run")
-@click.option("--after", type=int, default=0, metavar="SEQ", help="Only events after SEQ.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N events.")
+@click.option(
+    "--after",
+    type=click.IntRange(0, MAX_SEQ),
+    default=0,
+    metavar="SEQ",
+    help="Only events after SEQ.",
+)
+@click.option("--limit", type=click.IntRange(0, MAX_SEQ), metavar="N", help="At most N events.")
 @click.option(
     "--type",
     "types",
@@ -319,10 +334,19 @@ def verify(
         reports = audit.verify_runs(
             store, run_ids, read_model=READ_MODEL_CHECK, on_progress=bar.update
         )
-    ok = all(r.ok for r in reports)
+    missing = store.missing_triggers()
+    ok = all(r.ok for r in reports) and not missing
     if as_json:
-        echo_json({"ok": ok, "runs": [r.to_json() for r in reports]})
-    elif not reports:
+        echo_json({"ok": ok, "missing_triggers": missing, "runs": [r.to_json() for r in reports]})
+        if not ok:
+            click.get_current_context().exit(1)
+        return
+    if missing:
+        click.echo(
+            f"{store.display_url}: the log's append-only triggers {', '.join(missing)} are "
+            "missing (dropped around the store); `clusterstore init` restores them"
+        )
+    if not reports:
         click.echo(f"No runs to verify in {store.display_url}.")
     else:
         for report in reports:
@@ -353,7 +377,7 @@ def _resolve_all(store: EventStore) -> list[UUID]:
 @click.argument("run_b")
 @click.option(
     "--top",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_COUNT),
     default=10,
     show_default=True,
     help="How many of the largest overlaps and of the matched pairs to show.",

@@ -50,10 +50,12 @@ def open_event_store(
     db: str | os.PathLike[str] | None,
     *,
     allow_existing: bool = False,
+    create: bool = True,
     warn: Callable[[str], None] | None = None,
 ) -> EventStore:
-    """``EventStore.open``; a store this call created gets its read-model views at once."""
-    store = EventStore.open(db, allow_existing=allow_existing)
+    """``EventStore.open``; a store this call created gets its read-model views at once.
+    ``create=False``: an existing store, opened for reading only."""
+    store = EventStore.open(db, allow_existing=allow_existing, create=create)
     if store.created:
         try:
             ensure_read_models(store, warn=warn, done="the store is created")
@@ -345,4 +347,8 @@ def _read_model_check() -> ReadModelCheck:
     from clusterstore import projections
     from clusterstore.audit import ReadModelCheck
 
-    return ReadModelCheck(projections.read_model_digest, projections.first_read_model_difference)
+    return ReadModelCheck(
+        projections.read_model_digest,
+        projections.first_read_model_difference,
+        projections.projected_run,
+    )

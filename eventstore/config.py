@@ -10,6 +10,7 @@ database gets a clear error and is never opened for writing (see ``sqlite``).
 from __future__ import annotations
 
 import os
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -29,20 +30,41 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
         raise ConfigurationError("the database location is empty; give --db PATH or URL")
     if "://" not in value:
         return path_backend().url_for_path(value)
+    value = _encode_password(value)
     try:
         url = make_url(value)
     except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
-        raise ConfigurationError(f"cannot parse the database URL {_mask(value)}: {e}") from e
+        # neither the URL nor the parser's message (which quotes it) is shown past the user
+        raise ConfigurationError(
+            f"cannot parse the database URL {_up_to_user(value)} (check its port and "
+            "percent-encode special characters of the password)"
+        ) from e
     return backend_for(url).check_url(url)
 
 
-def _mask(value: str) -> str:
-    try:
-        return make_url(value).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
+def _encode_password(value: str) -> str:
+    """``value`` with a password that holds a raw ``@`` percent-encoded: the user info is
+    everything up to the last ``@`` (URL parsers split at the first one, and would take
+    the password's tail for the host, and print it)."""
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or "@" not in userinfo or ":" not in userinfo:
+        return value
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:{quote(password, safe='')}@{host}"
 
 
-def make_recorder(url: URL) -> Recorder:
-    """The recorder for the URL's backend (a URL from ``resolve_url``)."""
-    return backend_for(url)(url)
+def _up_to_user(value: str) -> str:
+    """The URL's scheme and user name only, the password masked: ``scheme://user:***@...``."""
+    scheme, _, rest = value.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    if not at:
+        return f"{scheme}://..."
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@..."
+
+
+def make_recorder(url: URL, *, read_only: bool = False) -> Recorder:
+    """The recorder for the URL's backend (a URL from ``resolve_url``); ``read_only``: one
+    that can only read (see ``Recorder.check_store``)."""
+    return backend_for(url)(url, read_only=read_only)

@@ -7,6 +7,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── ConfigurationError (ValueError)      bad --db value, unusable file
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
+    │   ├── NoStoreError                     a read found no store there (nothing created)
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
@@ -23,6 +24,9 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── UnknownEventTypeError            a type this code does not know
     │   └── FutureEventVersionError          a schema version newer than this code
     └── InputError (ValueError)              bad input to a run (shapes, ids, NaN, k)
+
+Beside the tree: ``RunInterrupted`` (a ``KeyboardInterrupt``) says which run Ctrl-C
+stopped, after its writer recorded RunFailed, so the CLI can say how to resume it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,17 @@ class NotADatabaseError(ConfigurationError):
 
 class ForeignDatabaseError(ConfigurationError):
     """The database holds tables that clusterstore does not own."""
+
+
+class NoStoreError(ConfigurationError):
+    """A command that only reads found no store at the location; nothing was created."""
+
+    def __init__(self, where: str):
+        self.where = where
+        super().__init__(
+            f"no clusterstore database at {where}; nothing was created "
+            "(`clusterstore init` creates one)"
+        )
 
 
 class OutputFileError(ConfigurationError):
@@ -153,3 +168,18 @@ class FutureEventVersionError(EventDecodeError):
 
 class InputError(EventStoreError, ValueError):
     """Input to a run is unusable; raised before anything is written."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a run's writer; RunFailed was recorded. Still a
+    ``KeyboardInterrupt``, so code that stops on Ctrl-C keeps stopping."""
+
+    def __init__(self, run_id: UUID):
+        self.run_id = run_id
+        super().__init__(
+            f"interrupted (Ctrl-C): run {run_id} is stored up to its last complete batch and "
+            f"marked failed; `clusterstore runs resume {run_id}` continues it"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -63,3 +63,11 @@ def read_run_commits(recorder: Recorder, run_id: UUID) -> list[tuple[int, int]]:
             select(c.c.first_seq, c.c.count).where(c.c.run_id == run_id).order_by(c.c.first_seq)
         ).all()
     return [(int(r[0]), int(r[1])) for r in rows]
+
+
+def run_last_position(recorder: Recorder, run_id: UUID) -> int | None:
+    """The global position of the run's last commit, or None if it has none."""
+    c = commits
+    with recorder.transaction() as conn:
+        last = conn.execute(select(func.max(c.c.position)).where(c.c.run_id == run_id)).scalar()
+    return None if last is None else int(last)

@@ -87,26 +87,37 @@ def build_copy_tuples(run_id: UUID, first_seq: int, batch: PackedEvents) -> byte
     return rows.tobytes()
 
 
-def _append_only_ddl() -> list[str]:
-    ddl = [
-        """
-        CREATE OR REPLACE FUNCTION cs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION 'clusterstore: %% is append-only; %% is not allowed',
-                TG_TABLE_NAME, TG_OP USING ERRCODE = 'raise_exception';
-        END $$
-        """
-    ]
+def _read_only_options(url: URL) -> tuple[URL, str]:
+    """``url`` without its ``options`` and the libpq ``options`` string that keeps them
+    (e.g. a search_path) and makes every transaction read-only."""
+    given = url.query.get("options")
+    parts = [given] if isinstance(given, str) else list(given or ())
+    return url.difference_update_query(["options"]), " ".join(
+        [*parts, "-c default_transaction_read_only=on"]
+    )
+
+
+_APPEND_ONLY_FUNCTION = """
+CREATE OR REPLACE FUNCTION cs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'clusterstore: %% is append-only; %% is not allowed',
+        TG_TABLE_NAME, TG_OP USING ERRCODE = 'raise_exception';
+END $$
+"""
+
+
+def _append_only_triggers() -> dict[str, str]:
+    triggers = {}
     for table in schema.IMMUTABLE_TABLES:
-        ddl.append(
+        triggers[f"{table}_no_update_delete"] = (
             f"CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION cs_append_only()"
         )
-        ddl.append(
+        triggers[f"{table}_no_truncate"] = (
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION cs_append_only()"
         )
-    return ddl
+    return triggers
 
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html)
@@ -127,11 +138,10 @@ class PostgresRecorder(Recorder):
     has_session_locks = True
 
     def _create_engine(self, url: URL) -> Engine:
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "clusterstore"},
-        )
+        connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
+        if self.read_only:  # the server refuses any write of this engine's sessions
+            url, connect_args["options"] = _read_only_options(url)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
     # ------------------------------------------------------------------ URLs
 
@@ -142,18 +152,17 @@ class PostgresRecorder(Recorder):
                 f"{url.render_as_string(hide_password=True)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."
             )
+        if not url.database:
+            raise ConfigurationError(
+                f"{url.render_as_string(hide_password=True)} names no database; give "
+                "postgresql://USER@HOST/DATABASE (the server's default database is never used)"
+            )
         return url.set(drivername="postgresql+psycopg")
 
     @classmethod
     def read_only_engine(cls, url: URL) -> Engine:
-        # libpq takes one `options` string: keep the URL's (e.g. a search_path) and add ours.
-        given = url.query.get("options")
-        parts = [given] if isinstance(given, str) else list(given or ())
-        options = " ".join([*parts, "-c default_transaction_read_only=on"])
-        return create_engine(
-            url.difference_update_query(["options"]),
-            connect_args={"options": options, "connect_timeout": 10},
-        )
+        url, options = _read_only_options(url)
+        return create_engine(url, connect_args={"options": options, "connect_timeout": 10})
 
     # ------------------------------------------------------------------ errors
 
@@ -272,8 +281,18 @@ class PostgresRecorder(Recorder):
     def _after_append(self, conn: Connection, position: int) -> None:
         conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
-    def _immutability_ddl(self) -> list[str]:
-        return _append_only_ddl()
+    def _immutability_setup(self) -> list[str]:
+        return [_APPEND_ONLY_FUNCTION]
+
+    def _immutability_triggers(self) -> dict[str, str]:
+        return _append_only_triggers()
+
+    def _existing_triggers(self, conn: Connection) -> set[str]:
+        rows = conn.exec_driver_sql(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+        )
+        return {str(name) for name in rows.scalars()}
 
     def _init_storage(self, conn: Connection) -> None:
         """Nothing: PostgreSQL needs no per-database settings."""

@@ -20,7 +20,19 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, LargeBinary, and_, cast, func, inspect, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    Select,
+    and_,
+    cast,
+    exists,
+    func,
+    inspect,
+    select,
+    union_all,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL
@@ -35,11 +47,24 @@ from .errors import (
     DatabaseBusyError,
     EventConflictError,
     ForeignDatabaseError,
+    NoStoreError,
     SchemaError,
 )
 from .schema import utc as _utc
 
 PAGE_SIZE = 10_000
+
+
+def _unregistered_runs() -> Select[Any]:
+    """(run_id, first commit time) of the runs in ``cs_commits`` without a ``cs_runs`` row."""
+    c, r = schema.commits, schema.runs
+    return (
+        select(c.c.run_id, func.min(c.c.committed_at).label("created_at"))
+        .where(~exists().where(r.c.run_id == c.c.run_id))
+        .group_by(c.c.run_id)
+    )
+
+
 APPEND_RETRIES = 8
 
 
@@ -123,8 +148,11 @@ class Recorder(BackendCapabilities):
     # the server when it ends); without them the projection runner keeps a lock row
     has_session_locks: ClassVar[bool] = False
 
-    def __init__(self, url: URL):
+    def __init__(self, url: URL, *, read_only: bool = False):
         self.url = url
+        # read_only: the engine can only read (a command that must never write); the
+        # store must exist already (``check_store``)
+        self.read_only = read_only
         self.engine = self._create_engine(url)
 
     @abstractmethod
@@ -203,9 +231,39 @@ class Recorder(BackendCapabilities):
     def _after_append(self, conn: Connection, position: int) -> None:
         """Hook run inside the append transaction after the commit row is written."""
 
-    @abstractmethod
     def _immutability_ddl(self) -> list[str]:
         """Statements that make the log tables reject UPDATE, DELETE (and TRUNCATE)."""
+        return [*self._immutability_setup(), *self._immutability_triggers().values()]
+
+    def _immutability_setup(self) -> list[str]:
+        """What the triggers need first (e.g. a function); safe to run again."""
+        return []
+
+    @abstractmethod
+    def _immutability_triggers(self) -> dict[str, str]:
+        """The append-only triggers of the log tables: name -> CREATE statement."""
+
+    @abstractmethod
+    def _existing_triggers(self, conn: Connection) -> set[str]:
+        """The names of the triggers the store's database (or schema) holds."""
+
+    def missing_triggers(self) -> list[str]:
+        """The append-only triggers of the log that are missing (dropped around the store)."""
+        with self.transaction() as conn:
+            have = self._existing_triggers(conn)
+        return sorted(set(self._immutability_triggers()) - have)
+
+    def restore_triggers(self) -> list[str]:
+        """Create the missing append-only triggers again; returns their names."""
+        with self.transaction(write=True) as conn:
+            self._lock_schema(conn)
+            missing = sorted(set(self._immutability_triggers()) - self._existing_triggers(conn))
+            if missing:
+                for ddl in self._immutability_setup():
+                    conn.exec_driver_sql(ddl)
+                for name in missing:
+                    conn.exec_driver_sql(self._immutability_triggers()[name])
+        return missing
 
     @abstractmethod
     def _init_storage(self, conn: Connection) -> None:
@@ -286,6 +344,13 @@ class Recorder(BackendCapabilities):
         return retrying(
             lambda: self._initialise_once(allow_existing), (DatabaseBusyError,), lambda e: e
         )
+
+    def check_store(self) -> None:
+        """Make sure a store exists here, reading only; ``NoStoreError`` if the database
+        holds none (nothing is created: the commands that only read open stores this way)."""
+        with self.transaction() as conn:
+            if not self._check_existing(conn, set(inspect(conn).get_table_names())):
+                raise NoStoreError(self.display_url)
 
     def _initialise_once(self, allow_existing: bool) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
@@ -437,20 +502,40 @@ class Recorder(BackendCapabilities):
             return self._head(conn, run_id)
 
     def list_runs(self) -> list[RunHead]:
-        """Every run with its head, oldest first."""
+        """Every run with its head, oldest first: the runs of ``cs_runs`` and any run the
+        log's commits hold that ``cs_runs`` lacks (its row deleted around the store; dated
+        by its first commit), so such a run is still listed, shown and verified."""
         r, e = schema.runs, schema.events
-        head = select(func.max(e.c.seq)).where(e.c.run_id == r.c.run_id).scalar_subquery()
+        known = select(r.c.run_id, r.c.created_at.label("created_at"))
+        u = union_all(known, _unregistered_runs()).subquery()
+        head = select(func.max(e.c.seq)).where(e.c.run_id == u.c.run_id).scalar_subquery()
         with self.transaction() as conn:
             rows = conn.execute(
-                select(r.c.run_id, r.c.created_at, head).order_by(r.c.created_at, r.c.run_id)
+                select(u.c.run_id, u.c.created_at, head).order_by(u.c.created_at, u.c.run_id)
             ).all()
         return [RunHead(row[0], _utc(row[1]), int(row[2] or 0)) for row in rows]
+
+    def unregistered_runs(self) -> set[UUID]:
+        """Runs the log's commits hold that have no ``cs_runs`` row."""
+        with self.transaction() as conn:
+            return {row[0] for row in conn.execute(_unregistered_runs())}
+
+    def restore_run_rows(self) -> list[UUID]:
+        """Insert the missing ``cs_runs`` rows (dated by each run's first commit)."""
+        with self.transaction(write=True) as conn:
+            rows = conn.execute(_unregistered_runs()).all()
+            if rows:
+                conn.execute(
+                    schema.runs.insert(), [{"run_id": a, "created_at": b} for a, b in rows]
+                )
+        return sorted(row[0] for row in rows)
 
     def find_runs(self, prefix: str) -> list[UUID]:
         """Runs whose id (hex, dashes ignored) starts with ``prefix``; at most 10 returned."""
         want = prefix.replace("-", "").lower()
         with self.transaction() as conn:
             ids = conn.execute(select(schema.runs.c.run_id)).scalars().all()
+            ids = [*ids, *(row[0] for row in conn.execute(_unregistered_runs()))]
         return [u for u in ids if u.hex.startswith(want)][:10]
 
     def read_stream(

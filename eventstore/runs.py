@@ -31,7 +31,7 @@ import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
 from .codec import NOISE, AssignmentDigest, pack_assignments
-from .errors import EventStoreError, InputError, RunNotFoundError
+from .errors import EventStoreError, InputError, RunInterrupted, RunNotFoundError
 from .events import CentroidsComputed, RunCompleted, RunFailed, RunResumed, RunStarted
 from .lifecycle import RunLifecycle
 from .store import EventStore
@@ -369,6 +369,8 @@ class RunWriter:
                 self.complete()
         elif isinstance(ev, KeyboardInterrupt):
             self.fail("interrupted (Ctrl-C)")
+            if not isinstance(ev, RunInterrupted):
+                raise RunInterrupted(self.run_id) from ev
         else:
             self.fail(ev)
 

@@ -31,6 +31,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import msgspec
@@ -44,7 +45,7 @@ from sqlalchemy.engine import URL
 from . import schema
 from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
-from .errors import ConfigurationError, NotADatabaseError
+from .errors import ConfigurationError, NoStoreError, NotADatabaseError
 from .recorder import Recorder, next_position
 from .rows import AssignmentRows
 
@@ -131,6 +132,8 @@ def _path_url(path: Path) -> URL:
     path = path.expanduser()
     if path.is_dir():
         raise ConfigurationError(f"{path} is a directory; give the path of a database file")
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO, a socket, a device
+        raise ConfigurationError(f"{path} is not a regular file; give the path of a database file")
     if path.exists() and not file_in_use(path):
         # (a file this process has open as a store was checked then; reading its header
         # again here would drop SQLite's locks on it: see the module docstring)
@@ -148,6 +151,19 @@ def _path_url(path: Path) -> URL:
     return URL.create("sqlite+pysqlite", database=str(path))
 
 
+def _read_only_url(path: Path) -> URL:
+    """The URI that opens ``path`` for reading only (``mode=ro``: SQLite never writes the
+    file, never switches its journal). In a directory this process cannot write (a
+    read-only mount, an archive) a WAL database cannot get its -shm file, so it is opened
+    ``immutable=1`` as well: SQLite then takes no locks and reads the file as it is (a -wal
+    left beside it by a writer that did not close cleanly is not read)."""
+    path = path.resolve()
+    query = {"mode": "ro", "uri": "true"}
+    if not os.access(path.parent, os.W_OK):
+        query["immutable"] = "1"
+    return URL.create("sqlite+pysqlite", database=f"file:{quote(str(path))}", query=query)
+
+
 class SQLiteRecorder(Recorder):
     dialect_name = "sqlite"
     # SQLite keeps the type a value was written with: a payload rewritten around the store
@@ -159,13 +175,15 @@ class SQLiteRecorder(Recorder):
     # come out in seq order; the projection tests compare the digests against the log.
     concat_payloads_sql = "CAST(group_concat(e.payload, x'') AS BLOB)"
 
-    def __init__(self, url: URL):
-        super().__init__(url)
+    def __init__(self, url: URL, *, read_only: bool = False):
+        super().__init__(url, read_only=read_only)
         self._in_use_key: str | None = os.path.realpath(Path(str(url.database)))
         with _in_use_lock:
             _in_use[self._in_use_key] += 1
 
     def _create_engine(self, url: URL) -> Engine:
+        if self.read_only:
+            url = _read_only_url(Path(str(url.database)))
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
@@ -182,6 +200,11 @@ class SQLiteRecorder(Recorder):
             cur.close()
 
         return engine
+
+    def check_store(self) -> None:
+        if not Path(str(self.url.database)).exists():
+            raise NoStoreError(self.display_url)
+        super().check_store()
 
     def dispose(self) -> None:
         super().dispose()
@@ -223,12 +246,7 @@ class SQLiteRecorder(Recorder):
 
     @classmethod
     def read_only_engine(cls, url: URL) -> Engine:
-        path = Path(str(url.database)).resolve()
-        return create_engine(
-            URL.create(
-                "sqlite+pysqlite", database=f"file:{path}", query={"mode": "ro", "uri": "true"}
-            )
-        )
+        return create_engine(_read_only_url(Path(str(url.database))))
 
     # ------------------------------------------------------------------ errors
 
@@ -307,12 +325,16 @@ class SQLiteRecorder(Recorder):
     def _after_append(self, conn: Connection, position: int) -> None:
         """Nothing: followers poll (a SQLite file has no notifications)."""
 
-    def _immutability_ddl(self) -> list[str]:
-        return [
-            _append_only(table, op)
+    def _immutability_triggers(self) -> dict[str, str]:
+        return {
+            f"{table}_no_{op.lower()}": _append_only(table, op)
             for table in schema.IMMUTABLE_TABLES
             for op in ("UPDATE", "DELETE")
-        ]
+        }
+
+    def _existing_triggers(self, conn: Connection) -> set[str]:
+        rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {str(name) for name in rows.scalars()}
 
     def _lock_schema(self, conn: Connection) -> None:
         """Nothing: BEGIN IMMEDIATE already serialises initialisers."""

@@ -48,11 +48,24 @@ class EventStore:
 
     @classmethod
     def open(
-        cls, db: str | os.PathLike[str] | None = None, *, allow_existing: bool = False
+        cls,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        allow_existing: bool = False,
+        create: bool = True,
     ) -> EventStore:
-        """Open (and on first use create) the store at ``db`` (URL or SQLite path)."""
-        recorder = make_recorder(resolve_url(db))
+        """Open (and on first use create) the store at ``db`` (URL or SQLite path).
+
+        ``create=False`` opens an existing store for reading only: nothing is created or
+        changed (a SQLite file is opened ``mode=ro``, PostgreSQL sessions are read-only),
+        a location without a store is a ``NoStoreError``, and any write raises
+        ``ReadOnlyDatabaseError``. It works on a read-only medium and with a role that may
+        only SELECT."""
+        recorder = make_recorder(resolve_url(db), read_only=not create)
         try:
+            if not create:
+                recorder.check_store()
+                return cls(recorder)
             created = recorder.initialise(allow_existing=allow_existing)
         except BaseException:
             recorder.dispose()
@@ -187,6 +200,26 @@ class EventStore:
     def read_committed_heads(self) -> dict[UUID, int]:
         """Each run's last committed seq, from the commits."""
         return log_reads.read_committed_heads(self.recorder)
+
+    def unregistered_runs(self) -> set[UUID]:
+        """Runs in the log whose ``cs_runs`` row is missing (deleted around the store)."""
+        return self.recorder.unregistered_runs()
+
+    def restore_run_rows(self) -> list[UUID]:
+        """Insert missing ``cs_runs`` rows again (``init`` does); returns the runs."""
+        return self.recorder.restore_run_rows()
+
+    def missing_triggers(self) -> list[str]:
+        """The log's append-only triggers that are missing (dropped around the store)."""
+        return self.recorder.missing_triggers()
+
+    def restore_triggers(self) -> list[str]:
+        """Create missing append-only triggers again (``init`` does); returns their names."""
+        return self.recorder.restore_triggers()
+
+    def run_last_position(self, run_id: UUID) -> int | None:
+        """The global position of the run's last commit (None: the run has none)."""
+        return log_reads.run_last_position(self.recorder, run_id)
 
     def read_run_commits(self, run_id: UUID) -> list[tuple[int, int]]:
         """The run's append transactions as (first_seq, count), in seq order."""

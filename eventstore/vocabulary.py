@@ -261,6 +261,12 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("integrity", "object", "what runs verify says of the run", ("runs show",)),
     # runs verify
     ("ok", "boolean", "every check holds", ("runs show", "runs verify")),
+    (
+        "missing_triggers",
+        "list",
+        "the log's append-only triggers that are missing (`init` restores them)",
+        ("runs verify",),
+    ),
     ("runs", "list", "one object per run", ("runs verify", "demo", "import-legacy")),
     ("head_seq", "integer", "the last seq read", ("runs show", "runs verify")),
     (
@@ -338,7 +344,7 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ),
     ("checkpoint", "integer", "the last global position applied", ("projections status",)),
     ("lag", "integer", "head - checkpoint: events not yet applied", ("projections status",)),
-    ("state", "enum", "not_built, up_to_date or behind", ("projections status",)),
+    ("state", "enum", "not_built, up_to_date, behind or ahead_of_log", ("projections status",)),
     ("updated_at", "timestamp", "when the checkpoint last moved", ("projections status",)),
     ("runner", "string", "the runner holding the projection's lock", ("projections status",)),
     ("n_applied", "integer", "events this command applied", ("projections catch-up",)),

@@ -11,6 +11,7 @@ over generation tables that a rebuild replaces atomically (see ``runner``).
 
 from .base import Checkpoint, Projection
 from .browse import datasette_metadata, internal_tables
+from .clusteringresult import projected_run
 from .embeddingcluster import first_read_model_difference, read_model_digest
 from .ids import assignment_id, cluster_id
 from .lookup import Placement, WhichResult, lookup_index_state, set_lookup_index, which
@@ -44,6 +45,7 @@ __all__ = [
     "follow",
     "internal_tables",
     "lookup_index_state",
+    "projected_run",
     "read_model_digest",
     "rebuild",
     "set_lookup_index",

@@ -22,9 +22,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, inspect, select, update
 
-from clusterstore.eventstore import StoredEvent
+from clusterstore.eventstore import EventStore, StoredEvent
 from clusterstore.eventstore.events import (
     AssignmentRecorded,
     RunCompleted,
@@ -37,8 +37,8 @@ from clusterstore.eventstore.schema import utc as _utc
 from clusterstore.eventstore.store import decode_stored
 from clusterstore.eventstore.vocabulary import duration_s
 
-from .base import Projection
-from .schema import cr_tables
+from .base import Projection, read_checkpoint
+from .schema import checkpoints, cr_tables, ec_tables
 
 COLUMNS = (
     "id",
@@ -143,3 +143,52 @@ class ClusteringResultProjection(Projection):
     def _duration(conn: Connection, t: Table, run_id: UUID, end: datetime) -> float | None:
         started = conn.execute(select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
         return duration_s(started, end)  # the vocabulary's one definition
+
+
+CHECKED = ("id", "model", "k", "status", "n_assignments", "n_noise")  # what verify compares
+
+
+def projected_run(store: EventStore, run_id: UUID) -> dict[str, Any] | None:
+    """What the read models hold for a run, for ``verify`` (``audit.ReadModelCheck``):
+    None while ``clusteringresult`` has not been brought past the run's last commit (it
+    cannot be judged yet), else ``{"row": <the run's clusteringresult columns CHECKED, or
+    None if it has no row>, "embeddingcluster": <True if that projection's checkpoint is
+    past the run's last commit too>}``. One short read transaction."""
+    last = store.run_last_position(run_id)
+    if last is None:
+        return None
+    with store.transaction() as conn:
+        if not inspect(conn).has_table(checkpoints.name):
+            return None
+        cr = read_checkpoint(conn, ClusteringResultProjection.name)
+        if cr is None or cr.position < last:
+            return None
+        ec = read_checkpoint(conn, "embeddingcluster")
+        t = cr_tables(cr.generation).results
+        row = conn.execute(select(*(t.c[c] for c in CHECKED)).where(t.c.run_id == run_id)).first()
+        covered = ec is not None and ec.position >= last
+        result_id, sizes = _ec_run(conn, ec.generation, run_id) if covered and ec else (None, None)
+    return {
+        "row": None if row is None else dict(row._mapping),
+        "embeddingcluster": covered,
+        "result_id": result_id,
+        "sizes": sizes,
+    }
+
+
+def _ec_run(
+    conn: Connection, generation: int, run_id: UUID
+) -> tuple[UUID | None, dict[int, int] | None]:
+    """The run's ``result_id`` and its cluster sizes (cluster -> size, noise left out) in
+    ``embeddingcluster``'s tables; (None, None) when the run has no row there."""
+    t = ec_tables(generation)
+    run = conn.execute(
+        select(t.runs.c.run_key, t.runs.c.result_id).where(t.runs.c.run_id == run_id)
+    ).first()
+    if run is None:
+        return None, None
+    c = t.clusters.c
+    sizes = conn.execute(
+        select(c.cluster, c.size).where(c.run_key == run.run_key, c.cluster >= 0)
+    ).all()
+    return run.result_id, {int(k): int(n) for k, n in sizes if n}

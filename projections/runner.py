@@ -77,10 +77,14 @@ class ProjectionStatus:
 
     @property
     def state(self) -> str:
-        """``not_built``, ``up_to_date`` or ``behind`` (enum values, no spaces)."""
+        """``not_built``, ``up_to_date``, ``behind`` or ``ahead_of_log`` (a checkpoint past
+        the log's head: the read model claims events the log does not hold, and events
+        appended later would be skipped; ``projections rebuild`` repairs it)."""
         if self.checkpoint is None:
             return "not_built"
-        return "up_to_date" if self.lag <= 0 else "behind"
+        if self.lag < 0:
+            return "ahead_of_log"
+        return "up_to_date" if self.lag == 0 else "behind"
 
 
 class Runner:

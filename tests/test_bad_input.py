@@ -139,9 +139,13 @@ CASES: dict[str, Case] = {
     ),
     "ids file missing": Case("cluster {emb} --ids {dir}/nope.txt", "{dir}/nope.txt: no such file"),
     # ---------------------------------------------------------------- options
-    "k = 0": Case("cluster {emb} --k 0", "Invalid value for '--k': 0 is not in the range x>=1.", 2),
+    "k = 0": Case(
+        "cluster {emb} --k 0", "Invalid value for '--k': 0 is not in the range 1<=x<=2147483647.", 2
+    ),
     "negative k": Case(
-        "cluster {emb} --k -3", "Invalid value for '--k': -3 is not in the range x>=1.", 2
+        "cluster {emb} --k -3",
+        "Invalid value for '--k': -3 is not in the range 1<=x<=2147483647.",
+        2,
     ),
     "k > n": Case(
         "cluster {emb} --k 401", "k must be between 1 and the number of embeddings (400), got 401"
@@ -154,11 +158,36 @@ CASES: dict[str, Case] = {
     ),
     "batch size 0": Case(
         "cluster {emb} --batch-size 0",
-        "Invalid value for '--batch-size': 0 is not in the range x>=1.",
+        "Invalid value for '--batch-size': 0 is not in the range 1<=x<=2147483647.",
         2,
     ),
     "threads 0": Case(
-        "cluster {emb} --threads 0", "Invalid value for '--threads': 0 is not in the range x>=1.", 2
+        "cluster {emb} --threads 0",
+        "Invalid value for '--threads': 0 is not in the range 1<=x<=2147483647.",
+        2,
+    ),
+    "k overflows": Case(
+        "cluster {emb} --k 99999999999999999999",
+        "Invalid value for '--k': 99999999999999999999 is not in the range 1<=x<=2147483647.",
+        2,
+    ),
+    "iterations overflow (no failed run written)": Case(
+        "cluster {emb} --iterations 9223372036854775808",
+        "Invalid value for '--iterations': 9223372036854775808 is not in the range "
+        "1<=x<=2147483647.",
+        2,
+    ),
+    "--after overflows": Case(
+        "runs events {done} --after 99999999999999999999",
+        "Invalid value for '--after': 99999999999999999999 is not in the range "
+        "0<=x<=9223372036854775807.",
+        2,
+    ),
+    "--limit overflows": Case(
+        "runs events {done} --limit 99999999999999999999",
+        "Invalid value for '--limit': 99999999999999999999 is not in the range "
+        "0<=x<=9223372036854775807.",
+        2,
     ),
     "blank model": Case("cluster {emb} --model ' '", "a run needs a model name (--model)"),
     "no model": Case("cluster {emb} --k 3", "Missing option '--model'.", 2, defaults=False),
@@ -444,19 +473,23 @@ def test_db_file_immutable(tmp_path: Path, emb: str) -> None:
 
 def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[str, str]) -> None:
     """The store's directory bind-mounted read-only in a private mount namespace of the
-    child (``unshare -m``; nothing is mounted for anyone else). SQLite cannot create the
-    -wal/-shm files there, so even reads fail: with one line naming the file."""
+    child (``unshare -m``; nothing is mounted for anyone else). A write cannot create the
+    -wal/-shm files there: one line naming the file. The commands that only read open the
+    store read-only (``immutable=1``: no -shm needed), so an archived store can be listed,
+    shown, verified and exported."""
     store_dir = tmp_path / "ro"
     store_dir.mkdir()
     path = store_dir / "store.db"
     before = make_store(path, emb)
+    run_id = str(before.runs[0][0])  # cs_runs: (run_id, ...)
     files = sorted(os.listdir(store_dir))
     if (
         shutil.which("unshare") is None
         or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode
     ):
         pytest.skip("no private mount namespaces here (needs CAP_SYS_ADMIN)")
-    for args in (["cluster", emb, "--model", "m", "--k", "3"], ["runs", "list"]):
+
+    def run_child(args: list[str]) -> subprocess.CompletedProcess[str]:
         script = (
             f'mount --bind "{store_dir}" "{store_dir}" && '
             f'mount -o remount,bind,ro "{store_dir}" || exit 77; exec "$@"'
@@ -471,10 +504,24 @@ def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[
         )
         if child.returncode == 77:
             pytest.skip(f"cannot bind-mount read-only here: {child.stderr.strip()}")
-        assert (child.returncode, child.stdout) == (1, ""), child.stderr
-        assert child.stderr == (
-            f"Error: {path}: unable to open the database file; SQLite must be able to write "
-            "the file and its directory (for the -wal and -shm files)\n"
-        )
+        return child
+
+    child = run_child(["cluster", emb, "--model", "m", "--k", "3"])
+    assert (child.returncode, child.stdout) == (1, ""), child.stderr
+    assert child.stderr == (
+        f"Error: {path}: unable to open the database file; SQLite must be able to write "
+        "the file and its directory (for the -wal and -shm files)\n"
+    )
+    out = tmp_path / "out.csv"
+    for args in (
+        ["runs", "list"],
+        ["runs", "show", run_id],
+        ["runs", "verify", "--all"],
+        ["export", run_id, "-o", str(out), "-q"],
+    ):
+        child = run_child(args)
+        assert (child.returncode, child.stderr) == (0, ""), (args, child.stderr)
+    assert run_id[:8] in run_child(["runs", "list"]).stdout
+    assert out.stat().st_size > 0
     assert sorted(os.listdir(store_dir)) == files
     assert_store_unchanged(str(path), before)

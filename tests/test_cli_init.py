@@ -189,6 +189,19 @@ def test_usage_errors_exit_2() -> None:
             "cannot use the database at postgresql+psycopg://u:***@127.0.0.1:1/x: ",
         ),
         ("postgresql://u:secret@127.0.0.1:port/x", "cannot parse the database URL "),
+        (  # an unparseable URL shows nothing after the user name (not even the host)
+            "postgresql://u:secret@127.0.0.1:port/x",
+            "cannot parse the database URL postgresql://u:***@... (check its port and "
+            "percent-encode special characters of the password)",
+        ),
+        (  # a raw '@' in the password: the password is the text up to the last '@'
+            "postgresql://u:se@cret@127.0.0.1:1/x",
+            "cannot use the database at postgresql+psycopg://u:***@127.0.0.1:1/x: ",
+        ),
+        (
+            "postgresql://u:secret@@127.0.0.1:1/x",
+            "cannot use the database at postgresql+psycopg://u:***@127.0.0.1:1/x: ",
+        ),
         (
             "postgresql+asyncpg://u:secret@127.0.0.1/x",
             "postgresql+asyncpg://u:***@127.0.0.1/x: only the psycopg (3) driver is supported",
@@ -201,5 +214,6 @@ def test_a_password_is_never_printed(url: str, message: str) -> None:
     for result in (run("--db", url, "init"), run("init", env={"CLUSTERSTORE_DB": url})):
         assert (result.exit_code, result.stdout) == (1, "")
         assert result.stderr.startswith(f"Error: {message}")
-        assert "secret" not in result.stderr and "s%40cret" not in result.stderr
+        for part in ("secret", "s%40cret", "se@", "cret", "@@", "127.0.0.1:port"):
+            assert part not in result.stderr, part
         assert isinstance(result.exception, SystemExit)

@@ -174,7 +174,7 @@ def test_a_new_store_and_init_have_the_views(db_url: str, tmp_path: Path) -> Non
         EventStore.open(db).close()  # a store made without the views (the log layer alone)
     run(db_url, "init")  # init makes them for an existing store
     run(other, "runs", "list")  # any command on a store it did not create leaves it as it is
-    run(str(tmp_path / "new.db"), "runs", "list")  # a store created by a command has them
+    run(str(tmp_path / "new.db"), "init")  # a store created by a command has them
     with clusterstore.open(db_url) as store:
         assert view_rows(store, "SELECT count(*) FROM embeddingcluster") == [(0,)]
     with clusterstore.open(str(tmp_path / "new.db")) as store:

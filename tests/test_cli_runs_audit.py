@@ -311,7 +311,11 @@ def test_verify_finds_a_corrupted_row(history: EventStore, db_url: str) -> None:
     size = int(np.bincount(labels_for(50, 4, 0))[cluster])
     result = run(db_url, "runs", "verify", "0190aaaa-0002", "0190aaaa-0001")
     assert result.exit_code == 1
+    missing = history.missing_triggers()  # drop_triggers: a finding of its own
+    assert missing
     assert result.stdout == (
+        f"{history.display_url}: the log's append-only triggers {', '.join(missing)} are "
+        "missing (dropped around the store); `clusterstore init` restores them\n"
         f"{B}: ok (23 events, 20 assignments, not completed)\n"
         f"{A} seq 10: AssignmentRecorded payload is not in the canonical 29-byte layout "
         f"(29 bytes, version 1: {bad.hex()})\n"
@@ -342,7 +346,7 @@ def test_verify_empty_store(store: EventStore, db_url: str) -> None:
     result = run(db_url, "runs", "verify", "--all")
     assert (result.exit_code, result.stdout) == (0, f"No runs to verify in {store.display_url}.\n")
     as_json = run(db_url, "runs", "verify", "--all", "--json")
-    assert json.loads(as_json.stdout) == {"ok": True, "runs": []}
+    assert json.loads(as_json.stdout) == {"ok": True, "missing_triggers": [], "runs": []}
 
 
 # ---------------------------------------------------------------- runs compare

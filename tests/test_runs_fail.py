@@ -54,3 +54,38 @@ def test_ctrl_c_during_an_append_waits_for_it_then_records_run_failed(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     # raised after the append's bookkeeping, not inside the driver call
     assert (writer.rows_done, writer.head) == (20, 23)
+
+
+def test_ctrl_c_during_cluster_names_the_run_and_how_to_resume(
+    db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's one line after Ctrl-C: the run id and `clusterstore runs resume <id>`."""
+    from click.testing import CliRunner
+
+    from clusterstore.cli.main import cli
+    from tests.test_cli_cluster import blobs
+
+    emb = tmp_path / "emb.npy"
+    np.save(emb, blobs(400))
+    calls = {"n": 0}
+    real = EventStore.append
+
+    def append(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+        result = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # RunStarted, centroids, then the first batch of assignments
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        return result
+
+    monkeypatch.setattr(EventStore, "append", append)
+    args = ["--db", db_url, "cluster", str(emb), "--model", "m", "--k", "3", "--quiet"]
+    result = CliRunner().invoke(cli, [*args, "--batch-size", "100"])
+    with EventStore.open(db_url) as store:
+        (head,) = store.runs()
+    run = head.run_id
+    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert result.stderr == (
+        f"Error: interrupted (Ctrl-C): run {run} is stored up to its last complete batch and "
+        f"marked failed; `clusterstore runs resume {run}` continues it\n"
+    )

@@ -96,9 +96,12 @@ def test_reachable_every_command_that_names_the_store(secret_url: str, tmp_path:
         assert_no_secret(result)
         return result
 
+    missing = invoke("--db", secret_url, "runs", "list")  # read commands never create
+    assert_no_secret(missing)
+    assert missing.stderr.startswith(f"Error: no clusterstore database at {masked}; ")
+    assert ok("init").stdout == f"clusterstore ready at {masked}\n"
     assert ok("runs", "list").stdout == f"No runs in {masked}.\n"
     assert ok("runs", "verify", "--all").stdout == f"No runs to verify in {masked}.\n"
-    assert ok("init").stdout == f"clusterstore ready at {masked}\n"
     run = ok("cluster", str(path), "--model", "m", "--k", "2", "--quiet").stdout.strip()
     ok("cluster", str(path), "--model", "m", "--k", "2", "--json")
     for args in (
