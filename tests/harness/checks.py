@@ -40,7 +40,7 @@ def check_no_forbidden_output(h: Harness) -> None:
 def check_reader(h: Harness) -> None:
     """Every read command the reader ran during the load answered (exit 0)."""
     assert h.report.reader["commands"] > 0
-    assert h.report.reader["problems"] == []
+    assert h.report.reader["problems"] == [], h.report.reader["problems"]
 
 
 def check_every_run_verifies(h: Harness) -> None:
