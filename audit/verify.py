@@ -289,6 +289,7 @@ class _Checker:
         self.completed_seq: int | None = None
         self.beyond: tuple[int, int] | None = None  # (first seq, count) past the commits
         self._found: dict[str, tuple[Finding, int]] = {}
+        self._nc_undecodable = False  # the named not_canonical finding does not decode
 
     def _set_commits(self, commits: Sequence[CommitRange]) -> None:
         self.starts = np.array([c.first_seq for c in commits], dtype=np.int64)
@@ -393,22 +394,31 @@ class _Checker:
         self.life.account(first, evs[-1].seq, data, len(evs), clusters)
 
     def _non_canonical(self, bad: Sequence[StoredEvent], width: int) -> None:
-        """Assignments off the canonical layout, one finding: it names the first that does
-        not decode at all when there is one (the worst), else the first of them."""
-        named = bad[0]
+        """Assignments off the canonical layout, one finding for the run: it names the first
+        that does not decode at all when there is one (the worst), else the first of them;
+        the others are counted."""
+        undecodable = None
         for ev in bad:
             try:
                 decode_stored(ev)
             except EventDecodeError:
-                named = ev
+                undecodable = ev
                 break
-        self.add(
-            "not_canonical",
-            named.seq,
+        named = undecodable or bad[0]
+        message = (
             f"AssignmentRecorded payload is not in the canonical {width}-byte layout "
-            f"({len(named.payload)} bytes, version {named.version}: {named.payload[:32].hex()})",
-            len(bad),
+            f"({len(named.payload)} bytes, version {named.version}: {named.payload[:32].hex()})"
         )
+        earlier = self._found.get("not_canonical")
+        if earlier is not None and undecodable is not None and not self._nc_undecodable:
+            # an earlier block named one that decodes: name this worse one instead
+            self._found["not_canonical"] = (
+                Finding(self.run_id, named.seq, "not_canonical", message),
+                earlier[1] + len(bad),
+            )
+        else:
+            self.add("not_canonical", named.seq, message, len(bad))
+        self._nc_undecodable = self._nc_undecodable or undecodable is not None
 
     @property
     def imported(self) -> bool:

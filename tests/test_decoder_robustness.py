@@ -136,6 +136,8 @@ DECODABLE_29 = bytes.fromhex("93c410f728b4fa42485e3a0a5d2f346baa9455ce00000000ca
 
 @SETTINGS
 @example(first=as_row(LEGACY_RUN), rest=[(3, 1, DECODABLE_29), (3, 0, b"")])
+# ... and across blocks: a second RunStarted between the two (found the same way)
+@example(first=as_row(LEGACY_RUN), rest=[(3, 1, DECODABLE_29), as_row(LEGACY_RUN), (3, 0, b"")])
 @given(first=FIRST, rest=st.lists(ROW, min_size=1, max_size=5))
 def test_verify_and_events_name_the_run_and_seq_of_bytes_that_do_not_decode(
     store: EventStore, db_url: str, first: Row, rest: list[Row]
