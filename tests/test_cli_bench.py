@@ -26,6 +26,13 @@ NAMES = {
     "end_to_end",
     "report",
     "which",
+    "verify",
+    "compare",
+    "export_csv",
+    "export_npy",
+    "export_parquet",
+    "runs_list",
+    "runs_show",
 }
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -98,6 +105,25 @@ def test_unknown_step_is_a_usage_error() -> None:
     result = _invoke("--steps", "append,nope")
     assert result.exit_code == 2
     assert "unknown step nope; choose from legacy, append, ceiling" in result.output
+
+
+def test_the_audit_group_names_the_audit_commands() -> None:
+    result = _invoke(
+        "--backend", "sqlite", "--steps", "runs_show,audit", "--n", "300", "--repeat", "1",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.output)["results"]
+    assert [r["name"] for r in results] == [
+        "runs_show", "verify", "compare", "export_csv", "export_npy", "export_parquet",
+        "runs_list",
+    ]  # fmt: skip
+    for r in results:
+        assert 0 < r["seconds"]["min"] <= r["seconds"]["median"], r
+        assert r["events_per_s"]["median"] > 0, r
+    by_name = {r["name"]: r for r in results}
+    assert by_name["compare"]["n_events"] == 300
+    assert by_name["runs_list"]["note"].startswith("1,000 runs of 1 assignments")
 
 
 def test_postgres_asked_for_but_unreachable_is_an_error() -> None:
