@@ -6,12 +6,15 @@ run's key range, and the commits. SQLAlchemy Core over ``schema``, each inside
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 from uuid import UUID
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import LargeBinary, and_, cast, func, select, tuple_
 
+from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH
+from .events import AssignmentRecorded
 from .recorder import Recorder, StoredEvent
-from .schema import commits, events
+from .schema import UUIDType, commits, events
 
 _IN_CHUNK = 400  # keys per IN list
 
@@ -63,3 +66,82 @@ def read_run_commits(recorder: Recorder, run_id: UUID) -> list[tuple[int, int]]:
             select(c.c.first_seq, c.c.count).where(c.c.run_id == run_id).order_by(c.c.first_seq)
         ).all()
     return [(int(r[0]), int(r[1])) for r in rows]
+
+
+class StreamBlock(NamedTuple):
+    """A run's stored events with ``after < seq <= until``, read set-based: the fixed-width
+    v1 assignments (29 or 47 bytes long) as one ``bytes`` concatenated by the database in seq
+    order, every other event as a ``StoredEvent`` (seq order)."""
+
+    n_fixed: int  # the fixed-width assignments in ``assignments``
+    fixed_seqs: tuple[int, int] | None  # their smallest and largest seq
+    widths: tuple[int, int] | None  # their smallest and largest payload length
+    assignments: bytes
+    others: list[StoredEvent]
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_fixed + len(self.others)
+
+    @property
+    def seq_range(self) -> tuple[int, int] | None:
+        """The smallest and largest seq in the block (None when it is empty)."""
+        seqs = [ev.seq for ev in self.others[:1] + self.others[-1:]]
+        if self.fixed_seqs is not None:
+            seqs += self.fixed_seqs
+        return (min(seqs), max(seqs)) if seqs else None
+
+
+_FIXED = (
+    f"e.type = {AssignmentRecorded.TYPE} AND e.version = {AssignmentRecorded.VERSION} "
+    f"AND length(e.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"
+)
+_BLOCK = (
+    "SELECT count(*), min(e.seq), max(e.seq), min(length(e.payload)), "
+    "max(length(e.payload)), {concat} "
+    "FROM (SELECT e.seq, e.payload FROM cs_events e WHERE e.run_id = :run "
+    "AND e.seq > :after AND e.seq <= :until AND {fixed} ORDER BY e.seq) e"
+)
+
+
+def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: int) -> StreamBlock:
+    """The run's events with ``after < seq <= until`` as a ``StreamBlock``, in one read
+    transaction: an aggregate over the fixed-width assignments, the others row by row."""
+    e = events
+    others_q = (
+        select(e.c.seq, e.c.type, e.c.version, cast(e.c.payload, LargeBinary))
+        .where(and_(e.c.run_id == run_id, e.c.seq > after, e.c.seq <= until))
+        .where(
+            ~and_(
+                e.c.type == AssignmentRecorded.TYPE,
+                e.c.version == AssignmentRecorded.VERSION,
+                func.length(e.c.payload).in_([ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH]),
+            )
+        )
+        .order_by(e.c.seq)
+    )
+    sql = _BLOCK.format(fixed=_FIXED, concat=recorder.concat_payloads_sql)
+    with recorder.transaction() as conn:
+        run = UUIDType().process_bind_param(run_id, conn.dialect)
+        (row,) = recorder.fetch_all(conn, sql, {"run": run, "after": after, "until": until})
+        others = [
+            StoredEvent(run_id, r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(others_q)
+        ]
+    n_fixed = int(row[0])
+    return StreamBlock(
+        n_fixed,
+        (int(row[1]), int(row[2])) if n_fixed else None,
+        (int(row[3]), int(row[4])) if n_fixed else None,
+        bytes(row[5]) if n_fixed else b"",
+        others,
+    )
+
+
+def next_seq(recorder: Recorder, run_id: UUID, *, after: int) -> int | None:
+    """The run's smallest stored seq above ``after`` (None: there is none)."""
+    e = events
+    with recorder.transaction() as conn:
+        value = conn.execute(
+            select(func.min(e.c.seq)).where(e.c.run_id == run_id, e.c.seq > after)
+        ).scalar()
+    return None if value is None else int(value)

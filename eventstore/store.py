@@ -184,6 +184,15 @@ class EventStore:
         """How many of the run's stored events have ``type``."""
         return log_reads.count_events(self.recorder, run_id, type=type)
 
+    def read_stream_block(self, run_id: UUID, *, after: int, until: int) -> log_reads.StreamBlock:
+        """The run's events with ``after < seq <= until``, the fixed-width assignments'
+        payloads concatenated by the database (``log_reads.StreamBlock``)."""
+        return log_reads.read_stream_block(self.recorder, run_id, after=after, until=until)
+
+    def next_seq(self, run_id: UUID, *, after: int) -> int | None:
+        """The run's smallest stored seq above ``after``, or None."""
+        return log_reads.next_seq(self.recorder, run_id, after=after)
+
     def read_committed_heads(self) -> dict[UUID, int]:
         """Each run's last committed seq, from the commits."""
         return log_reads.read_committed_heads(self.recorder)
