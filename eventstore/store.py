@@ -231,6 +231,13 @@ class EventStore:
         """Bulk-load a batch of read-model assignment rows (the backend's fast path)."""
         self.recorder.insert_assignment_rows(conn, table, rows)
 
+    def read_assignment_rows(
+        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+    ) -> AssignmentRows:
+        """Up to ``limit`` read-model assignment rows of ``run_key`` after seq ``after``, in
+        seq order, as numpy columns (the backend's bulk read)."""
+        return self.recorder.read_assignment_rows(conn, table, run_key, after=after, limit=limit)
+
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         self.recorder.replace_view(conn, name, select_sql)
 
