@@ -46,14 +46,13 @@ from clusterstore.eventstore.store import decode_stored
 from ._log import (
     ASSIGNMENT,
     BEFORE_ALL,
+    BLOCK_PAGES,
     PAGE_SIZE,
     CommitRange,
     ProgressFn,
     canonical_mask,
     run_commits,
 )
-
-BLOCK_PAGES = 5  # a set-based block read spans this many pages of seqs
 
 ReadModelState = Literal["ok", "mismatch", "absent", "unavailable"]
 # Cluster sizes are counted densely for cluster numbers below min(k, this): a RunStarted

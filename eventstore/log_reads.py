@@ -73,40 +73,32 @@ class StreamBlock(NamedTuple):
     v1 assignments (29 or 47 bytes long) as one ``bytes`` concatenated by the database in seq
     order, every other event as a ``StoredEvent`` (seq order)."""
 
+    n_rows: int  # every event in the block
+    seq_range: tuple[int, int] | None  # the smallest and largest seq (None: empty)
     n_fixed: int  # the fixed-width assignments in ``assignments``
-    fixed_seqs: tuple[int, int] | None  # their smallest and largest seq
     widths: tuple[int, int] | None  # their smallest and largest payload length
     assignments: bytes
     others: list[StoredEvent]
 
-    @property
-    def n_rows(self) -> int:
-        return self.n_fixed + len(self.others)
-
-    @property
-    def seq_range(self) -> tuple[int, int] | None:
-        """The smallest and largest seq in the block (None when it is empty)."""
-        seqs = [ev.seq for ev in self.others[:1] + self.others[-1:]]
-        if self.fixed_seqs is not None:
-            seqs += self.fixed_seqs
-        return (min(seqs), max(seqs)) if seqs else None
-
 
 _FIXED = (
-    f"e.type = {AssignmentRecorded.TYPE} AND e.version = {AssignmentRecorded.VERSION} "
-    f"AND length(e.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"
+    f"x.type = {AssignmentRecorded.TYPE} AND x.version = {AssignmentRecorded.VERSION} "
+    f"AND length(x.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"
 )
+# one range scan: the fixed-width payloads (NULL for the other events, which an aggregate
+# skips) concatenated in seq order, and the counts that tell whether others must be read
 _BLOCK = (
-    "SELECT count(*), min(e.seq), max(e.seq), min(length(e.payload)), "
+    "SELECT count(*), min(e.seq), max(e.seq), count(e.payload), min(length(e.payload)), "
     "max(length(e.payload)), {concat} "
-    "FROM (SELECT e.seq, e.payload FROM cs_events e WHERE e.run_id = :run "
-    "AND e.seq > :after AND e.seq <= :until AND {fixed} ORDER BY e.seq) e"
+    f"FROM (SELECT x.seq, CASE WHEN {_FIXED} THEN x.payload END AS payload "
+    "FROM cs_events x WHERE x.run_id = :run AND x.seq > :after AND x.seq <= :until "
+    "ORDER BY x.seq) e"
 )
 
 
 def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: int) -> StreamBlock:
     """The run's events with ``after < seq <= until`` as a ``StreamBlock``, in one read
-    transaction: an aggregate over the fixed-width assignments, the others row by row."""
+    transaction: an aggregate over the range, then the other events (if any) row by row."""
     e = events
     others_q = (
         select(e.c.seq, e.c.type, e.c.version, cast(e.c.payload, LargeBinary))
@@ -120,19 +112,22 @@ def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: in
         )
         .order_by(e.c.seq)
     )
-    sql = _BLOCK.format(fixed=_FIXED, concat=recorder.concat_payloads_sql)
+    sql = _BLOCK.format(concat=recorder.concat_payloads_sql)
     with recorder.transaction() as conn:
         run = UUIDType().process_bind_param(run_id, conn.dialect)
         (row,) = recorder.fetch_all(conn, sql, {"run": run, "after": after, "until": until})
-        others = [
-            StoredEvent(run_id, r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(others_q)
-        ]
-    n_fixed = int(row[0])
+        n_rows, n_fixed = int(row[0]), int(row[3])
+        others = []
+        if n_rows > n_fixed:
+            others = [
+                StoredEvent(run_id, r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(others_q)
+            ]
     return StreamBlock(
+        n_rows,
+        (int(row[1]), int(row[2])) if n_rows else None,
         n_fixed,
-        (int(row[1]), int(row[2])) if n_fixed else None,
-        (int(row[3]), int(row[4])) if n_fixed else None,
-        bytes(row[5]) if n_fixed else b"",
+        (int(row[4]), int(row[5])) if n_fixed else None,
+        bytes(row[6]) if n_fixed else b"",
         others,
     )
 
