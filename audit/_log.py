@@ -101,13 +101,20 @@ def canonical_mask(
     return ok
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])  # dashes elsewhere
+
+
 def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
-    """16-byte ids in the canonical text form of UUIDs."""
-    hexes = ids.tobytes().hex()
-    return [
-        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        for h in (hexes[i : i + 32] for i in range(0, len(hexes), 32))
-    ]
+    """16-byte ids in the canonical text form of UUIDs (spelt out with numpy)."""
+    raw = np.frombuffer(np.ascontiguousarray(ids).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    digits = np.empty((len(raw), 32), dtype=np.uint8)
+    digits[:, 0::2] = _HEX[raw >> 4]
+    digits[:, 1::2] = _HEX[raw & 15]
+    out = np.full((len(raw), 36), ord("-"), dtype=np.uint8)
+    out[:, _DIGITS] = digits
+    text = out.tobytes().decode("ascii")
+    return [text[i : i + 36] for i in range(0, len(text), 36)]
 
 
 def block_labels(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
