@@ -78,6 +78,17 @@ STEPS: dict[str, StepSpec] = {
             requires=("clustering",),
         ),
         StepSpec(
+            "record",
+            "clusterstore.benchmarks.api_steps:record",
+            "Store.record of labels made elsewhere (5% noise) + catch-up",
+        ),
+        StepSpec(
+            "assign",
+            "clusterstore.benchmarks.api_steps:assign",
+            "Store.assign to a run's 100 centroids (384-d) + catch-up",
+            requires=("clustering",),
+        ),
+        StepSpec(
             "report",
             "clusterstore.benchmarks.audit_steps:report",
             "audit.write_report of one run (k=100): verify, statistics, members, history",

@@ -21,6 +21,8 @@ STEPS = (
     "ceiling_replay",
     "replay",
     "end_to_end",
+    "record",
+    "assign",
     "report",
     "which",
     "verify",
@@ -31,7 +33,7 @@ STEPS = (
     "runs_list",
     "runs_show",
 )
-GROUPS = {"audit": STEPS[8:]}  # --steps audit: the audit commands
+GROUPS = {"audit": STEPS[-7:]}  # --steps audit: the audit commands
 LEGACY_CAP = 200_000
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"

@@ -213,7 +213,7 @@ class Store:
             force=force,
         )
 
-    def which(self, embedding_id: str | UUID, *, model: str | None = None) -> WhichResult:
+    def which(self, embedding_id: Any, *, model: str | None = None) -> WhichResult:
         """The cluster, cluster_id and distance of one embedding in every completed run
         (from the lookup index when it is on: ``clusterstore projections lookup-index on``)."""
         from clusterstore import projections

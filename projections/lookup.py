@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 from sqlalchemy import Connection, Uuid, bindparam, func, inspect, select, text, update
 
 from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.ids import as_ids
 from clusterstore.eventstore.store import EventStore
 
 from . import schema
@@ -74,13 +76,19 @@ WHERE e.embedding_id = :eid{model}
 ORDER BY r.started_at, e.run_id, e.seq"""
 
 
-def parse_embedding_id(value: str | UUID) -> UUID:
+def parse_embedding_id(value: str | UUID | bytes | np.void) -> UUID:
+    """One embedding id in any of the store's forms: a UUID, its text, or 16 bytes (an
+    element of the ``V16`` arrays ``labels`` returns)."""
     if isinstance(value, UUID):
         return value
+    if isinstance(value, str):
+        value = value.strip()
+    values: list[Any] = [value]
     try:
-        return UUID(value.strip())
-    except ValueError as e:
+        (one,) = as_ids(values, "embedding id")
+    except InputError as e:
         raise InputError(f"{value!r} is not an embedding id (a UUID)") from e
+    return UUID(bytes=bytes(one))
 
 
 def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = None) -> WhichResult:

@@ -246,3 +246,14 @@ def test_verify_checks_the_read_model_and_report_and_which_answer(
     ]
     result = api.report(b, tmp_path / "b.html", compare_to=a)
     assert str(b.run_id) in (tmp_path / "b.html").read_text() and result.n_bytes > 0
+
+
+def test_which_takes_an_id_in_every_form(api: clusterstore.Store) -> None:
+    ids = uuids(3)
+    run = api.record(ids, [0, 1, 1], model="m", algorithm="x")
+    got, _, _ = api.labels(run)
+    forms = [ids[1], str(ids[1]), ids[1].bytes, got[1], f"  {ids[1]}\n"]
+    found = [[(p.run_id, p.cluster) for p in api.which(f).placements] for f in forms]
+    assert found == [[(run.run_id, 1)]] * len(forms)
+    with pytest.raises(clusterstore.InputError, match="is not an embedding id"):
+        api.which("not-a-uuid")

@@ -24,6 +24,8 @@ NAMES = {
     "ceiling_replay",
     "replay",
     "end_to_end",
+    "record",
+    "assign",
     "report",
     "which",
     "verify",

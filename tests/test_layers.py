@@ -93,6 +93,45 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+# The design card's layers (shared/architecture.json) and the imports it never allows.
+BACKENDS = ("clusterstore.eventstore.sqlite", "clusterstore.eventstore.postgres")
+NEVER = [
+    ("projections", "backends", "layers ask the store, never a dialect module"),
+    ("audit", "backends", "the audit reads through the store"),
+    ("clustering", "backends", "clustering knows no database"),
+    ("audit", "projections", "the read-model check is handed in by the caller"),
+    ("clustering", "projections", "clustering emits events; projections follow"),
+    ("log", "projections", "the log knows nothing of read models"),
+    ("log", "cli", "nothing below reaches up"),
+    ("projections", "cli", "nothing below reaches up"),
+    ("log", "benchmarks", "the core never depends on the harness"),
+    ("projections", "benchmarks", "the core never depends on the harness"),
+    ("audit", "benchmarks", "the core never depends on the harness"),
+    ("log", "audit", "nothing below reaches up"),
+    ("log", "clustering", "nothing below reaches up"),
+    ("log", "legacy", "nothing below reaches up"),
+]
+
+
+def _layer(module: str) -> str:
+    if module in BACKENDS:
+        return "backends"
+    part = module.split(".")[1] if module.count(".") else ""
+    return "log" if part == "eventstore" else part
+
+
+def test_no_import_the_design_card_forbids() -> None:
+    modules = _modules()
+    found = [
+        f"{m} -> {d}: {why}"
+        for m, path in modules.items()
+        for d in sorted(_imports(m, path, set(modules)))
+        for src, dst, why in NEVER
+        if _layer(m) == src and _layer(d) == dst
+    ]
+    assert found == []
+
+
 def _source_files(packages: tuple[str, ...]) -> list[Path]:
     return [p for pkg in packages for p in sorted((REPO_ROOT / pkg).rglob("*.py"))]
 
