@@ -329,7 +329,7 @@ def _result(cell: _Cell) -> dict[str, Any]:
         "n_events": cell.n,
         "n_repetitions": len(cell.rates),
         "events_per_s": _spread(cell.rates),
-        "step_s": _spread(cell.seconds, 3),  # seconds on the clock, per repetition
+        "step_seconds": _spread(cell.seconds, 3),  # seconds on the clock, per repetition
         # events per second of the step process's CPU time: less disturbed by a busy
         # machine; all of the work on SQLite, the client's share only on PostgreSQL
         "events_per_cpu_s": _spread(cell.cpu_rates),

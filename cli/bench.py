@@ -149,7 +149,7 @@ def format_report(report: dict[str, Any]) -> str:
                 _num(rate.get("median")),
                 _num(rate.get("min")),
                 _num(rate.get("max")),
-                _num((r.get("step_s") or {}).get("median"), 2),
+                _num((r.get("step_seconds") or {}).get("median"), 2),
                 _num(r["peak_rss_mb"]),
                 _num(r["db_mb"], 1),
                 f"skipped: {r['skipped']}" if r["skipped"] else (r["note"] or ""),

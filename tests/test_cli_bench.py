@@ -121,7 +121,7 @@ def test_the_audit_group_names_the_audit_commands() -> None:
         "runs_list",
     ]  # fmt: skip
     for r in results:
-        assert 0 < r["step_s"]["min"] <= r["step_s"]["median"], r
+        assert 0 < r["step_seconds"]["min"] <= r["step_seconds"]["median"], r
         assert r["events_per_s"]["median"] > 0, r
     by_name = {r["name"]: r for r in results}
     assert by_name["compare"]["n_events"] == 300
