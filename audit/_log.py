@@ -21,6 +21,7 @@ from clusterstore.eventstore.codec import (
 )
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import AssignmentRecorded
+from clusterstore.eventstore.log_reads import StreamBlock
 from clusterstore.eventstore.runs import ProgressFn
 
 ASSIGNMENT = AssignmentRecorded.TYPE
@@ -28,6 +29,7 @@ PAGE_SIZE = 20_000
 # Sequences start at 1; reading from here also shows rows written around the store at 0 or
 # below (a tampered log), which ``after=0`` would hide.
 BEFORE_ALL = -(2**62)
+BLOCK_PAGES = 5  # a set-based block read spans this many pages of seqs
 
 
 class CommitRange(NamedTuple):
@@ -99,13 +101,20 @@ def canonical_mask(
     return ok
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])  # dashes elsewhere
+
+
 def uuid_texts(ids: npt.NDArray[np.void]) -> list[str]:
-    """16-byte ids in the canonical text form of UUIDs."""
-    hexes = ids.tobytes().hex()
-    return [
-        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        for h in (hexes[i : i + 32] for i in range(0, len(hexes), 32))
-    ]
+    """16-byte ids in the canonical text form of UUIDs (spelt out with numpy)."""
+    raw = np.frombuffer(np.ascontiguousarray(ids).tobytes(), dtype=np.uint8).reshape(-1, 16)
+    digits = np.empty((len(raw), 32), dtype=np.uint8)
+    digits[:, 0::2] = _HEX[raw >> 4]
+    digits[:, 1::2] = _HEX[raw & 15]
+    out = np.full((len(raw), 36), ord("-"), dtype=np.uint8)
+    out[:, _DIGITS] = digits
+    text = out.tobytes().decode("ascii")
+    return [text[i : i + 36] for i in range(0, len(text), 36)]
 
 
 def block_labels(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
@@ -131,9 +140,63 @@ def assignment_blocks(
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> Iterator[AssignmentBlock]:
-    """A run's assignments in seq order, one block per page. A record that is not in the
-    canonical layout raises ``EventDecodeError`` naming the run and its seq."""
-    for page in pages(store, run_id, page_size=page_size):
+    """A run's assignments in seq order, in blocks. A record that is not in the canonical
+    layout raises ``EventDecodeError`` naming the run and its seq. Read set-based, in blocks
+    of ``BLOCK_PAGES`` pages of seqs (the database concatenates the payloads); a block that
+    is not regular (a seq missing, an assignment off the fixed widths) is read page by page."""
+    after = BEFORE_ALL
+    while True:
+        first = store.next_seq(run_id, after=after)
+        if first is None:
+            return
+        after = first - 1
+        until = after + page_size * BLOCK_PAGES
+        read = store.read_stream_block(run_id, after=after, until=until)
+        block = _regular_block(read)
+        if block is not None:
+            if len(block.seqs):
+                yield block
+            if on_progress is not None:
+                on_progress(read.n_rows)
+        else:
+            yield from _page_blocks(store, run_id, after, until, page_size, on_progress)
+        after = until
+
+
+def _regular_block(block: StreamBlock) -> AssignmentBlock | None:
+    """The block's assignments if every seq in it is present and every assignment is a
+    fixed-width canonical one of one layout; else None."""
+    span = block.seq_range
+    if span is None or block.n_rows != span[1] - span[0] + 1:
+        return None
+    if any(ev.type == ASSIGNMENT for ev in block.others):
+        return None
+    if not block.n_fixed:
+        return AssignmentBlock(np.empty(0, np.int64), np.empty(0, ASSIGNMENT_DTYPE))
+    width = block.widths[0] if block.widths and block.widths[0] == block.widths[1] else 0
+    legacy = width == LEGACY_ASSIGNMENT_DTYPE.itemsize
+    dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
+    if width != dtype.itemsize or len(block.assignments) != block.n_fixed * width:
+        return None
+    rec = np.frombuffer(block.assignments, dtype=dtype)
+    if not layout_mask(rec, legacy=legacy).all():
+        return None
+    seqs = np.arange(span[0], span[1] + 1, dtype=np.int64)
+    if block.others:
+        seqs = np.setdiff1d(seqs, [ev.seq for ev in block.others], assume_unique=True)
+    return AssignmentBlock(seqs, rec)
+
+
+def _page_blocks(
+    store: EventStore,
+    run_id: UUID,
+    after: int,
+    until: int,
+    page_size: int,
+    on_progress: ProgressFn | None,
+) -> Iterator[AssignmentBlock]:
+    """The assignments with ``after < seq <= until``, one block per page of events."""
+    for page in store.read_stream_pages(run_id, after=after, until=until, page_size=page_size):
         assign = [ev for ev in page if ev.type == ASSIGNMENT]
         if assign:
             payloads = [ev.payload for ev in assign]

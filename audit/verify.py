@@ -31,13 +31,28 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore, RunCompleted, RunStarted, StoredEvent
-from clusterstore.eventstore.codec import ASSIGNMENT_DTYPE, LEGACY_ASSIGNMENT_DTYPE, labels_of
+from clusterstore.eventstore.codec import (
+    ASSIGNMENT_DTYPE,
+    LEGACY_ASSIGNMENT_DTYPE,
+    labels_of,
+    layout_mask,
+)
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import BY_CODE
 from clusterstore.eventstore.lifecycle import RunLifecycle
+from clusterstore.eventstore.log_reads import StreamBlock
 from clusterstore.eventstore.store import decode_stored
 
-from ._log import ASSIGNMENT, PAGE_SIZE, CommitRange, ProgressFn, canonical_mask, pages, run_commits
+from ._log import (
+    ASSIGNMENT,
+    BEFORE_ALL,
+    BLOCK_PAGES,
+    PAGE_SIZE,
+    CommitRange,
+    ProgressFn,
+    canonical_mask,
+    run_commits,
+)
 
 ReadModelState = Literal["ok", "mismatch", "absent", "unavailable"]
 # Cluster sizes are counted densely for cluster numbers below min(k, this): a RunStarted
@@ -134,10 +149,7 @@ def verify_run(
     """Check one run (see the module docstring); never raises for bad stored bytes.
     Without ``read_model`` the read model is not checked (``read_model="unavailable"``)."""
     checker = _Checker(run_id, run_commits(store, run_id))
-    for page in pages(store, run_id, page_size=page_size):
-        checker.feed(page)
-        if on_progress is not None:
-            on_progress(len(page))
+    _read_log(store, checker, page_size, on_progress)
     checker.finish(run_commits(store, run_id))
     if run_id in store.unregistered_runs():
         checker.add(
@@ -260,6 +272,35 @@ def _check_projected(
         )
 
 
+def _read_log(
+    store: EventStore, checker: _Checker, page_size: int, on_progress: ProgressFn | None
+) -> None:
+    """Feed the checker the whole log of its run in seq order: set-based blocks of
+    ``BLOCK_PAGES`` pages of seqs where a block is regular (every seq present, canonical fixed-width
+    assignments), and event by event, as read, wherever it is not (so every finding is made
+    by the same per-event checks)."""
+    run_id = checker.run_id
+    after = BEFORE_ALL
+    while True:
+        first = store.next_seq(run_id, after=after)
+        if first is None:
+            return
+        after = first - 1
+        until = after + page_size * BLOCK_PAGES
+        block = store.read_stream_block(run_id, after=after, until=until)
+        if checker.feed_block(block):
+            if on_progress is not None:
+                on_progress(block.n_rows)
+        else:
+            for page in store.read_stream_pages(
+                run_id, after=after, until=until, page_size=page_size
+            ):
+                checker.feed(page)
+                if on_progress is not None:
+                    on_progress(len(page))
+        after = until
+
+
 def verify_runs(
     store: EventStore,
     run_ids: Iterable[UUID],
@@ -366,6 +407,67 @@ class _Checker:
         if len(past):  # perhaps appended since the commits were read: decided in finish()
             first, count = self.beyond or (int(past[0]), 0)
             self.beyond = (first, count + len(past))
+
+    def feed_block(self, block: StreamBlock) -> bool:
+        """Take a block read set-based, if it is regular: every seq from its first to its
+        last present, no assignment but canonical ones of the run's width. False (nothing
+        taken) otherwise: the caller feeds the same events one by one instead."""
+        span = block.seq_range
+        if span is None or block.n_rows != span[1] - span[0] + 1:
+            return False
+        if any(ev.type == ASSIGNMENT for ev in block.others):
+            return False
+        legacy = self._imported_after(block.others)
+        dtype = LEGACY_ASSIGNMENT_DTYPE if legacy else ASSIGNMENT_DTYPE
+        width = dtype.itemsize
+        if block.n_fixed:
+            if block.widths != (width, width) or len(block.assignments) != block.n_fixed * width:
+                return False
+            rec = np.frombuffer(block.assignments, dtype=dtype)
+            if not layout_mask(rec, legacy=legacy).all():
+                return False
+        seqs = np.arange(span[0], span[1] + 1, dtype=np.int64)
+        self._check_seqs(seqs)
+        self._check_committed(seqs)
+        self.events += block.n_rows
+        self.last_seq = max(self.last_seq, span[1])
+        lo, done = span[0], 0  # the next seq, the assignments taken
+        for ev in [*block.others, None]:
+            stop = span[1] + 1 if ev is None else ev.seq
+            if stop > lo:
+                count = stop - lo
+                data = block.assignments[done * width : (done + count) * width]
+                self._canonical_assignments(lo, stop - 1, data, count, dtype)
+                done += count
+            if ev is not None:
+                self._other(ev)
+            lo = stop + 1
+        return True
+
+    def _imported_after(self, others: Sequence[StoredEvent]) -> bool:
+        """Whether the run counts as imported once ``others`` (seq order) are applied: only
+        a first RunStarted at seq 1 can change it (``_other``)."""
+        if self.life.started is not None or not others or others[0].seq != 1:
+            return self.imported
+        try:
+            event = decode_stored(others[0])
+        except EventDecodeError:
+            return False
+        return isinstance(event, RunStarted) and event.legacy_id is not None
+
+    def _canonical_assignments(
+        self, first: int, last: int, data: bytes, count: int, dtype: np.dtype[Any]
+    ) -> None:
+        """Assignments first..last, all present and canonical, their payloads ``data``."""
+        if self.completed_seq is not None:
+            self.add("after_end", first, f"an event after RunCompleted (seq {self.completed_seq})")
+        elif self.life.failed is not None:
+            self.add("after_failure", first, "an assignment after RunFailed without RunResumed")
+        self.first_assign = first if self.first_assign is None else self.first_assign
+        self.last_assign = last
+        seqs = np.arange(first, last + 1, dtype=np.int64)
+        clusters = self._values(np.frombuffer(data, dtype=dtype), seqs)
+        self.life.account(first, last, data, count, clusters)
 
     def _assignments(self, evs: Sequence[StoredEvent]) -> None:
         first = evs[0].seq

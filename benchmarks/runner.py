@@ -99,7 +99,33 @@ STEPS: dict[str, StepSpec] = {
             "projections.which x 200 with the lookup index (events = lookups)",
             requires=("projections",),
         ),
+        *(
+            StepSpec(
+                name, f"clusterstore.benchmarks.audit_commands:{name}", summary, requires=tuple(r)
+            )
+            for name, summary, *r in (
+                ("verify", "runs verify RUN: log checks and the read-model check"),
+                ("compare", "runs compare A B, two runs of n (events = 2n)"),
+                ("export_csv", "export RUN -o run.csv"),
+                ("export_npy", "export RUN -o run.npy"),
+                ("export_parquet", "export RUN -o run.parquet", "pyarrow"),
+                ("runs_list", "runs list with 1,000 runs in the store (events = runs)"),
+                ("runs_show", "runs show RUN: counts, sizes, integrity"),
+            )
+        ),
     )
+}
+# --steps NAME also takes a group: the steps it names
+GROUPS = {
+    "audit": (
+        "verify",
+        "compare",
+        "export_csv",
+        "export_npy",
+        "export_parquet",
+        "runs_list",
+        "runs_show",
+    ),
 }
 BACKENDS = ("sqlite", "postgres")
 # name -> (numerator step, denominator step), computed on the medians, per backend
@@ -131,6 +157,7 @@ class _Cell:
     backend: str
     n: int
     rates: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
     cpu_rates: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     db_mb: list[float] = field(default_factory=list)
@@ -233,6 +260,7 @@ def _measure(cell: _Cell, dbs: _Databases) -> str:
         return f"skipped: {e}"
     rate = out["events"] / out["seconds"] if out["seconds"] > 0 else float("inf")
     cell.rates.append(rate)
+    cell.seconds.append(out["seconds"])
     if out["cpu_seconds"]:
         cell.cpu_rates.append(out["events"] / out["cpu_seconds"])
     if out["peak_rss_mb"] is not None:
@@ -284,13 +312,13 @@ def run_bench(config: BenchConfig, on_progress: Progress | None = None) -> dict[
 # ------------------------------------------------------------------ the report
 
 
-def _spread(rates: list[float]) -> dict[str, float] | None:
+def _spread(rates: list[float], digits: int = 1) -> dict[str, float] | None:
     if not rates:
         return None
     return {
-        "median": round(statistics.median(rates), 1),
-        "min": round(min(rates), 1),
-        "max": round(max(rates), 1),
+        "median": round(statistics.median(rates), digits),
+        "min": round(min(rates), digits),
+        "max": round(max(rates), digits),
     }
 
 
@@ -301,6 +329,7 @@ def _result(cell: _Cell) -> dict[str, Any]:
         "n_events": cell.n,
         "n_repetitions": len(cell.rates),
         "events_per_s": _spread(cell.rates),
+        "step_seconds": _spread(cell.seconds, 3),  # seconds on the clock, per repetition
         # events per second of the step process's CPU time: less disturbed by a busy
         # machine; all of the work on SQLite, the client's share only on PostgreSQL
         "events_per_cpu_s": _spread(cell.cpu_rates),

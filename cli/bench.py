@@ -25,7 +25,15 @@ STEPS = (
     "assign",
     "report",
     "which",
+    "verify",
+    "compare",
+    "export_csv",
+    "export_npy",
+    "export_parquet",
+    "runs_list",
+    "runs_show",
 )
+GROUPS = {"audit": STEPS[-7:]}  # --steps audit: the audit commands
 LEGACY_CAP = 200_000
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -37,13 +45,14 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     known = runner.STEPS
     if value is None:
         return tuple(known)
-    names = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
-    unknown = [s for s in names if s not in known]
-    if unknown or not names:
+    given = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in given if s not in known and s not in runner.GROUPS]
+    if unknown or not given:
         raise click.BadParameter(
-            f"unknown step {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}"
+            f"unknown step {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(known)} or the group {', '.join(runner.GROUPS)}"
         )
-    return names
+    return tuple(dict.fromkeys(n for s in given for n in runner.GROUPS.get(s, (s,))))
 
 
 def _count(name: str, default: int, help: str) -> Any:
@@ -67,7 +76,8 @@ def _count(name: str, default: int, help: str) -> Any:
     "--steps",
     callback=_steps,
     metavar="NAME,...",
-    help=f"Only these steps (default: all of {', '.join(STEPS)}).",
+    help=f"Only these steps (default: all of {', '.join(STEPS)}); the group 'audit' names "
+    f"{', '.join(GROUPS['audit'])}.",
 )
 @click.option(
     "--pg-url",
@@ -139,13 +149,17 @@ def format_report(report: dict[str, Any]) -> str:
                 _num(rate.get("median")),
                 _num(rate.get("min")),
                 _num(rate.get("max")),
+                _num((r.get("step_seconds") or {}).get("median"), 2),
                 _num(r["peak_rss_mb"]),
                 _num(r["db_mb"], 1),
                 f"skipped: {r['skipped']}" if r["skipped"] else (r["note"] or ""),
             ]
         )
-    headers = ["step", "backend", "n", "events/s", "min", "max", "peak RSS MB", "DB MB", "note"]
-    head, *body = _right([headers, *rows], range(2, 8))
+    headers = [
+        "step", "backend", "n", "events/s", "min", "max", "s (median)", "peak RSS MB", "DB MB",
+        "note",
+    ]  # fmt: skip
+    head, *body = _right([headers, *rows], range(2, 9))
     lines = [render_table(head, body), ""]
     for backend, ratios in report["ratios"].items():
         shown = [f"{k.replace('_vs_', '/')} {v:.2f}x" for k, v in ratios.items() if v is not None]

@@ -49,6 +49,14 @@ class BackendCapabilities(ABC):
         """Bulk-load ``rows`` into ``table`` (columns ``rows.COLUMNS``): the fast path."""
 
     @abstractmethod
+    def read_assignment_rows(
+        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+    ) -> AssignmentRows:
+        """The first ``limit`` rows of ``run_key`` with seq > ``after`` in ``table`` (a
+        read-model assignment table, columns ``rows.COLUMNS``), in seq order, read set-based:
+        the database aggregates each column, no Python object per row."""
+
+    @abstractmethod
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
         """SQL showing a 16-byte ``UUIDType`` column ``expr`` as SQLAlchemy's ``Uuid``
         shows UUIDs on this database (NULL stays NULL when ``nullable``)."""

@@ -6,12 +6,15 @@ run's key range, and the commits. SQLAlchemy Core over ``schema``, each inside
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 from uuid import UUID
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import LargeBinary, and_, cast, func, select, tuple_
 
+from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH
+from .events import AssignmentRecorded
 from .recorder import Recorder, StoredEvent
-from .schema import commits, events
+from .schema import UUIDType, commits, events
 
 _IN_CHUNK = 400  # keys per IN list
 
@@ -71,3 +74,77 @@ def run_last_position(recorder: Recorder, run_id: UUID) -> int | None:
     with recorder.transaction() as conn:
         last = conn.execute(select(func.max(c.c.position)).where(c.c.run_id == run_id)).scalar()
     return None if last is None else int(last)
+
+
+class StreamBlock(NamedTuple):
+    """A run's stored events with ``after < seq <= until``, read set-based: the fixed-width
+    v1 assignments (29 or 47 bytes long) as one ``bytes`` concatenated by the database in seq
+    order, every other event as a ``StoredEvent`` (seq order)."""
+
+    n_rows: int  # every event in the block
+    seq_range: tuple[int, int] | None  # the smallest and largest seq (None: empty)
+    n_fixed: int  # the fixed-width assignments in ``assignments``
+    widths: tuple[int, int] | None  # their smallest and largest payload length
+    assignments: bytes
+    others: list[StoredEvent]
+
+
+_FIXED = (
+    f"x.type = {AssignmentRecorded.TYPE} AND x.version = {AssignmentRecorded.VERSION} "
+    f"AND length(x.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"
+)
+# one range scan: the fixed-width payloads (NULL for the other events, which an aggregate
+# skips) concatenated in seq order, and the counts that tell whether others must be read
+_BLOCK = (
+    "SELECT count(*), min(e.seq), max(e.seq), count(e.payload), min(length(e.payload)), "
+    "max(length(e.payload)), {concat} "
+    f"FROM (SELECT x.seq, CASE WHEN {_FIXED} THEN x.payload END AS payload "
+    "FROM cs_events x WHERE x.run_id = :run AND x.seq > :after AND x.seq <= :until "
+    "ORDER BY x.seq) e"
+)
+
+
+def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: int) -> StreamBlock:
+    """The run's events with ``after < seq <= until`` as a ``StreamBlock``, in one read
+    transaction: an aggregate over the range, then the other events (if any) row by row."""
+    e = events
+    others_q = (
+        select(e.c.seq, e.c.type, e.c.version, cast(e.c.payload, LargeBinary))
+        .where(and_(e.c.run_id == run_id, e.c.seq > after, e.c.seq <= until))
+        .where(
+            ~and_(
+                e.c.type == AssignmentRecorded.TYPE,
+                e.c.version == AssignmentRecorded.VERSION,
+                func.length(e.c.payload).in_([ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH]),
+            )
+        )
+        .order_by(e.c.seq)
+    )
+    sql = _BLOCK.format(concat=recorder.concat_payloads_sql)
+    with recorder.transaction() as conn:
+        run = UUIDType().process_bind_param(run_id, conn.dialect)
+        (row,) = recorder.fetch_all(conn, sql, {"run": run, "after": after, "until": until})
+        n_rows, n_fixed = int(row[0]), int(row[3])
+        others = []
+        if n_rows > n_fixed:
+            others = [
+                StoredEvent(run_id, r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(others_q)
+            ]
+    return StreamBlock(
+        n_rows,
+        (int(row[1]), int(row[2])) if n_rows else None,
+        n_fixed,
+        (int(row[4]), int(row[5])) if n_fixed else None,
+        bytes(row[6]) if n_fixed else b"",
+        others,
+    )
+
+
+def next_seq(recorder: Recorder, run_id: UUID, *, after: int) -> int | None:
+    """The run's smallest stored seq above ``after`` (None: there is none)."""
+    e = events
+    with recorder.transaction() as conn:
+        value = conn.execute(
+            select(func.min(e.c.seq)).where(e.c.run_id == run_id, e.c.seq > after)
+        ).scalar()
+    return None if value is None else int(value)

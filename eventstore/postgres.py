@@ -132,6 +132,9 @@ _SQLSTATES = {
 }
 
 
+_ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
+
+
 class PostgresRecorder(Recorder):
     dialect_name = "postgresql"
     concat_payloads_sql = "string_agg(e.payload, ''::bytea ORDER BY e.seq)"
@@ -185,6 +188,36 @@ class PostgresRecorder(Recorder):
         sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         with raw.cursor() as cur, cur.copy(sql) as copy:
             copy.write(rows_copy_stream(rows))
+
+    def read_assignment_rows(
+        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+    ) -> AssignmentRows:
+        # each column as the big-endian binary of its values, fetched in binary
+        sql = (
+            "SELECT count(*), string_agg(int8send(seq), ''::bytea ORDER BY seq), "
+            "string_agg(uuid_send(embedding_id), ''::bytea ORDER BY seq), "
+            "string_agg(int8send(cluster::int8), ''::bytea ORDER BY seq), "
+            "string_agg(float4send(coalesce(distance, 'NaN')::real), ''::bytea ORDER BY seq), "
+            "string_agg(coalesce(uuid_send(legacy_id), '\\x00000000000000000000000000000000'"
+            "::bytea), ''::bytea ORDER BY seq), "
+            "string_agg(CASE WHEN legacy_id IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea "
+            "END, ''::bytea ORDER BY seq) "
+            f"FROM (SELECT * FROM {table.name} WHERE run_key = :key AND seq > :after "
+            "ORDER BY seq LIMIT :limit) a"
+        )
+        (row,) = self.fetch_all(conn, sql, {"key": run_key, "after": after, "limit": limit})
+        n = int(row[0])
+        if not n:
+            return AssignmentRows(*(np.empty(0, dtype=d) for d in _ROW_DTYPES))
+        return AssignmentRows(
+            np.full(n, run_key, dtype=np.int64),
+            np.frombuffer(row[1], dtype=">i8").astype(np.int64),
+            np.frombuffer(row[2], dtype="V16"),
+            np.frombuffer(row[3], dtype=">i8").astype(np.int64),
+            np.frombuffer(row[4], dtype=">f4").astype(np.float32),
+            np.frombuffer(row[5], dtype="V16"),
+            np.frombuffer(row[6], dtype=np.bool_),
+        )
 
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
         return expr

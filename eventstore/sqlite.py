@@ -164,6 +164,13 @@ def _read_only_url(path: Path) -> URL:
     return URL.create("sqlite+pysqlite", database=f"file:{quote(str(path))}", query=query)
 
 
+def _numbers(joined: str | None, dtype: type[Any]) -> npt.NDArray[Any]:
+    """The numbers of a comma-separated ``group_concat``."""
+    if not joined:
+        return np.empty(0, dtype=dtype)
+    return np.fromstring(joined, dtype=dtype, sep=",")
+
+
 class SQLiteRecorder(Recorder):
     dialect_name = "sqlite"
     # SQLite keeps the type a value was written with: a payload rewritten around the store
@@ -267,6 +274,38 @@ class SQLiteRecorder(Recorder):
 
     def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
         _insert_rows(conn, table, rows)
+
+    def read_assignment_rows(
+        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+    ) -> AssignmentRows:
+        # numbers as text (a REAL prints with 15 significant digits: a float32 reads back
+        # exactly), ids concatenated as blobs; legacy ids only where the rows have any
+        rows = f"SELECT * FROM {table.name} WHERE run_key = ? AND seq > ? ORDER BY seq LIMIT ?"
+        head = conn.exec_driver_sql(
+            "SELECT count(*), group_concat(seq), CAST(group_concat(embedding_id, x'') AS BLOB), "
+            "group_concat(cluster), group_concat(ifnull(distance, 'nan')), count(legacy_id) "
+            f"FROM ({rows})",
+            (run_key, after, limit),
+        ).one()
+        n = int(head[0])
+        legacy, has_legacy = np.zeros(n, dtype="V16"), np.zeros(n, dtype=np.bool_)
+        if head[5]:
+            extra = conn.exec_driver_sql(
+                "SELECT CAST(group_concat(ifnull(legacy_id, zeroblob(16)), x'') AS BLOB), "
+                f"group_concat(legacy_id IS NOT NULL, '') FROM ({rows})",
+                (run_key, after, limit),
+            ).one()
+            legacy = np.frombuffer(bytes(extra[0]), dtype="V16")
+            has_legacy = np.frombuffer(extra[1].encode(), dtype=np.uint8) == ord("1")
+        return AssignmentRows(
+            np.full(n, run_key, dtype=np.int64),
+            _numbers(head[1], np.int64),
+            np.frombuffer(bytes(head[2] or b""), dtype="V16"),
+            _numbers(head[3], np.int64),
+            _numbers(head[4], np.float64).astype(np.float32),
+            legacy,
+            has_legacy,
+        )
 
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
         if nullable:  # hex(NULL) is '', not NULL

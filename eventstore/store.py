@@ -197,6 +197,15 @@ class EventStore:
         """How many of the run's stored events have ``type``."""
         return log_reads.count_events(self.recorder, run_id, type=type)
 
+    def read_stream_block(self, run_id: UUID, *, after: int, until: int) -> log_reads.StreamBlock:
+        """The run's events with ``after < seq <= until``, the fixed-width assignments'
+        payloads concatenated by the database (``log_reads.StreamBlock``)."""
+        return log_reads.read_stream_block(self.recorder, run_id, after=after, until=until)
+
+    def next_seq(self, run_id: UUID, *, after: int) -> int | None:
+        """The run's smallest stored seq above ``after``, or None."""
+        return log_reads.next_seq(self.recorder, run_id, after=after)
+
     def read_committed_heads(self) -> dict[UUID, int]:
         """Each run's last committed seq, from the commits."""
         return log_reads.read_committed_heads(self.recorder)
@@ -254,6 +263,13 @@ class EventStore:
     def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
         """Bulk-load a batch of read-model assignment rows (the backend's fast path)."""
         self.recorder.insert_assignment_rows(conn, table, rows)
+
+    def read_assignment_rows(
+        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+    ) -> AssignmentRows:
+        """Up to ``limit`` read-model assignment rows of ``run_key`` after seq ``after``, in
+        seq order, as numpy columns (the backend's bulk read)."""
+        return self.recorder.read_assignment_rows(conn, table, run_key, after=after, limit=limit)
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         self.recorder.replace_view(conn, name, select_sql)

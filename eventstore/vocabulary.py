@@ -357,6 +357,7 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("n_repetitions", "integer", "repetitions measured", ("bench",)),
     ("events_per_s", "object", "events per second: median, min, max", ("bench",)),
     ("events_per_cpu_s", "object", "events per CPU second: median, min, max", ("bench",)),
+    ("step_seconds", "object", "seconds on the clock per repetition: median, min, max", ("bench",)),
     ("median", "number", "the median of the repetitions", ("bench",)),
     ("min", "number", "the smallest", ("bench",)),
     ("max", "number", "the largest", ("bench",)),

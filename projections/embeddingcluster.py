@@ -39,11 +39,19 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import Connection, Table, Uuid, bindparam, func, select, text, update
+import numpy.typing as npt
+from sqlalchemy import (
+    Connection,
+    Table,
+    func,
+    select,
+    update,
+)
 
 from clusterstore.eventstore import StoredEvent
 from clusterstore.eventstore.codec import (
     ASSIGNMENT_WIDTH,
+    PackedEvents,
     pack_assignments,
     unpack_assignments,
 )
@@ -344,11 +352,12 @@ def read_model_digest(store: EventStore, run_id: UUID) -> tuple[int, str] | None
     not completed, so the view does not show it)."""
     digest = hashlib.sha256()
     count = 0
-    chunks = _view_chunks(store, run_id)
-    if chunks is None:
+    blocks = _view_blocks(store, run_id)
+    if blocks is None:
         return None
-    for seqs, payloads in chunks:
-        digest.update(b"".join(payloads))
+    for seqs, parts in blocks:
+        for packed in parts:
+            digest.update(packed.data)
         count += len(seqs)
     return count, digest.hexdigest()
 
@@ -379,47 +388,69 @@ def first_read_model_difference(store: EventStore, run_id: UUID) -> int | None:
 def _view_chunks(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]] | None:
     """The run's rows in the ``embeddingcluster`` view as (seqs, payloads) chunks in seq
     order, or None if the view does not show the run."""
+    blocks = _view_blocks(store, run_id)
+    if blocks is None:
+        return None
+    return (
+        (seqs.tolist(), [p for packed in parts for p in _split(packed)]) for seqs, parts in blocks
+    )
+
+
+def _split(packed: PackedEvents) -> list[bytes]:
+    return [packed.payload(i) for i in range(packed.count)]
+
+
+Block = tuple[npt.NDArray[np.int64], list[PackedEvents]]
+
+
+def _view_blocks(store: EventStore, run_id: UUID) -> Iterator[Block] | None:
+    """What the view shows of the run, read in pages of ``CHUNK`` rows straight from the
+    assignment table (the view is that table joined to the run row, ``id`` derived from
+    (run, seq) unless a legacy row id is kept): (seqs, payload blocks) in seq order, or
+    None if the view does not show the run (never projected, or not completed)."""
     with store.transaction() as conn:
         generation = current_generation(conn, EmbeddingClusterProjection.name)
         if generation is None:
             return None
         r = ec_tables(generation).runs
-        completed = conn.execute(select(r.c.completed).where(r.c.run_id == run_id)).scalar()
-    if not completed:
+        row = conn.execute(select(r.c.run_key, r.c.completed).where(r.c.run_id == run_id)).first()
+    if row is None or not row[1]:
         return None
-    return _read_view(store, run_id)
+    return _read_blocks(store, ec_tables(generation), int(row[0]), run_id)
 
 
-def _read_view(store: EventStore, run_id: UUID) -> Iterator[tuple[list[int], list[bytes]]]:
-    query = text(
-        "SELECT id, seq, embedding_id, cluster, distance FROM embeddingcluster "
-        "WHERE run_id = :run ORDER BY seq"
-    ).bindparams(bindparam("run", type_=Uuid()))
-    prefix = ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id)
-    with store.transaction() as conn:
-        result = conn.execution_options(yield_per=50_000).execute(query, {"run": run_id})
-        for part in result.partitions():
-            yield [row[1] for row in part], _payloads(part, prefix)
+CHUNK = 100_000  # rows per read of the assignment table
 
 
-def _payloads(rows: Any, prefix: str) -> list[bytes]:
-    """The payload of each view row (id, seq, embedding_id, cluster, distance)."""
-    hexes = [v if isinstance(v, str) else v.hex for v in (row[0] for row in rows)]
-    derived = [prefix + format(row[1] | 1 << 63, "016x") for row in rows]
-    legacy = [h != d for h, d in zip(hexes, derived, strict=True)]
-    embedding = [v if isinstance(v, str) else v.hex for v in (row[2] for row in rows)]
-    clusters = np.array([row[3] for row in rows], dtype=np.int64)
-    distances = np.array([np.nan if row[4] is None else row[4] for row in rows]).astype("f4")
-    ids_v16 = np.frombuffer(bytes.fromhex("".join(embedding)), dtype="V16")
-    out: list[bytes] = []
-    start = 0
-    for is_legacy, group in itertools.groupby(legacy):  # imported rows carry their row ids
-        stop = start + len(list(group))
-        extra = {}
-        if is_legacy:
-            extra["legacy_ids"] = np.frombuffer(bytes.fromhex("".join(hexes[start:stop])), "V16")
-        cut = slice(start, stop)
-        packed = pack_assignments(ids_v16[cut], clusters[cut], distances[cut], **extra)
-        out.extend(packed.payload(i) for i in range(packed.count))
-        start = stop
-    return out
+def _read_blocks(store: EventStore, t: ECTables, key: int, run_id: UUID) -> Iterator[Block]:
+    prefix = bytes.fromhex(ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id))
+    after = -(2**62)
+    while True:
+        with store.transaction() as conn:
+            rows = store.read_assignment_rows(conn, t.assignments, key, after=after, limit=CHUNK)
+        if not len(rows):
+            return
+        yield _packed(rows, prefix)
+        if len(rows) < CHUNK:
+            return
+        after = int(rows.seq[-1])
+
+
+def _packed(rows: Rows, prefix: bytes) -> Block:
+    """The payload of each row: the 29-byte layout, or the 47-byte one where the view's
+    ``id`` is a kept legacy row id (one that differs from the id derived from (run, seq))."""
+    legacy = rows.has_legacy.copy()
+    if legacy.any():
+        derived = np.zeros(len(rows), dtype=[("prefix", "V8"), ("number", ">u8")])
+        derived["prefix"] = np.frombuffer(prefix, dtype="V8")[0]
+        derived["number"] = rows.seq.astype(np.uint64) | np.uint64(1 << 63)
+        legacy &= derived.view("V16").reshape(-1) != rows.legacy_id
+    parts = []
+    cuts = [0, *(np.flatnonzero(np.diff(legacy)) + 1).tolist(), len(rows)]
+    for lo, hi in itertools.pairwise(cuts):  # imported rows carry their row ids
+        extra = {"legacy_ids": rows.legacy_id[lo:hi]} if legacy[lo] else {}
+        cut = slice(lo, hi)
+        parts.append(
+            pack_assignments(rows.embedding_id[cut], rows.cluster[cut], rows.distance[cut], **extra)
+        )
+    return rows.seq, parts

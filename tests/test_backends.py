@@ -116,6 +116,7 @@ def test_driver_errors_are_classified_by_code_not_text(
 def test_the_cli_names_the_harness_steps_and_defaults() -> None:
     """cli/bench.py repeats these (to import the harness only when the command runs)."""
     assert tuple(runner.STEPS) == cli_bench.STEPS
+    assert {g: tuple(s) for g, s in runner.GROUPS.items()} == cli_bench.GROUPS
     assert cli_bench.BACKENDS == runner.BACKENDS
     assert cli_bench.LEGACY_CAP == legacy.CAP
     assert (cli_bench.PG_ENV, cli_bench.PG_DEFAULT) == (databases.PG_ENV, databases.PG_DEFAULT)

@@ -28,6 +28,13 @@ NAMES = {
     "assign",
     "report",
     "which",
+    "verify",
+    "compare",
+    "export_csv",
+    "export_npy",
+    "export_parquet",
+    "runs_list",
+    "runs_show",
 }
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -100,6 +107,25 @@ def test_unknown_step_is_a_usage_error() -> None:
     result = _invoke("--steps", "append,nope")
     assert result.exit_code == 2
     assert "unknown step nope; choose from legacy, append, ceiling" in result.output
+
+
+def test_the_audit_group_names_the_audit_commands() -> None:
+    result = _invoke(
+        "--backend", "sqlite", "--steps", "runs_show,audit", "--n", "300", "--repeat", "1",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.output)["results"]
+    assert [r["name"] for r in results] == [
+        "runs_show", "verify", "compare", "export_csv", "export_npy", "export_parquet",
+        "runs_list",
+    ]  # fmt: skip
+    for r in results:
+        assert 0 < r["step_seconds"]["min"] <= r["step_seconds"]["median"], r
+        assert r["events_per_s"]["median"] > 0, r
+    by_name = {r["name"]: r for r in results}
+    assert by_name["compare"]["n_events"] == 300
+    assert by_name["runs_list"]["note"].startswith("1,000 runs of 1 assignments")
 
 
 def test_postgres_asked_for_but_unreachable_is_an_error() -> None:
@@ -177,7 +203,8 @@ def test_human_table(fake_steps: None) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == [
-        "step", "backend", "n", "events/s", "min", "max", "peak", "RSS", "MB", "DB", "MB", "note",
+        "step", "backend", "n", "events/s", "min", "max", "s", "(median)", "peak", "RSS", "MB",
+        "DB", "MB", "note",
     ]  # fmt: skip
     assert lines[2].split()[:6] == ["append", "sqlite", "10", "20", "20", "20"]
     assert lines[3].split()[:2] == ["replay", "sqlite"]
