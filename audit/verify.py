@@ -148,6 +148,7 @@ def verify_run(
 ) -> VerifyReport:
     """Check one run (see the module docstring); never raises for bad stored bytes.
     Without ``read_model`` the read model is not checked (``read_model="unavailable"``)."""
+    last_seen = store.run_last_position(run_id)  # before the log is read
     checker = _Checker(run_id, run_commits(store, run_id))
     _read_log(store, checker, page_size, on_progress)
     checker.finish(run_commits(store, run_id))
@@ -164,6 +165,15 @@ def verify_run(
     digest = checker.life.digest.hexdigest()
     n_assign = checker.life.rows
     state: ReadModelState = "unavailable"
+    projected = None
+    if log_sound and read_model is not None and read_model.projected is not None:
+        # Read before the digest: the read models only move forward, so what this saw
+        # covered is still covered when the digest is read. A run that gained commits
+        # while it was read cannot be judged against this pass (a writer or a resume is
+        # still at work): its read models are not judged this time.
+        projected = read_model.projected(store, run_id)
+        if store.run_last_position(run_id) != last_seen:
+            projected = None
     if read_model is not None:
         model = read_model.digest(store, run_id)
         state = "absent" if model is None else "ok"
@@ -183,10 +193,8 @@ def verify_run(
                 f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
                 f"the log {n_assign} with digest {digest[:16]}",
             )
-    if log_sound and read_model is not None and read_model.projected is not None:
-        projected = read_model.projected(store, run_id)
-        if projected is not None:
-            _check_projected(checker, projected, run_id, absent=state == "absent")
+    if projected is not None:
+        _check_projected(checker, projected, run_id, absent=state == "absent")
     completed = checker.life.completed
     return VerifyReport(
         run_id=run_id,
