@@ -144,13 +144,7 @@ def assignment_blocks(
     layout raises ``EventDecodeError`` naming the run and its seq. Read set-based, in blocks
     of ``BLOCK_PAGES`` pages of seqs (the database concatenates the payloads); a block that
     is not regular (a seq missing, an assignment off the fixed widths) is read page by page."""
-    after = BEFORE_ALL
-    while True:
-        first = store.next_seq(run_id, after=after)
-        if first is None:
-            return
-        after = first - 1
-        until = after + page_size * BLOCK_PAGES
+    for after, until in block_ranges(store, run_id, page_size=page_size):
         read = store.read_stream_block(run_id, after=after, until=until)
         block = _regular_block(read)
         if block is not None:
@@ -160,6 +154,18 @@ def assignment_blocks(
                 on_progress(read.n_rows)
         else:
             yield from _page_blocks(store, run_id, after, until, page_size, on_progress)
+
+
+def block_ranges(
+    store: EventStore, run_id: UUID, *, page_size: int = PAGE_SIZE
+) -> Iterator[tuple[int, int]]:
+    """The seq ranges ``(after, until]`` a run's log is read in, set-based: ``BLOCK_PAGES``
+    pages of seqs each, every one starting at the next stored seq (a gap is skipped)."""
+    after = BEFORE_ALL
+    while (first := store.next_seq(run_id, after=after)) is not None:
+        after = first - 1
+        until = after + page_size * BLOCK_PAGES
+        yield after, until
         after = until
 
 

@@ -45,11 +45,10 @@ from clusterstore.eventstore.store import decode_stored
 
 from ._log import (
     ASSIGNMENT,
-    BEFORE_ALL,
-    BLOCK_PAGES,
     PAGE_SIZE,
     CommitRange,
     ProgressFn,
+    block_ranges,
     canonical_mask,
     run_commits,
 )
@@ -288,13 +287,7 @@ def _read_log(
     assignments), and event by event, as read, wherever it is not (so every finding is made
     by the same per-event checks)."""
     run_id = checker.run_id
-    after = BEFORE_ALL
-    while True:
-        first = store.next_seq(run_id, after=after)
-        if first is None:
-            return
-        after = first - 1
-        until = after + page_size * BLOCK_PAGES
+    for after, until in block_ranges(store, run_id, page_size=page_size):
         block = store.read_stream_block(run_id, after=after, until=until)
         if checker.feed_block(block):
             if on_progress is not None:
@@ -306,7 +299,6 @@ def _read_log(
                 checker.feed(page)
                 if on_progress is not None:
                     on_progress(len(page))
-        after = until
 
 
 def verify_runs(
