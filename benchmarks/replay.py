@@ -81,7 +81,7 @@ def build_log(db: str, events: int = EVENTS, *, runs: int = RUNS, seed: int = 0)
                 started_at=datetime.now(UTC),
             )
             head = store.append(run, [started], expected_seq=0).head
-            digest = AssignmentDigest()
+            digest = AssignmentDigest.for_run(started)
             sizes = np.zeros(K, dtype=np.int64)
             for lo in range(0, n, BATCH):
                 m = min(BATCH, n - lo)

@@ -354,7 +354,10 @@ class Recorder(BackendCapabilities):
 
     def _initialise_once(self, allow_existing: bool) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
-            if self._check_existing(conn, set(inspect(conn).get_table_names())):
+            names = set(inspect(conn).get_table_names())
+            if self._check_existing(conn, names):
+                if schema.ADDED_TABLES - names:
+                    self._add_tables()
                 return False
         with self.transaction(write=True) as conn:
             self._lock_schema(conn)
@@ -384,6 +387,14 @@ class Recorder(BackendCapabilities):
                 ],
             )
             return True
+
+    def _add_tables(self) -> None:
+        """Create the tables added after the first release that this (older) store lacks."""
+        with self.transaction(write=True) as conn:
+            self._lock_schema(conn)
+            missing = schema.ADDED_TABLES - set(inspect(conn).get_table_names())
+            tables = [t for t in schema.metadata.sorted_tables if t.name in missing]
+            schema.metadata.create_all(conn, tables=tables, checkfirst=True)
 
     def _check_existing(self, conn: Connection, names: set[str]) -> bool:
         """True if the store's tables exist (and are usable); False if they must be made."""

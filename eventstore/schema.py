@@ -8,6 +8,11 @@
   ``position + (seq - first_seq)``. Positions are dense and allocated in commit order (see
   the backend modules), which gives the ordered, never-skipping global feed without a
   per-event position column (that column measured +45% disk on SQLite).
+- ``cs_checkpoints``: per run, the state of its digest-version-2 fold at the last segment
+  boundary its writer reached (``checkpoints``): an optimisation of resume, never trusted
+  alone (``runs verify`` checks it against the log). Added after the first release: a store
+  made before gets it on its first opening for writing (``clusterstore init``), never from
+  a command that only reads.
 
 Read models (projections) keep their own tables; nothing here knows about them.
 """
@@ -120,5 +125,19 @@ commits = Table(
     Column("committed_at", DateTime(timezone=True), nullable=False),
 )
 
-STORE_TABLES = frozenset(t.name for t in metadata.sorted_tables)
+checkpoints = Table(
+    "cs_checkpoints",
+    metadata,
+    Column("run_id", UUIDType, primary_key=True),
+    Column("rows", BigInteger, nullable=False),  # assignments covered: a segment boundary
+    Column("seq", BigInteger, nullable=False),  # the seq of the last of them
+    Column("chain", LargeBinary, nullable=False),  # the digest's chain value after them
+    Column("sizes", LargeBinary, nullable=False),  # cluster sizes after them, int64 LE
+    Column("n_noise", BigInteger, nullable=False),  # assignments labelled -1 among them
+)
+
+# Tables added after the first release: created when missing by any opening for writing
+# (``Recorder.initialise``), so an older store is not "damaged" without them.
+ADDED_TABLES = frozenset({"cs_checkpoints"})
+STORE_TABLES = frozenset(t.name for t in metadata.sorted_tables) - ADDED_TABLES
 IMMUTABLE_TABLES = ("cs_events", "cs_commits", "cs_runs")

@@ -25,7 +25,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Table
 
-from . import log_reads
+from . import checkpoints, log_reads
 from .capabilities import Waker
 from .codec import PackedEvents, decode, encode
 from .config import make_recorder, resolve_url
@@ -233,6 +233,16 @@ class EventStore:
     def read_run_commits(self, run_id: UUID) -> list[tuple[int, int]]:
         """The run's append transactions as (first_seq, count), in seq order."""
         return log_reads.read_run_commits(self.recorder, run_id)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def read_checkpoint(self, run_id: UUID) -> checkpoints.Checkpoint | None:
+        """The run's resume checkpoint (``checkpoints``), or None."""
+        return checkpoints.read_checkpoint(self.recorder, run_id)
+
+    def write_checkpoint(self, run_id: UUID, state: checkpoints.Checkpoint) -> None:
+        """Store the run's resume checkpoint, unless the stored one is as far already."""
+        checkpoints.write_checkpoint(self.recorder, run_id, state)
 
     # ------------------------------------------------------------------ transactions
 

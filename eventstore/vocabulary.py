@@ -6,9 +6,9 @@ Every ``--json`` output (and every ``to_json``/``to_dict`` that feeds one) uses 
 - timestamps are RFC 3339 in UTC with a ``Z`` (``timestamp``);
 - durations are seconds under a key ending in ``_s`` (``duration_s`` is the run's, from the
   log); a rate per second ends in ``_per_s``;
-- counts start with ``n_``; digests end in ``_digest`` (``assignment_digest`` is the sha256
-  over a run's assignment payloads that RunCompleted records, ``input_digest`` the sha256 of
-  the embeddings it read);
+- counts start with ``n_``; digests end in ``_digest`` (``assignment_digest`` is the
+  digest over a run's assignment payloads that RunCompleted records, of the version its
+  RunStarted declares (``digest``), ``input_digest`` the sha256 of the embeddings it read);
 - enum values are lower-case words joined by ``_`` (``up_to_date``), never spaces.
 
 It lives in the log layer because every layer that prints (clustering, projections, audit,
@@ -204,14 +204,15 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     (
         "assignment_digest",
         "digest",
-        "sha256 over the run's assignment payloads in seq "
-        "order, as RunCompleted recorded it (null until completed)",
+        "the digest over the run's assignment payloads in "
+        "row order (version 2: chained sha256 of 16,384-row segments), as RunCompleted "
+        "recorded it (null until completed)",
         (*_CLUSTER, *_RECORDED, "runs show", "runs verify"),
     ),
     (
         "computed_assignment_digest",
         "digest",
-        "the same sha256 recomputed from the log now",
+        "the same digest recomputed from the log now",
         ("runs show", "runs verify"),
     ),
     (

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.digest import CURRENT_DIGEST_VERSION
 from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.events import RunStarted
 from clusterstore.eventstore.runs import ProgressFn, RunWriter
@@ -152,6 +153,7 @@ def run_started(source: LegacySource, item: ImportItem) -> RunStarted:
         imported_from=source.display,
         legacy_id=r.id,
         legacy_cluster_ids=item.clusters,
+        digest_version=CURRENT_DIGEST_VERSION,
     )
 
 
@@ -198,10 +200,12 @@ def _import_one(
     the digest and sizes cover the whole run; nothing is appended on an error, so running
     the import again finishes it (no RunFailed of this import's own)."""
     run_id = item.run_id
-    started = run_started(source, item)  # a pure function of the legacy data
     if item.state == "new":
+        started = run_started(source, item)  # a pure function of the legacy data
         writer = RunWriter.begin(store, run_id, started, batch_size=chunk)
-    else:  # seq 1 is this RunStarted (plan checked it): start over after it
+    else:  # seq 1 is this import's RunStarted (plan checked it): start over after it,
+        # with the digest version it declares (an import begun by an older release: 1)
+        started = _stored_start(store, run_id)
         writer = RunWriter(store, run_id, started, head=1, batch_size=chunk)
     writer.on_progress = on_progress
     index = {u.bytes: i for i, u in enumerate(item.clusters)}
@@ -220,6 +224,13 @@ def _import_one(
             "database being written to? The import can be run again."
         )
     _finish(writer, item)
+
+
+def _stored_start(store: EventStore, run_id: uuid.UUID) -> RunStarted:
+    first = next(iter(store.read_raw(run_id, limit=1)))
+    event = decode_stored(first)
+    assert isinstance(event, RunStarted)  # ``plan`` checked it
+    return event
 
 
 def _finish(writer: RunWriter, item: ImportItem) -> None:

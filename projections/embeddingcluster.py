@@ -32,7 +32,6 @@ little-endian bytes).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -65,6 +64,7 @@ from clusterstore.eventstore.events import (
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.lifecycle import transition
 from clusterstore.eventstore.rows import AssignmentRows as Rows
+from clusterstore.eventstore.runs import run_digest
 from clusterstore.eventstore.store import EventStore, decode_stored
 
 from . import ids
@@ -345,19 +345,19 @@ WHERE r.completed"""
 
 
 def read_model_digest(store: EventStore, run_id: UUID) -> tuple[int, str] | None:
-    """(row count, sha256 hex) of a run's rows in ``embeddingcluster``: the assignment
+    """(row count, digest hex) of a run's rows in ``embeddingcluster``: the assignment
     payloads rebuilt from the view's rows in seq order (the canonical 29-byte layout, or the
-    47-byte one with the legacy row id where ``id`` is one), the same digest as
-    ``RunCompleted.digest``. None if the run is not in the read model (never projected, or
-    not completed, so the view does not show it)."""
-    digest = hashlib.sha256()
-    count = 0
+    47-byte one with the legacy row id where ``id`` is one), the same digest (of the version
+    the run's RunStarted declares) as ``RunCompleted.digest``. None if the run is not in the
+    read model (never projected, or not completed, so the view does not show it)."""
     blocks = _view_blocks(store, run_id)
     if blocks is None:
         return None
+    digest = run_digest(store, run_id)
+    count = 0
     for seqs, parts in blocks:
         for packed in parts:
-            digest.update(packed.data)
+            digest.update(packed.data, packed.count)
         count += len(seqs)
     return count, digest.hexdigest()
 

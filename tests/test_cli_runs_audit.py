@@ -116,8 +116,10 @@ def test_list_empty_store(store: EventStore, db_url: str) -> None:
 
 # ---------------------------------------------------------------- runs show
 
-# sha256 of run A's assignment payloads (tests/audit_data.py builds them deterministically)
-DIGEST_A = "cc55cb6d7aef3c66b4c1ba1d2a139f6fbce5ab1f4a19fe254f170807e268b371"
+# the digest (version 2: one segment, sha256(32 zero bytes || sha256(payloads))) of run A's
+# assignment payloads (tests/audit_data.py builds them deterministically); version 1's, the
+# plain sha256, was cc55cb6d7aef3c66b4c1ba1d2a139f6fbce5ab1f4a19fe254f170807e268b371
+DIGEST_A = "a0705684e9966b3894b0a8eca643a9b087d9cb34e55b3ca913e55bd5d66d86e6"
 
 SHOW_A = f"""\
 run        {A}
