@@ -23,7 +23,8 @@ import numpy.typing as npt
 from sqlalchemy import inspect, select
 
 from .digest import SEGMENT_ROWS, Boundary
-from .recorder import Recorder
+from .errors import DatabaseBusyError
+from .recorder import Recorder, retrying
 from .schema import checkpoints
 
 # A checkpoint's cluster sizes are k x 8 bytes. It is written only when they are at most
@@ -68,7 +69,8 @@ class Checkpoint:
 
 
 def write_checkpoint(recorder: Recorder, run_id: UUID, state: Checkpoint) -> None:
-    """Store ``state`` as the run's checkpoint unless the stored one is as far already."""
+    """Store ``state`` as the run's checkpoint unless the stored one is as far already (a
+    busy database is retried like an append)."""
     if state.sizes is None or state.n_noise is None:
         raise ValueError("a checkpoint needs its cluster sizes")
     t = checkpoints
@@ -86,8 +88,12 @@ def write_checkpoint(recorder: Recorder, run_id: UUID, state: Checkpoint) -> Non
         set_={k: insert.excluded[k] for k in values if k != "run_id"},
         where=t.c.rows < insert.excluded.rows,
     )
-    with recorder.transaction(write=True) as conn:
-        conn.execute(stmt)
+
+    def attempt() -> None:
+        with recorder.transaction(write=True) as conn:
+            conn.execute(stmt)
+
+    retrying(attempt, (DatabaseBusyError,), lambda e: e)
 
 
 def read_checkpoint(recorder: Recorder, run_id: UUID) -> Checkpoint | None:

@@ -33,7 +33,13 @@ import uuid_utils.compat as uuid7
 from .checkpoints import CHECKPOINT_BYTES_PER_ROW
 from .codec import NOISE, AssignmentDigest, pack_assignments
 from .digest import CURRENT_DIGEST_VERSION, DIGEST_V2
-from .errors import EventStoreError, InputError, RunInterrupted, RunNotFoundError
+from .errors import (
+    DatabaseBusyError,
+    EventStoreError,
+    InputError,
+    RunInterrupted,
+    RunNotFoundError,
+)
 from .events import (
     AssignmentRecorded,
     CentroidsComputed,
@@ -307,7 +313,11 @@ class RunWriter:
             return
         if state.sizes.nbytes > (state.rows - self._checkpointed) * CHECKPOINT_BYTES_PER_ROW:
             return  # a huge k: wait until the sizes are a small share of the rows
-        self._store.write_checkpoint(self.run_id, state)
+        try:
+            self._store.write_checkpoint(self.run_id, state)
+        except DatabaseBusyError:
+            return  # other writers hold the database: a later batch stores it (an
+            # optimisation must not fail the run; a resume meanwhile folds a little more)
         self._checkpointed = state.rows
 
     def complete(self, *, finished_at: datetime | None = None) -> RunCompleted:

@@ -21,7 +21,7 @@ from sqlalchemy import delete, inspect, update
 
 from clusterstore.audit import verify_run
 from clusterstore.cli.main import cli
-from clusterstore.eventstore import EventStore, EventStoreError, RunResumed
+from clusterstore.eventstore import DatabaseBusyError, EventStore, EventStoreError, RunResumed
 from clusterstore.eventstore.codec import pack_assignments
 from clusterstore.eventstore.digest import SEGMENT_ROWS
 from clusterstore.eventstore.runs import read_progress, resume_run, start_run
@@ -360,3 +360,16 @@ def test_runs_verify_names_the_run_of_a_tampered_checkpoint(store: EventStore, d
     assert [(f["kind"], f["run_id"]) for f in data["runs"][0]["findings"]] == [
         ("checkpoint_mismatch", str(writer.run_id))
     ]
+
+
+def test_a_busy_database_skips_a_checkpoint_never_the_run(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def busy(run_id: uuid.UUID, state: Any) -> None:
+        raise DatabaseBusyError("other writers hold the database")
+
+    monkeypatch.setattr(store, "write_checkpoint", busy)
+    writer = start(store, 2 * SEG, 10_000)
+    writer.record(*rows(0, 2 * SEG))
+    assert writer.complete().digest == expected(2 * SEG)[0]
+    assert store.read_checkpoint(writer.run_id) is None
