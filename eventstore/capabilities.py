@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Connection, Table
 
@@ -39,6 +39,12 @@ def _sleeping() -> Iterator[Waker]:
 
 class BackendCapabilities(ABC):
     # ------------------------------------------------------------------ read models
+
+    # Whether a read-model table that no reader sees yet may be bulk-loaded without its
+    # primary key, the key added after the load (one sorted build instead of a B-tree insert
+    # per row; a duplicate row then fails the key's creation instead of the load). SQLite:
+    # no (a WITHOUT ROWID table is its primary key).
+    primary_key_after_load: ClassVar[bool] = False
 
     @abstractmethod
     def upsert_statement(self, table: Table) -> Any:

@@ -138,7 +138,16 @@ _ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
 class PostgresRecorder(Recorder):
     dialect_name = "postgresql"
     concat_payloads_sql = "string_agg(e.payload, ''::bytea ORDER BY e.seq)"
+    # PostgreSQL 15 sorts an ordered aggregate's input even when the scan delivers it in seq
+    # order already (the feed's read took 1.6x as long with the sort); without ORDER BY each
+    # payload carries its offset and the feed sorts by those (benchmarks/README.md, "Replay").
+    concat_payloads_with_offsets_sql = (
+        "string_agg(e.payload || int4send((e.seq - c.first_seq)::int4), ''::bytea)"
+    )
     has_session_locks = True
+    # A rebuild's assignment table: COPY without the key, then one sorted key build took
+    # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
+    primary_key_after_load = True
 
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}

@@ -277,6 +277,11 @@ class EventStore:
     def analyze_table(self, conn: Connection, name: str) -> None:
         self.recorder.analyze_table(conn, name)
 
+    @property
+    def primary_key_after_load(self) -> bool:
+        """Whether a rebuild may load a table first and add its primary key afterwards."""
+        return self.recorder.primary_key_after_load
+
     def drop_tables(self, conn: Connection, names: list[str]) -> None:
         self.recorder.drop_tables(conn, names)
 

@@ -82,6 +82,9 @@ class EmbeddingClusterProjection(Projection):
     def tables(self, generation: int) -> list[Table]:
         return list(ec_tables(generation))
 
+    def bulk_tables(self, generation: int) -> list[Table]:
+        return [ec_tables(generation).assignments]
+
     def create_indexes(self, conn: Connection, generation: int) -> None:
         """The tables' indexes, and the lookup index by embedding id when it is switched on
         (``lookup.set_lookup_index``; it costs replay speed, so it is a choice)."""
