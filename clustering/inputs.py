@@ -31,7 +31,7 @@ from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.runs import ProgressFn
 
 FLOAT_KINDS = ("float16", "float32", "float64")
-CHUNK_BYTES = 128 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024 * 1024  # 128 MiB before the checking pass overlapped assignment
 MIN_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 262_144
 
@@ -51,7 +51,7 @@ class _Stream(Protocol):
 
 
 def default_chunk_rows(dim: int) -> int:
-    """Rows per chunk: ~128 MiB of float32, kept within 64k-256k rows (multiple of 1024)."""
+    """Rows per chunk: ~64 MiB of float32, kept within 64k-256k rows (multiple of 1024)."""
     rows = CHUNK_BYTES // (4 * max(dim, 1))
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows // 1024 * 1024))
 

@@ -70,7 +70,7 @@ class ClusterSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = DEFAULT_THREADS
     train_per_centroid: int = DEFAULT_TRAIN_PER_CENTROID
-    chunk_rows: int | None = None  # None: ~128 MiB of float32 rows, 64k-256k rows
+    chunk_rows: int | None = None  # None: ~64 MiB of float32 rows, 64k-256k rows
 
 
 @dataclass
