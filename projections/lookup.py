@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import Connection, Uuid, bindparam, func, inspect, select, text
+from sqlalchemy import Connection, Uuid, bindparam, func, inspect, null, select, text
 
 from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.ids import as_ids
@@ -104,10 +104,14 @@ def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = No
     read models hold (oldest first), optionally only runs of ``model``."""
     eid = parse_embedding_id(embedding_id)
     with store.transaction() as conn:
-        tables = set(inspect(conn).get_table_names())  # one catalog read
-        if schema.checkpoints.name not in tables or not _built(conn):
+        # tables looked up by name (listing them all is a heavy catalog query on
+        # PostgreSQL, ~25 ms), then one statement for both facts: every round trip counts
+        insp = inspect(conn)
+        if not insp.has_table(schema.checkpoints.name):
             return WhichResult(eid, [], False, False)
-        indexed = schema.settings.name in tables and lookup_index_enabled(conn, check_table=False)
+        built, indexed = _state(conn, settings=insp.has_table(schema.settings.name))
+        if not built:
+            return WhichResult(eid, [], False, False)
         sql = text(_WHICH.format(model=" AND r.model = :model" if model is not None else ""))
         sql = sql.bindparams(bindparam("eid", type_=Uuid()))
         params: dict[str, Any] = {"eid": eid}
@@ -128,12 +132,15 @@ def which(store: EventStore, embedding_id: str | UUID, *, model: str | None = No
     return WhichResult(eid, placements, indexed, True)
 
 
-def _built(conn: Connection) -> bool:
-    """Whether both read models ``which`` joins have been built."""
-    t = schema.checkpoints
+def _state(conn: Connection, *, settings: bool) -> tuple[bool, bool]:
+    """Whether both read models ``which`` joins have been built, and whether the lookup
+    option is on (``settings``: whether its table exists), in one statement."""
+    t, s = schema.checkpoints, schema.settings
     wanted = (EmbeddingClusterProjection.name, "clusteringresult")
-    found = conn.execute(select(func.count()).where(t.c.name.in_(wanted))).scalar()
-    return found == len(wanted)
+    built = select(func.count()).where(t.c.name.in_(wanted)).scalar_subquery()
+    option = select(s.c.value).where(s.c.name == SETTING).scalar_subquery()
+    found, value = conn.execute(select(built, option if settings else null())).one()
+    return found == len(wanted), value == "on"
 
 
 def set_lookup_index(store: EventStore, on: bool) -> None:
