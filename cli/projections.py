@@ -130,11 +130,13 @@ def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -
 @json_option
 @pass_store
 def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None:
-    """Show or switch the embedding-id lookup index of embeddingcluster (default: off).
+    """Show or switch the lookup indexes of embeddingcluster (default: off).
 
-    With it, `clusterstore which` and SQL `... FROM embeddingcluster WHERE embedding_id = ?`
-    are index lookups instead of scans; it slows replay (catch-up and rebuild), so it is
-    a choice. `on` builds it now on the current read model; `off` drops it.
+    With them, `clusterstore which` and SQL `... FROM embeddingcluster WHERE embedding_id = ?`
+    or `WHERE id = ?` are index lookups instead of scans; they slow replay (catch-up and
+    rebuild), so it is a choice. `on` rebuilds the read model with every row's id stored
+    (unless it already has them) and builds the indexes; `off` drops them. Refused while
+    another runner (e.g. `catch-up --follow`) updates the read model.
     """
     store = state.open(write=True)
     if switch is not None:

@@ -427,8 +427,9 @@ def _insert_rows(conn: Connection, table: Table, rows: AssignmentRows) -> None:
     wide as the batch's largest value needs. Digits are non-negative: the cluster goes as
     ``cluster + 1`` (noise, -1, as 0) and the SQL takes the 1 off again."""
     legacy = bool(rows.has_legacy.any())
+    flagged = legacy and not rows.has_legacy.all()  # else every row or none has one
     columns = [("run_key", rows.run_key), ("seq", rows.seq), ("cluster", rows.cluster + 1)]
-    if legacy:
+    if flagged:
         columns.append(("flag", rows.has_legacy.astype(np.int64)))
     widths = [_width(values) for _, values in columns]
     record = sum(widths)
@@ -439,11 +440,10 @@ def _insert_rows(conn: Connection, table: Table, rows: AssignmentRows) -> None:
         cut[name] = f"CAST(substr(:nums, key * {record} + {offset}, {w}) AS INTEGER)"
         offset += w
     cut["cluster"] += " - 1"
-    cut["legacy"] = (
-        f"CASE WHEN {cut.pop('flag')} = 1 THEN substr(:legacy, key * 16 + 1, 16) END"
-        if legacy
-        else "NULL"
-    )
+    legacy_sql = "substr(:legacy, key * 16 + 1, 16)"
+    if flagged:
+        legacy_sql = f"CASE WHEN {cut.pop('flag')} = 1 THEN {legacy_sql} END"
+    cut["legacy"] = legacy_sql if legacy else "NULL"
     params = {
         "nums": nums.tobytes(),
         "ids": rows.embedding_id.tobytes(),

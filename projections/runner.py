@@ -473,3 +473,6 @@ def _holding(runner: Runner) -> Iterator[Runner]:
         yield runner
     finally:
         runner.lock.release()
+
+
+holding = _holding  # the runner with its lock held (``lookup.set_lookup_index`` uses it)

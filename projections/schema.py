@@ -120,7 +120,9 @@ def ec_tables(generation: int) -> ECTables:
         Column("run_key", Integer, nullable=False),
         Column("distance", REAL, nullable=True),
         Column("embedding_id", UUIDType, nullable=False),
-        Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
+        # the row's stored id: an imported assignment's legacy row id, or, with the lookup
+        # option on (``lookup_index``), every row's id; NULL: derived from (run, seq)
+        Column("legacy_id", UUIDType, nullable=True),
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
         **CLUSTERED,
     )
