@@ -76,8 +76,15 @@ def ensure_read_models(
     ``ReadModelWarning``) after ``done``, not raised."""
     from clusterstore import projections
 
+    def damaged(letter: projections.DeadLetter) -> None:
+        message = f"{done}; {letter.line()}; {projections.dead_letter.REPAIR}"
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, ReadModelWarning, stacklevel=4)
+
     try:
-        projections.catch_up(store)
+        projections.catch_up(store, on_damage=damaged)
     except EventStoreError as e:
         message = (
             f"{done}, but the read models are not up to date: {e}; "

@@ -201,7 +201,7 @@ def test_a_read_model_that_cannot_be_updated_is_a_warning(
 ) -> None:
     from clusterstore import projections
 
-    def busy(store: EventStore) -> dict[str, int]:
+    def busy(store: EventStore, **_: object) -> dict[str, int]:
         raise ReadOnlyDatabaseError("the read models are busy")
 
     monkeypatch.setattr(projections, "catch_up", busy)
