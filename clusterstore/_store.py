@@ -24,6 +24,7 @@ from clusterstore.eventstore.store import EventStore
 from ._run import Run
 
 if TYPE_CHECKING:
+    from clusterstore import projections
     from clusterstore.audit import Comparison, ExportResult, ReportResult, VerifyReport
     from clusterstore.audit.verify import ReadModelCheck
     from clusterstore.clustering import EmbeddingSource
@@ -76,15 +77,8 @@ def ensure_read_models(
     ``ReadModelWarning``) after ``done``, not raised."""
     from clusterstore import projections
 
-    def damaged(letter: projections.DeadLetter) -> None:
-        message = f"{done}; {letter.line()}; {projections.dead_letter.REPAIR}"
-        if warn is not None:
-            warn(message)
-        else:
-            warnings.warn(message, ReadModelWarning, stacklevel=4)
-
     try:
-        projections.catch_up(store, on_damage=damaged)
+        projections.catch_up(store, on_damage=damage_warning(warn, done))
     except EventStoreError as e:
         message = (
             f"{done}, but the read models are not up to date: {e}; "
@@ -94,6 +88,23 @@ def ensure_read_models(
             warn(message)
         else:
             warnings.warn(message, ReadModelWarning, stacklevel=3)
+
+
+def damage_warning(
+    warn: Callable[[str], None] | None, done: str
+) -> Callable[[projections.DeadLetter], None]:
+    """What to tell of a run the read models start to skip (a damaged event): through
+    ``warn``, or a ``ReadModelWarning``."""
+    from clusterstore.projections.dead_letter import REPAIR
+
+    def damaged(letter: projections.DeadLetter) -> None:
+        message = f"{done}; {letter.line()}; {REPAIR}"
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, ReadModelWarning, stacklevel=5)
+
+    return damaged
 
 
 class Store:
@@ -233,7 +244,8 @@ class Store:
         """Bring the read models up to date with the log; events applied per read model."""
         from clusterstore import projections
 
-        return projections.catch_up(self.event_store)
+        done = "the read models are up to date"
+        return projections.catch_up(self.event_store, on_damage=damage_warning(self._warn, done))
 
     # ------------------------------------------------------------------ writing
 
