@@ -11,6 +11,7 @@ event that does not decode is skipped from there on and recorded, never stopping
 runs (``dead_letter``; ``dead_letters`` lists them).
 """
 
+from .alongside import alongside
 from .base import Checkpoint, Projection
 from .browse import datasette_metadata, internal_tables
 from .clusteringresult import projected_run
@@ -42,6 +43,7 @@ __all__ = [
     "ProjectionStatus",
     "RebuildResult",
     "WhichResult",
+    "alongside",
     "assignment_id",
     "catch_up",
     "catch_up_all",
