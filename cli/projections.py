@@ -85,10 +85,14 @@ def warn_if_behind(store: EventStore) -> None:
         click.echo(f"Warning: {behind.line()}", err=True)
 
 
-def refresh_after_write(store: EventStore, *, quiet: bool) -> None:
+def refresh_after_write(
+    store: EventStore, *, quiet: bool, heard: list[DeadLetter] | None = None
+) -> None:
     """``bring_up_to_date`` at the end of a command that wrote to the log: what it wrote is
     committed whatever happens here, so a read model that cannot be updated now (a damaged
-    event, a busy runner, a lost connection) is a warning, not a failed command."""
+    event, a busy runner, a lost connection) is a warning, not a failed command. ``heard``:
+    runs a follower alongside the write started to skip, warned about first."""
+    warn_damaged(heard or [])
     try:
         bring_up_to_date(store, quiet=quiet)
     except EventStoreError as e:
