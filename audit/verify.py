@@ -136,6 +136,9 @@ class ReadModelCheck:
     # "sizes": {cluster: size} there (noise and empty clusters left out); both None when
     # embeddingcluster is not past the run or holds no row for it}``.
     projected: Callable[[EventStore, UUID], dict[str, Any] | None] | None = None
+    # ``damaged(store, run_id)``: (seq, reason) when the read models skip the run from an
+    # event that did not decode (a dead letter), else None.
+    damaged: Callable[[EventStore, UUID], tuple[int, str] | None] | None = None
 
 
 _REPAIR = "`clusterstore projections rebuild` rebuilds the read models from the log"
@@ -200,7 +203,10 @@ def verify_run(
                 f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
                 f"the log {n_assign} with digest {digest[:16]}",
             )
-    if projected is not None:
+    damage = read_model.damaged(store, run_id) if read_model and read_model.damaged else None
+    if damage is not None:
+        _report_damage(checker, damage, repaired=log_sound)
+    elif projected is not None:
         _check_projected(checker, projected, run_id, absent=state == "absent")
     if checkpoint is not None:
         _check_checkpoint(checker, checkpoint)
@@ -217,6 +223,23 @@ def verify_run(
         findings=checker.findings(),
         n_noise=checker.life.n_noise,
     )
+
+
+def _report_damage(checker: _Checker, damage: tuple[int, str], *, repaired: bool) -> None:
+    """The read models skip the run from a damaged event on (a dead letter)."""
+    seq, reason = damage
+    if repaired:
+        message = (
+            f"the read models skip the run from this event on (it did not decode: {reason}), "
+            f"but the log reads whole now (repaired?); {_REPAIR}, the run included"
+        )
+    else:
+        message = (
+            f"the read models skip the run from this event on (it does not decode: {reason}); "
+            "repair the event (restore its row from a backup), then `clusterstore "
+            "projections rebuild` brings the run back"
+        )
+    checker.add("read_model_damaged", seq, message)
 
 
 def _check_projected(

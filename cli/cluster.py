@@ -125,7 +125,9 @@ def cluster_command(
         threads=threads,
         train_per_centroid=train_per_centroid,
     )
-    with projections.alongside(store):  # the read models follow the run as it is written
+    heard: list[projections.DeadLetter] = []  # runs the follower starts to skip
+    # the read models follow the run as it is written
+    with projections.alongside(store, on_damage=heard.append):
         result = cluster_file(
             store,
             embeddings,
@@ -136,7 +138,7 @@ def cluster_command(
             id_column=id_column,
             reporter=CliReporter(quiet or as_json),
         )
-    refresh_after_write(store, quiet=quiet or as_json)
+    refresh_after_write(store, quiet=quiet or as_json, heard=heard)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -162,11 +164,12 @@ def resume_command(
 ) -> None:
     """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
     store = state.open(write=True)
-    with projections.alongside(store):
+    heard: list[projections.DeadLetter] = []
+    with projections.alongside(store, on_damage=heard.append):
         result = resume(
             store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
         )
-    refresh_after_write(store, quiet=quiet or as_json)
+    refresh_after_write(store, quiet=quiet or as_json, heard=heard)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 

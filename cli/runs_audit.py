@@ -18,6 +18,13 @@ from clusterstore.audit.summary import STATUS_LABELS, RunSummary
 from clusterstore.audit.text import format_duration, format_time, size_histogram
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.events import BY_NAME
+from clusterstore.projections.dead_letter import (
+    REPAIR,
+    DeadLetter,
+    damage_json,
+    first_by_run,
+    run_damage,
+)
 
 from ._options import (
     MAX_COUNT,
@@ -28,6 +35,7 @@ from ._options import (
     texts_options,
 )
 from ._output import echo_json, progress, render_table
+from .projections import warn_if_behind
 
 if TYPE_CHECKING:
     from ._context import StoreContext
@@ -39,6 +47,7 @@ READ_MODEL_CHECK = audit.ReadModelCheck(
     projections.read_model_digest,
     projections.first_read_model_difference,
     projections.projected_run,
+    run_damage,
 )
 
 
@@ -58,12 +67,15 @@ def list_runs(
     store = state.open()
     wanted = audit.parse_status(status) if status else None
     runs = audit.list_runs(store, status=wanted, model=model)
+    damaged = first_by_run(projections.dead_letters(store))
     if as_json:
-        echo_json([r.to_json() for r in runs])
+        echo_json([{**r.to_json(), "damage": damage_json(damaged.get(r.run_id))} for r in runs])
+        warn_if_behind(store)
         return
     if not runs:
         filtered = status is not None or model is not None
         click.echo("No runs match." if filtered else f"No runs in {store.display_url}.")
+        warn_if_behind(store)
         return
     digits = audit.id_digits(store)
     rows = [
@@ -73,7 +85,7 @@ def list_runs(
             r.started.algorithm if r.started else "?",
             r.started.k if r.started else None,
             r.started.n_embeddings if r.started else None,
-            r.status_label,
+            "damaged" if r.run_id in damaged else r.status_label,
             format_time(r.started_at),
             format_duration(r.duration_s),
         ]
@@ -84,6 +96,16 @@ def list_runs(
     for r in runs:
         if r.problem:
             click.echo(f"note: run {r.run_id}: {r.problem}", err=True)
+        if r.run_id in damaged:
+            click.echo(f"note: {_damage_text(r.run_id, damaged[r.run_id])}", err=True)
+    warn_if_behind(store)
+
+
+def _damage_text(run_id: UUID, letter: DeadLetter) -> str:
+    return (
+        f"run {run_id} is damaged at seq {letter.seq} (log position {letter.position}): "
+        f"{letter.reason}; the read models skip it from there; {REPAIR}"
+    )
 
 
 @click.command("show")
@@ -155,16 +177,20 @@ def show(
         details = audit.run_details(
             store, run_id, read_model=READ_MODEL_CHECK, verify=check, on_progress=bar.update
         )
+    damage = first_by_run(projections.dead_letters(store, run_id)).get(run_id)
     if as_json:
-        echo_json(details.to_json())
-        return
-    click.echo("\n".join(_details_lines(details)))
+        echo_json({**details.to_json(), "damage": damage_json(damage)})
+    else:
+        click.echo("\n".join(_details_lines(details, damage)))
+    warn_if_behind(store)  # after the answer: a failed command prints its Error: line only
 
 
-def _details_lines(d: RunDetails) -> list[str]:
+def _details_lines(d: RunDetails, damage: DeadLetter | None = None) -> list[str]:
     s: RunSummary = d.summary
     st = s.started
     rows: list[tuple[str, str]] = [("run", str(s.run_id)), ("status", _status_text(s))]
+    if damage is not None:
+        rows.append(("damaged", _damage_text(s.run_id, damage)))
     if st is not None:
         seed = f", seed {st.seed}" if st.seed is not None else ""
         rows += [

@@ -36,6 +36,7 @@ class FeedBlock(NamedTuple):
     others: list[StoredEvent]  # every event but the fixed-width v1 assignments, seq order
     assignments: bytes | None  # those assignments' payloads in seq order (None: unread)
     width: int = ASSIGNMENT_WIDTH  # the payload width of ``assignments`` (29 or 47)
+    damage: str | None = None  # why the block could not be read whole (``mark_damage``)
 
     @property
     def size(self) -> int:
@@ -67,10 +68,14 @@ def read_feed_blocks(
     max_events: int = PAGE_SIZE,
     assignments: bool = True,
     conn: Connection | None = None,
+    mark_damage: bool = False,
 ) -> list[FeedBlock]:
     """The global feed after position ``after`` (at most ``max_events`` events, in position
     order), as blocks. ``assignments=False`` skips reading the assignment payloads (their
-    count is still known). Raises ``EventDecodeError`` if a block's payloads do not add up."""
+    count is still known). Raises ``EventDecodeError`` if a block's payloads do not add up
+    (events missing or changed around the store); with ``mark_damage`` such a block is
+    returned with ``damage`` saying why and no payloads instead, so a consumer can skip its
+    run and go on with the others."""
     with recorder.transaction(conn=conn) as c:
         ranges = _feed_ranges(c, after, max_events)
         if not ranges:
@@ -118,13 +123,15 @@ def read_feed_blocks(
         if assignments:
             width, data = payloads.get(commit_position, (ASSIGNMENT_WIDTH, b""))
             if len(data) != block.n_assignments * width:
-                raise EventDecodeError(
-                    block.run_id,
-                    block.first_seq,
+                reason = (
                     f"the assignments of seqs {block.first_seq}..{block.last_seq} do not add up "
-                    f"({len(data)} bytes for {block.n_assignments} records)",
+                    f"({len(data)} bytes for {block.n_assignments} records)"
                 )
-            block = block._replace(assignments=data, width=width)
+                if not mark_damage:
+                    raise EventDecodeError(block.run_id, block.first_seq, reason)
+                block = block._replace(assignments=b"", damage=reason)
+            else:
+                block = block._replace(assignments=data, width=width)
         blocks.append(block)
     return blocks
 

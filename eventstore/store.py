@@ -178,10 +178,16 @@ class EventStore:
         max_events: int = PAGE_SIZE,
         assignments: bool = True,
         conn: Connection | None = None,
+        mark_damage: bool = False,
     ) -> list[FeedBlock]:
         """The global feed after ``after`` as blocks for bulk consumers (``feed``)."""
         return read_feed_blocks(
-            self.recorder, after=after, max_events=max_events, assignments=assignments, conn=conn
+            self.recorder,
+            after=after,
+            max_events=max_events,
+            assignments=assignments,
+            conn=conn,
+            mark_damage=mark_damage,
         )
 
     def max_position(self) -> int:

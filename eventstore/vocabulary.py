@@ -350,6 +350,40 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("runner", "string", "the runner holding the projection's lock", ("projections status",)),
     ("n_applied", "integer", "events this command applied", ("projections catch-up",)),
     ("live_s", "seconds", "until readers saw the rebuilt generation", ("projections rebuild",)),
+    (
+        "damaged_runs",
+        "list",
+        "runs a projection skips from an event that does not decode on (catch-up, rebuild: "
+        "those it started to skip now)",
+        _PJ,
+    ),
+    (
+        "runs_behind",
+        "list",
+        "finished runs missing from a read model no runner is catching up (an interrupted "
+        "projection step)",
+        ("projections status",),
+    ),
+    (
+        "damage",
+        "object",
+        "where the read models skip the run from: the damaged event's seq, position and "
+        "reason (null: not damaged)",
+        ("runs list", "runs show"),
+    ),
+    (
+        "position",
+        "integer",
+        "a global log position (a damaged event's)",
+        (*_PJ, "runs list", "runs show"),
+    ),
+    (
+        "reason",
+        "string",
+        "why an event does not decode",
+        (*_PJ, "runs list", "runs show"),
+    ),
+    ("recorded_at", "timestamp", "when a projection started to skip the run", _PJ),
     # bench
     ("n_repeats", "integer", "repetitions asked per step", ("bench",)),
     ("backends", "list", "the backends measured", ("bench",)),
@@ -418,13 +452,13 @@ _KEYS += [
     ("lookup_index", "enum", "the lookup index: on or off", ("projections lookup-index",)),
 ]
 _ALSO: dict[str, tuple[str, ...]] = {  # keys registered above that these commands emit too
-    "run_id": ("report", "which", "runs show"),
+    "run_id": ("report", "which", "runs show", *_PJ),
     "model": ("which",),
     "started_at": ("which",),
     "runs": ("which",),
     "path": ("report",),
     "warnings": ("report",),
-    "seq": ("runs show",),
+    "seq": ("runs show", "runs list", *_PJ),
 }
 _KEYS = [(n, t, m, (*c, *_ALSO.get(n, ()))) for n, t, m, c in _KEYS]
 

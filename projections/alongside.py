@@ -17,20 +17,23 @@ from contextlib import contextmanager
 
 from clusterstore.eventstore.store import EventStore
 
-from .runner import follow
+from .runner import DamageFn, follow
 
 POLL_SECONDS = 0.1  # between looks at the log's head while the writer computes
 
 
 @contextmanager
-def alongside(store: EventStore, *, poll: float = POLL_SECONDS) -> Iterator[None]:
+def alongside(
+    store: EventStore, *, poll: float = POLL_SECONDS, on_damage: DamageFn | None = None
+) -> Iterator[None]:
     """Follow the log on a background thread until the block ends (then stop after the
-    batch in hand). Catch up once more after the block to be current."""
+    batch in hand). Catch up once more after the block to be current. ``on_damage`` hears
+    (on that thread) of each run the follower starts to skip (a damaged event)."""
     stop = threading.Event()
 
     def work() -> None:
         try:
-            follow(store, poll=poll, stop=stop.is_set)
+            follow(store, poll=poll, stop=stop.is_set, on_damage=on_damage)
         except Exception:  # the caller's catch-up after the block reports it
             return
 

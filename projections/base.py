@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
+from uuid import UUID
 
 from sqlalchemy import Column, Connection, MetaData, Table, inspect, select
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -41,6 +42,14 @@ class Projection(ABC):
     @abstractmethod
     def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
         """Apply a batch of the feed (in position order) to the generation's tables."""
+
+    @abstractmethod
+    def mark_damaged(
+        self, conn: Connection, generation: int, run_id: UUID, position: int, reason: str
+    ) -> None:
+        """Show in the generation's tables that ``run_id`` is skipped from a damaged event
+        (at global ``position``) on (``dead_letter``); called after ``apply`` of the batch
+        that met it, in the same transaction."""
 
     def generation_of(self, table_name: str) -> int | None:
         """The generation ``table_name`` belongs to if it is one of this projection's

@@ -146,6 +146,13 @@ class EmbeddingClusterProjection(Projection):
                 if ev.type != AssignmentRecorded.TYPE:
                     self._apply_event(conn, t, keys[block.run_id], ev)
 
+    def mark_damaged(
+        self, conn: Connection, generation: int, run_id: UUID, position: int, reason: str
+    ) -> None:
+        """The views hide the run (its rows so far stay in the table, as for a failed run)."""
+        r = ec_tables(generation).runs
+        conn.execute(update(r).where(r.c.run_id == run_id).values(completed=False))
+
     def _run_keys(self, conn: Connection, t: ECTables, blocks: list[FeedBlock]) -> dict[UUID, int]:
         """Each run's key; runs seen for the first time get the next keys, in feed order."""
         run_ids = list(dict.fromkeys(b.run_id for b in blocks))

@@ -9,6 +9,10 @@ Fixed tables (``metadata``):
   uses session advisory locks instead).
 - ``pj_setting``: read-model options (name, value), e.g. whether the embedding-id lookup
   index is kept (``lookup_index``).
+- ``pj_dead_letter``: the runs a projection skips because one of their events does not
+  decode (``dead_letter``): per projection and generation, the run, the seq and global
+  position of the first such event, and why. Written in the transaction of the batch that
+  met the event; a rebuild starts a new generation with none.
 
 Generation tables: every build of a projection writes its own set of tables, named
 ``<base>_g<N>``, with its own MetaData (``ec_tables(N)``, ``cr_tables(N)``). The public
@@ -77,6 +81,19 @@ settings = Table(  # read-model options, e.g. the embedding-id lookup index
     metadata,
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+dead_letters = Table(  # runs a projection skips from a damaged event on (``dead_letter``)
+    "pj_dead_letter",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("run_id", Uuid, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("name", "generation", "run_id", name="pj_dead_letter_pk"),
 )
 
 _Key = KEY_INTEGER

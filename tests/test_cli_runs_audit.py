@@ -103,6 +103,7 @@ def test_list_json(history: EventStore, db_url: str) -> None:
         "n_events": 23,
         "error": "out of memory",
         "problem": None,
+        "damage": None,  # the read models skip no part of it
     }
     assert (rows[0]["n_assignments"], rows[0]["finished_at"]) == (10, None)
     assert rows[2]["n_noise"] == 0  # completed without noise
