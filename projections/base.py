@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Connection, Table, inspect, select
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex
 
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.schema import utc
@@ -51,7 +51,7 @@ class Projection(ABC):
     def create(self, conn: Connection, generation: int, *, indexes: bool = True) -> None:
         """Create the generation's tables; secondary indexes now or (bulk load) later."""
         for table in self.tables(generation):
-            conn.execute(CreateTable(table, include_foreign_key_constraints=[]))
+            self.store.create_table(conn, table, indexes=False)  # partitioned where the store is
         if indexes:
             self.create_indexes(conn, generation)
 

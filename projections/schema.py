@@ -47,7 +47,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, UUIDType
+from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, RUN_COLUMN, UUIDType
 
 metadata = MetaData()
 
@@ -122,6 +122,7 @@ def ec_tables(generation: int) -> ECTables:
         Column("embedding_id", UUIDType, nullable=False),
         Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
+        info={RUN_COLUMN: "run_key"},  # partitioned where the store is (by run)
         **CLUSTERED,
     )
     clusters = Table(
