@@ -336,6 +336,8 @@ COLUMNS = [
     ("events", "events", "{:,.0f}"),
     ("append_per_s", "append/s", "{:,.0f}"),
     ("replay_per_s", "replay/s", "{:,.0f}"),
+    ("append_per_cpu_s", "append/CPU s", "{:,.0f}"),
+    ("replay_per_cpu_s", "replay/CPU s", "{:,.0f}"),
     ("append_peak_mb", "append RSS MB", "{:,.0f}"),
     ("replay_peak_mb", "replay RSS MB", "{:,.0f}"),
     ("log_bytes_per_event", "log B/event", "{:.1f}"),
@@ -350,11 +352,23 @@ COLUMNS = [
 
 
 def format_row(line: dict[str, Any]) -> str:
+    line = {**line, **cpu_rates(line)}
     cells = []
     for key, _, fmt in COLUMNS:
         value = line.get(key)
         cells.append("-" if value is None else fmt.format(value))
     return "| " + " | ".join(cells) + " |"
+
+
+def cpu_rates(line: dict[str, Any]) -> dict[str, float | None]:
+    """Events per CPU second of this process (the client: on PostgreSQL most of the work is
+    the server's, so there the wall rates are the figure; on a loaded machine these are
+    the steadier one for SQLite)."""
+    n = line.get("step_events") or 0
+    return {
+        f"{phase}_per_cpu_s": n / line[f"{phase}_cpu_s"] if line.get(f"{phase}_cpu_s") else None
+        for phase in ("append", "replay")
+    }
 
 
 def print_table(out: Path) -> None:
