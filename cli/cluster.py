@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from clusterstore import projections
 from clusterstore.audit.text import format_duration, format_size
 from clusterstore.clustering import (
     ClusterResult,
@@ -124,16 +125,17 @@ def cluster_command(
         threads=threads,
         train_per_centroid=train_per_centroid,
     )
-    result = cluster_file(
-        store,
-        embeddings,
-        settings,
-        ids=ids,
-        npz_key=npz_key,
-        embeddings_column=embeddings_column,
-        id_column=id_column,
-        reporter=CliReporter(quiet or as_json),
-    )
+    with projections.alongside(store):  # the read models follow the run as it is written
+        result = cluster_file(
+            store,
+            embeddings,
+            settings,
+            ids=ids,
+            npz_key=npz_key,
+            embeddings_column=embeddings_column,
+            id_column=id_column,
+            reporter=CliReporter(quiet or as_json),
+        )
     refresh_after_write(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 
@@ -160,9 +162,10 @@ def resume_command(
 ) -> None:
     """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
     store = state.open(write=True)
-    result = resume(
-        store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
-    )
+    with projections.alongside(store):
+        result = resume(
+            store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
+        )
     refresh_after_write(store, quiet=quiet or as_json)
     _print_result(result, as_json=as_json, quiet=quiet)
 

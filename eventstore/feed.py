@@ -80,16 +80,19 @@ def read_feed_blocks(
         fixed: dict[int, int] = {}  # commit position -> fixed-width assignments in range
         others: dict[int, list[StoredEvent]] = {}
         if assignments:
+            offsets = recorder.concat_payloads_with_offsets_sql
+            concat = offsets or recorder.concat_payloads_sql
             sql = _FEED_JOIN.format(
                 select="c.position, count(*), min(length(e.payload)), max(length(e.payload)), "
-                f"{recorder.concat_payloads_sql}",
+                f"{concat}",
                 where=f"AND {_FIXED_WIDTH}",
                 tail="GROUP BY c.position ORDER BY c.position",
             )
             for position, count, lo, hi, data in recorder.fetch_all(c, sql, params):
                 fixed[int(position)] = int(count)
                 if lo == hi:
-                    payloads[int(position)] = (int(lo), bytes(data))
+                    data = _in_seq_order(bytes(data), int(lo)) if offsets else bytes(data)
+                    payloads[int(position)] = (int(lo), data)
                 else:  # both widths in one commit (never written by clusterstore): one by one
                     payloads[int(position)] = (ASSIGNMENT_WIDTH, b"")
                     mixed = _events_query(
@@ -124,6 +127,19 @@ def read_feed_blocks(
             block = block._replace(assignments=data, width=width)
         blocks.append(block)
     return blocks
+
+
+def _in_seq_order(data: bytes, width: int) -> bytes:
+    """The ``width``-byte payloads of ``data`` in seq order, from records of a payload and
+    its 4-byte big-endian seq offset in the order the database concatenated them
+    (``Recorder.concat_payloads_with_offsets_sql``)."""
+    record = np.dtype([("payload", f"V{width}"), ("offset", ">i4")])
+    if len(data) % record.itemsize:
+        return b""  # does not add up: the caller reports the commit
+    rec = np.frombuffer(data, dtype=record)
+    if not (np.diff(rec["offset"]) > 0).all():
+        rec = rec[np.argsort(rec["offset"], kind="stable")]
+    return rec["payload"].tobytes()
 
 
 def _feed_ranges(conn: Connection, after: int, max_events: int) -> list[tuple[int, FeedBlock]]:

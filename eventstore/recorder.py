@@ -143,6 +143,11 @@ class Recorder(BackendCapabilities):
     dialect_name: ClassVar[str]  # for display (``EventStore.backend``); never branched on
     # SQL aggregate over ``e.payload`` concatenating a commit's payloads in seq order (feed.py)
     concat_payloads_sql: ClassVar[str]
+    # Optional, for the feed: the same payloads concatenated in whatever order the scan
+    # delivers them, each followed by its seq's offset from the commit's first seq
+    # (``e.seq - c.first_seq``, 4 bytes big-endian); the feed then puts the records in seq
+    # order itself (feed.py). None: ``concat_payloads_sql``.
+    concat_payloads_with_offsets_sql: ClassVar[str | None] = None
     # ``e.payload`` as the bytes it holds (feed.py)
     payload_sql: ClassVar[str] = "e.payload"
     # whether ``try_session_lock`` and friends exist (a lock held by a connection, freed by

@@ -270,11 +270,20 @@ class EventStore:
         self.recorder.insert_assignment_rows(conn, table, rows)
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        """Up to ``limit`` read-model assignment rows of ``run_key`` after seq ``after``, in
-        seq order, as numpy columns (the backend's bulk read)."""
-        return self.recorder.read_assignment_rows(conn, table, run_key, after=after, limit=limit)
+        """Up to ``limit`` read-model assignment rows of ``run_key`` with ``after < seq <=
+        until``, in seq order, as numpy columns (the backend's bulk read)."""
+        return self.recorder.read_assignment_rows(
+            conn, table, run_key, after=after, limit=limit, until=until
+        )
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         self.recorder.replace_view(conn, name, select_sql)
@@ -290,6 +299,11 @@ class EventStore:
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         self.recorder.analyze_table(conn, name)
+
+    @property
+    def primary_key_after_load(self) -> bool:
+        """Whether a rebuild may load a table first and add its primary key afterwards."""
+        return self.recorder.primary_key_after_load
 
     def drop_tables(self, conn: Connection, names: list[str]) -> None:
         self.recorder.drop_tables(conn, names)

@@ -9,6 +9,7 @@ assignments of completed runs) and ``clustersize`` (cluster sizes and centroids)
 over generation tables that a rebuild replaces atomically (see ``runner``).
 """
 
+from .alongside import alongside
 from .base import Checkpoint, Projection
 from .browse import datasette_metadata, internal_tables
 from .clusteringresult import projected_run
@@ -36,6 +37,7 @@ __all__ = [
     "ProjectionStatus",
     "RebuildResult",
     "WhichResult",
+    "alongside",
     "assignment_id",
     "catch_up",
     "catch_up_all",
