@@ -53,10 +53,12 @@ def open_event_store(
     allow_existing: bool = False,
     create: bool = True,
     warn: Callable[[str], None] | None = None,
+    partitions: int | None = None,
 ) -> EventStore:
     """``EventStore.open``; a store this call created gets its read-model views at once.
-    ``create=False``: an existing store, opened for reading only."""
-    store = EventStore.open(db, allow_existing=allow_existing, create=create)
+    ``create=False``: an existing store, opened for reading only. ``partitions``: see
+    ``EventStore.open``."""
+    store = EventStore.open(db, allow_existing=allow_existing, create=create, partitions=partitions)
     if store.created:
         try:
             ensure_read_models(store, warn=warn, done="the store is created")

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .rows import AssignmentRows
 
@@ -80,6 +81,19 @@ class BackendCapabilities(ABC):
     def sql_derived_uuid(self, prefix: str, number: str) -> str:
         """SQL for the ``Uuid`` made of a 16-hex-digit ``prefix`` and ``number | 1 << 63``
         in 16 hex digits (``projections.ids``)."""
+
+    def create_table(self, conn: Connection, table: Table, *, indexes: bool = True) -> None:
+        """Create ``table`` (and, with ``indexes``, its secondary indexes). A table whose
+        ``info`` names a run column (``schema.RUN_COLUMN``) is partitioned by it where the
+        store is (``partitions``); elsewhere it is a plain table."""
+        conn.execute(CreateTable(table, include_foreign_key_constraints=[]))
+        if indexes:
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(CreateIndex(index))
+
+    def partitions(self, conn: Connection) -> int | None:
+        """How many hash partitions by run the store's log has (None: not partitioned)."""
+        return None
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         """Point the view ``name`` at ``select_sql`` (readers switch when the txn commits)."""

@@ -8,6 +8,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
     │   ├── NoStoreError                     a read found no store there (nothing created)
+    │   ├── PartitioningError                partitions refused (range, backend, existing store)
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
@@ -59,6 +60,11 @@ class NoStoreError(ConfigurationError):
             f"no clusterstore database at {where}; nothing was created "
             "(`clusterstore init` creates one)"
         )
+
+
+class PartitioningError(ConfigurationError):
+    """``--partitions`` cannot be used: out of range, a backend that does not partition,
+    or a store that already exists with another layout (nothing was changed)."""
 
 
 class OutputFileError(ConfigurationError):

@@ -17,6 +17,14 @@
   the name and the current schema (the server frees it when the connection ends, also after
   a SIGKILL).
 - Driver errors are classified by SQLSTATE (``classify_error``), never by message text.
+- Partitioned by run (``init --partitions N``, or the server setting
+  ``clusterstore.partitions`` when a store is created): ``cs_events`` and each read-model
+  generation's assignment table are declarative ``PARTITION BY HASH`` on their run column
+  with ``N`` partitions ``<table>_p<i>`` (``create_table``); the primary keys start with
+  that column, so appends, idempotency checks, heads and per-run reads touch one
+  partition. The append-only row triggers on ``cs_events`` are cloned to every partition;
+  each log partition also gets its own TRUNCATE trigger (statement triggers are not cloned).
+  The store's partition count is read from the catalog (``partitions``).
 """
 
 from __future__ import annotations
@@ -34,16 +42,21 @@ from sqlalchemy import Connection, Engine, Table, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import URL
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import schema
 from .capabilities import Waker
 from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
-from .errors import ConfigurationError, EventStoreError
+from .errors import ConfigurationError, EventStoreError, PartitioningError
 from .recorder import Recorder, next_position
 from .rows import COLUMNS, LAST_SEQ, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"
+# The server setting (a custom GUC: ``ALTER DATABASE d SET clusterstore.partitions = 16``,
+# or ``options=-cclusterstore.partitions=16`` in the URL) that partitions every store
+# created without an explicit ``--partitions``.
+PARTITIONS_SETTING = "clusterstore.partitions"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
@@ -101,7 +114,9 @@ _APPEND_ONLY_FUNCTION = """
 CREATE OR REPLACE FUNCTION cs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'clusterstore: %% is append-only; %% is not allowed',
-        TG_TABLE_NAME, TG_OP USING ERRCODE = 'raise_exception';
+        coalesce((SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
+                  WHERE i.inhrelid = TG_RELID), TG_TABLE_NAME),  -- a partition: its table
+        TG_OP USING ERRCODE = 'raise_exception';
 END $$
 """
 
@@ -156,6 +171,7 @@ class PostgresRecorder(Recorder):
         "string_agg(e.payload || int4send((e.seq - c.first_seq)::int4), ''::bytea)"
     )
     has_session_locks = True
+    supports_partitions = True
     # A rebuild's assignment table: COPY without the key, then one sorted key build took
     # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
     primary_key_after_load = True
@@ -362,6 +378,43 @@ class PostgresRecorder(Recorder):
     def _init_storage(self, conn: Connection) -> None:
         """Nothing: PostgreSQL needs no per-database settings."""
 
+    # ------------------------------------------------------------------ partitioning
+
+    def partitions(self, conn: Connection) -> int | None:
+        return partition_count(conn, schema.events.name)
+
+    def create_table(self, conn: Connection, table: Table, *, indexes: bool = True) -> None:
+        column = table.info.get(schema.RUN_COLUMN)
+        n = self.partitions(conn) if column else None
+        if column is None or n is None:
+            super().create_table(conn, table, indexes=indexes)
+            return
+        create_partitioned(conn, table, column, n)
+        if indexes:
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(CreateIndex(index))
+
+    def _create_store_tables(self, conn: Connection, partitions: int | None) -> None:
+        n = partitions if partitions is not None else partitions_setting(conn)
+        if n is None:
+            super()._create_store_tables(conn, None)
+            return
+        for table in schema.metadata.sorted_tables:
+            column = table.info.get(schema.RUN_COLUMN)
+            if column is None:
+                super().create_table(conn, table)
+                continue
+            create_partitioned(conn, table, column, n)
+            if table.name in schema.IMMUTABLE_TABLES:
+                conn.exec_driver_sql(_APPEND_ONLY_FUNCTION)
+                conn.exec_driver_sql(
+                    ";".join(
+                        f"CREATE TRIGGER {p}_no_truncate BEFORE TRUNCATE ON {p} "
+                        "FOR EACH STATEMENT EXECUTE FUNCTION cs_append_only()"
+                        for p in partition_names(table.name, n)
+                    )
+                )
+
     def _lock_schema(self, conn: Connection) -> None:
         """Concurrent CREATE TABLEs of a new store would collide: one initialiser per schema
         at a time (READ COMMITTED: the next one then sees the tables)."""
@@ -369,6 +422,56 @@ class PostgresRecorder(Recorder):
             "SELECT pg_advisory_xact_lock(hashtext('clusterstore:' || "
             "coalesce(current_schema(), '')))"
         )
+
+
+# ---------------------------------------------------------------------------- partitioning
+
+
+def partition_names(table: str, n: int) -> list[str]:
+    return [f"{table}_p{i}" for i in range(n)]
+
+
+def create_partitioned(conn: Connection, table: Table, column: str, n: int) -> None:
+    """``table`` as ``PARTITION BY HASH (column)`` with ``n`` partitions (no indexes beyond
+    the primary key, which PostgreSQL gives every partition)."""
+    ddl = str(CreateTable(table, include_foreign_key_constraints=[]).compile(dialect=conn.dialect))
+    statements = [f"{ddl.rstrip()} PARTITION BY HASH ({column})"]
+    statements += [
+        f"CREATE TABLE {name} PARTITION OF {table.name} FOR VALUES WITH (MODULUS {n}, "
+        f"REMAINDER {i})"
+        for i, name in enumerate(partition_names(table.name, n))
+    ]
+    conn.exec_driver_sql(";".join(statements))
+
+
+def partition_count(conn: Connection, table: str) -> int | None:
+    """How many partitions the partitioned table ``table`` of the current schema has; None
+    when it is a plain table (or missing)."""
+    row = conn.exec_driver_sql(
+        "SELECT (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = p.partrelid) "
+        "FROM pg_partitioned_table p "
+        "WHERE p.partrelid = to_regclass(quote_ident(current_schema()) || '.' || %(t)s)",
+        {"t": table},
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def partitions_setting(conn: Connection) -> int | None:
+    """The ``clusterstore.partitions`` server setting (None when unset or empty)."""
+    value = conn.exec_driver_sql(
+        "SELECT current_setting(%(s)s, true)", {"s": PARTITIONS_SETTING}
+    ).scalar()
+    if value is None or not str(value).strip():
+        return None
+    text_value = str(value).strip()
+    n = int(text_value) if text_value.isdigit() else None
+    if n is None or not schema.MIN_PARTITIONS <= n <= schema.MAX_PARTITIONS:
+        raise PartitioningError(
+            f"the PostgreSQL setting {PARTITIONS_SETTING} = {text_value!r} is not a number of "
+            f"partitions ({schema.MIN_PARTITIONS} to {schema.MAX_PARTITIONS}); nothing was "
+            "created"
+        )
+    return n
 
 
 # ---------------------------------------------------------------------------- session locks

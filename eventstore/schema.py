@@ -15,6 +15,12 @@
   a command that only reads.
 
 Read models (projections) keep their own tables; nothing here knows about them.
+
+Partitioning by run (PostgreSQL, ``clusterstore init --partitions N``): a table whose
+``info`` names its run column under ``RUN_COLUMN`` (``cs_events`` here, the read model's
+assignment tables) is created by such a store as ``N`` hash partitions on that column; its
+primary key starts with the column, so every per-run read and write touches one partition.
+The backend decides how (``Recorder.create_table``); nothing else changes.
 """
 
 from __future__ import annotations
@@ -82,6 +88,13 @@ KEY_INTEGER = BigInteger().with_variant(Integer, "sqlite")
 # Table options of a table clustered on its primary key (ignored where every table is).
 CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 
+# ``Table.info`` key: the column a store partitioned by run partitions the table on.
+RUN_COLUMN = "clusterstore_run_column"
+# The partition counts ``init --partitions`` accepts: one partition is no partitioning,
+# and beyond ~1000 PostgreSQL's planning and catalog cost per partition dominates.
+MIN_PARTITIONS = 2
+MAX_PARTITIONS = 1024
+
 metadata = MetaData()
 
 meta = Table(
@@ -107,6 +120,7 @@ events = Table(
     Column("version", SmallInteger, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     PrimaryKeyConstraint("run_id", "seq", name="cs_events_pk"),
+    info={RUN_COLUMN: "run_id"},
     **CLUSTERED,
 )
 

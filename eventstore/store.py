@@ -53,6 +53,7 @@ class EventStore:
         *,
         allow_existing: bool = False,
         create: bool = True,
+        partitions: int | None = None,
     ) -> EventStore:
         """Open (and on first use create) the store at ``db`` (URL or SQLite path).
 
@@ -60,13 +61,17 @@ class EventStore:
         changed (a SQLite file is opened ``mode=ro``, PostgreSQL sessions are read-only),
         a location without a store is a ``NoStoreError``, and any write raises
         ``ReadOnlyDatabaseError``. It works on a read-only medium and with a role that may
-        only SELECT."""
+        only SELECT.
+
+        ``partitions`` (PostgreSQL): a new store's log and read-model assignment tables are
+        hash-partitioned by run into that many partitions; an existing store must already be
+        partitioned so, else ``PartitioningError`` (nothing changed)."""
         recorder = make_recorder(resolve_url(db), read_only=not create)
         try:
             if not create:
                 recorder.check_store()
                 return cls(recorder)
-            created = recorder.initialise(allow_existing=allow_existing)
+            created = recorder.initialise(allow_existing=allow_existing, partitions=partitions)
         except BaseException:
             recorder.dispose()
             raise
@@ -298,6 +303,15 @@ class EventStore:
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         self.recorder.replace_view(conn, name, select_sql)
+
+    def create_table(self, conn: Connection, table: Table, *, indexes: bool = True) -> None:
+        """Create ``table``, partitioned by its run column where the store is partitioned."""
+        self.recorder.create_table(conn, table, indexes=indexes)
+
+    def partitions(self) -> int | None:
+        """How many hash partitions by run the store has (None: not partitioned)."""
+        with self.transaction() as conn:
+            return self.recorder.partitions(conn)
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         self.recorder.analyze_table(conn, name)

@@ -319,6 +319,12 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("path", "string", "the file written (- for standard output)", ("export",)),
     ("format", "enum", "csv, npy or parquet", ("export",)),
     ("db_url", "string", "the store (password hidden)", ("init", "demo")),
+    (
+        "n_partitions",
+        "integer",
+        "hash partitions by run of the log and the assignments (PostgreSQL); null: none",
+        ("init",),
+    ),
     # import-legacy
     ("source", "string", "the legacy database", ("import-legacy",)),
     ("dry_run", "boolean", "nothing was written", ("import-legacy",)),

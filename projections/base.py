@@ -13,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
 from sqlalchemy import Column, Connection, MetaData, Table, inspect, select
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex
 
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.schema import utc
@@ -71,7 +71,7 @@ class Projection(ABC):
             later = {t.name for t in self.bulk_tables(generation)}
         for table in self.tables(generation):
             made = _without_key(table) if table.name in later else table
-            conn.execute(CreateTable(made, include_foreign_key_constraints=[]))
+            self.store.create_table(conn, made, indexes=False)  # partitioned where the store is
         if indexes:
             self.create_indexes(conn, generation)
 
@@ -108,11 +108,13 @@ def _add_primary_key(conn: Connection, table: Table) -> None:
 
 
 def _without_key(table: Table) -> Table:
-    """``table``'s columns (names, types, NOT NULL) without its primary key or indexes."""
+    """``table``'s columns (names, types, NOT NULL) without its primary key or indexes (its
+    ``info`` kept: a store partitioned by run partitions it all the same)."""
     return Table(
         table.name,
         MetaData(),
         *(Column(c.name, c.type, nullable=c.nullable) for c in table.columns),
+        info=dict(table.info),
     )
 
 

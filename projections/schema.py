@@ -51,7 +51,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, UUIDType
+from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, RUN_COLUMN, UUIDType
 
 metadata = MetaData()
 
@@ -141,6 +141,7 @@ def ec_tables(generation: int) -> ECTables:
         # option on (``lookup_index``), every row's id; NULL: derived from (run, seq)
         Column("legacy_id", UUIDType, nullable=True),
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
+        info={RUN_COLUMN: "run_key"},  # partitioned where the store is (by run)
         **CLUSTERED,
     )
     clusters = Table(

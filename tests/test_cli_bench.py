@@ -88,6 +88,7 @@ def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.not_partitioned  # the bench makes its own stores
 def test_bench_json_on_each_backend(backend: str) -> None:
     args = ["--n", "2000", "--json", "--backend", backend]
     before: set[str] = set()
