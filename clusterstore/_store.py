@@ -20,6 +20,7 @@ import numpy.typing as npt
 from clusterstore.audit.summary import parse_status, summarize_run
 from clusterstore.eventstore.errors import EventStoreError
 from clusterstore.eventstore.store import EventStore
+from clusterstore.eventstore.waiting import WaitNotifier
 
 from ._run import Run
 
@@ -52,10 +53,15 @@ def open_event_store(
     allow_existing: bool = False,
     create: bool = True,
     warn: Callable[[str], None] | None = None,
+    lock_wait: float | None = None,
+    on_wait: WaitNotifier | None = None,
 ) -> EventStore:
     """``EventStore.open``; a store this call created gets its read-model views at once.
-    ``create=False``: an existing store, opened for reading only."""
-    store = EventStore.open(db, allow_existing=allow_existing, create=create)
+    ``create=False``: an existing store, opened for reading only. ``lock_wait``,
+    ``on_wait``: see ``EventStore.open``."""
+    store = EventStore.open(
+        db, allow_existing=allow_existing, create=create, lock_wait=lock_wait, on_wait=on_wait
+    )
     if store.created:
         try:
             ensure_read_models(store, warn=warn, done="the store is created")
