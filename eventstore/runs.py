@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,10 +30,19 @@ import numpy as np
 import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
-from .codec import NOISE, AssignmentDigest, pack_assignments
-from .errors import EventStoreError, InputError, RunInterrupted, RunNotFoundError
-from .events import CentroidsComputed, RunCompleted, RunFailed, RunResumed, RunStarted
+from .codec import NOISE, AssignmentDigest, PackedEvents, pack_assignments
+from .errors import (
+    ConcurrentWriterError,
+    DatabaseBusyError,
+    EventConflictError,
+    EventStoreError,
+    InputError,
+    RunInterrupted,
+    RunNotFoundError,
+)
+from .events import CentroidsComputed, Event, RunCompleted, RunFailed, RunResumed, RunStarted
 from .lifecycle import RunLifecycle
+from .recorder import AppendResult
 from .store import EventStore
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -208,7 +217,7 @@ class RunWriter:
             train_seconds=train_seconds,
         )
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._head = self._append([event], self._head).head
             self._life.apply(event, self._head)
 
     def seq_of(self, row: int) -> int:
@@ -266,7 +275,7 @@ class RunWriter:
             chunk = packed.slice(lo, hi)
             with deferred_interrupt():
                 expected = self.seq_of(start + lo) - 1
-                result = self._store.append(self.run_id, chunk, expected_seq=expected)
+                result = self._append(chunk, expected)
                 # Every row of the chunk is now in the log with these bytes: newly written, or
                 # already stored (verified identical), e.g. by an earlier attempt whose commit
                 # succeeded although the caller saw an error. Account each row exactly once.
@@ -304,7 +313,7 @@ class RunWriter:
         )
         self._completion = event
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._head = self._append([event], self._head).head
             self._life.apply(event, self._head)
             self._finished = True
         return event
@@ -322,14 +331,29 @@ class RunWriter:
             error_type=error_type,
         )
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=head).head
+            self._head = self._append([event], head).head
             self._life.apply(event, self._head)
             self._finished = True
         return event
 
+    def _append(self, events: Sequence[Event] | PackedEvents, expected_seq: int) -> AppendResult:
+        """Append at ``expected_seq + 1``; events stored past this writer's head with other
+        bytes were appended by another process since this one looked (a concurrent
+        resume): ``ConcurrentWriterError``, not the re-send conflict it would read as."""
+        known = self._head
+        try:
+            return self._store.append(self.run_id, events, expected_seq=expected_seq)
+        except EventConflictError as e:
+            if e.seq > known:
+                raise ConcurrentWriterError(self.run_id, e.seq, e.expected, e.actual) from None
+            raise
+
     def fail(self, error: BaseException | str) -> None:
-        """Append RunFailed; never raises (the original error matters more)."""
-        if self._finished:
+        """Append RunFailed; never raises (the original error matters more). Not when
+        another process writes the run (it carries the run on; a RunFailed would stop it)
+        or holds the database's lock (recording would wait as long again: the run is left
+        incomplete, and ``runs resume`` continues it)."""
+        if self._finished or isinstance(error, ConcurrentWriterError | DatabaseBusyError):
             return
         text = str(error) if str(error) else type(error).__name__
         with suppress(EventStoreError):
@@ -351,7 +375,7 @@ class RunWriter:
             )
         event = RunResumed(from_row=self.rows_done, resumed_at=_now(), input_digest=input_digest)
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._head = self._append([event], self._head).head
             self._life.apply(event, self._head)
         self._base = self._life.base
         self._finished = False
