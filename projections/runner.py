@@ -355,13 +355,13 @@ def follow(
         waker = stack.enter_context(store.commit_waker())
         last_beat = time.monotonic()
         while True:
+            if time.monotonic() - last_beat > LOCK_TTL.total_seconds() / 4:
+                _heartbeat(store, conn, locks)  # also between long catch-ups
+                last_beat = time.monotonic()
             applied = sum(r.catch_up(on_progress) for r in runners)
             if stop is not None and stop():
                 return
             if applied == 0:
-                if time.monotonic() - last_beat > LOCK_TTL.total_seconds() / 4:
-                    _heartbeat(store, conn, locks)
-                    last_beat = time.monotonic()
                 waker.wait(poll)
 
 

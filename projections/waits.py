@@ -8,7 +8,7 @@ which never ends by itself. A follower also holds a second lock, ``<name>/follow
 its whole life, so others can tell which kind holds the projection:
 
 - A **follower** behind a one-off catch-up waits for it to finish, then takes the lock;
-  behind another follower it refuses at once (``FollowerBusyError`` message).
+  behind another follower it refuses at once (``refuse_second_follower``).
 - A **one-off** catch-up behind a one-off waits until the holder reached the head this one
   saw, or ended (then takes over); behind a follower it waits until the follower reached
   that head, and if that takes longer than the bound it leaves the rest to the follower

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -146,36 +146,23 @@ def lag(store: EventStore) -> int:
 
 def test_a_follower_waits_for_a_one_off_catch_up_then_follows(db_url: str) -> None:
     """Before: ``catch-up --follow`` refused at once while, e.g., ``cluster`` ran its own
-    catch-up (the load harness restarted its follower around it)."""
+    catch-up (the load harness restarted its follower around it). Now it waits, says so,
+    takes over when the one-off ends, and keeps following."""
     EventStore.open(db_url).close()
     notices = Notices()
-    with EventStore.open(db_url, on_wait=notices) as store:
+    with EventStore.open(db_url, on_wait=notices) as store, ExitStack() as one_off:
         make_run(store, 5, seed=1)
         projections.catch_up_all(store)
-        with holding(store, "embeddingcluster"):  # a one-off catch-up at work
-            make_run(store, 5, seed=2)
-            with following(store) as raised:
-                waits = "the runner of projection embeddingcluster ("
-                eventually(lambda: any(t.startswith(waits) for t in notices.told) or bool(raised))
-                assert raised == []
-                assert lag(store) > 0
-        with following(store) as raised:  # the one-off ended: the follower takes over
-            eventually(lambda: lag(store) == 0 or bool(raised))
-            assert raised == []
-
-
-def test_a_follower_takes_over_when_the_one_off_ends(db_url: str) -> None:
-    EventStore.open(db_url).close()
-    with EventStore.open(db_url) as store:
-        make_run(store, 5, seed=1)
-        projections.catch_up_all(store)
-        release = threading.Event()
+        one_off.enter_context(holding(store, "embeddingcluster"))  # a one-off at work
+        make_run(store, 5, seed=2)
         with following(store) as raised:
-            with holding(store, "embeddingcluster"):
-                make_run(store, 5, seed=2)
-                release.set()
+            waits = "the runner of projection embeddingcluster ("
+            eventually(lambda: any(t.startswith(waits) for t in notices.told) or bool(raised))
+            assert raised == []
+            assert lag(store) > 0
+            one_off.close()  # the one-off catch-up ends
             eventually(lambda: lag(store) == 0 or bool(raised))
-            make_run(store, 5, seed=3)  # and keeps following
+            make_run(store, 5, seed=3)  # and the follower keeps following
             eventually(lambda: lag(store) == 0 or bool(raised))
             assert raised == []
 
