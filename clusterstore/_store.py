@@ -40,11 +40,15 @@ class ReadModelWarning(RuntimeWarning):
     ``store.catch_up()`` retries."""
 
 
-def open_store(url_or_path: str | os.PathLike[str] | None = None) -> Store:
+def open_store(
+    url_or_path: str | os.PathLike[str] | None = None, *, lock_wait: float | None = None
+) -> Store:
     """Open the store at a SQLite path or a ``postgresql://`` URL (default:
     ``$CLUSTERSTORE_DB``, then ``./clusterstore.db``), creating it, with its read-model
-    views, on first use. Use it as a context manager, or call ``close()``."""
-    return Store(open_event_store(url_or_path))
+    views, on first use. Use it as a context manager, or call ``close()``. ``lock_wait``:
+    seconds to wait for a lock another process holds before a ``DatabaseBusyError``
+    (default ``$CLUSTERSTORE_LOCK_WAIT``, else 60)."""
+    return Store(open_event_store(url_or_path, lock_wait=lock_wait))
 
 
 def open_event_store(

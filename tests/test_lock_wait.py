@@ -205,3 +205,13 @@ def test_a_one_off_catch_up_leaves_a_run_to_the_follower(db_url: str, tmp_path: 
             assert result.exit_code == 0, result.output
             assert "Warning: the log is written, but the read models" not in result.output
         assert lag(store) > 0  # left to the follower
+
+
+def test_the_python_api_takes_the_lock_wait(db_url: str) -> None:
+    import clusterstore
+
+    x = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32)
+    with clusterstore.open(db_url, lock_wait=1) as store:
+        with log_lock_held(db_url), pytest.raises(DatabaseBusyError, match=r"lock wait is 1 s"):
+            store.cluster(x, model="m", k=3, seed=1)
+        assert store.runs() == []
