@@ -101,6 +101,14 @@ def list_runs(
     show_default=True,
     help="With --cluster: how many members to list.",
 )
+@click.option(
+    "--verify",
+    "check",
+    is_flag=True,
+    help="Also check the run as `runs verify` does (reads all of it and its read model) "
+    "and show the result; without it a completed run's counts, digest and sizes are those "
+    "its RunCompleted recorded, and its integrity is not checked.",
+)
 @texts_options
 @output_options
 @click.pass_obj
@@ -109,14 +117,19 @@ def show(
     run: str,
     cluster: int | None,
     limit: int,
+    check: bool,
     texts: str | None,
     text_column: str,
     id_column: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Parameters, counts, status, timings, cluster sizes and integrity of one RUN (with
-    --cluster N: that cluster's members nearest the centroid)."""
+    """Parameters, counts, status, timings and cluster sizes of one RUN, and its integrity
+    with --verify (with --cluster N: that cluster's members nearest the centroid).
+
+    A completed run is summarised from what it recorded (RunStarted, CentroidsComputed,
+    RunCompleted), whatever its size; a run that has no RunCompleted is counted from its
+    log, which checks it as well."""
     store = state.open()
     run_id = store.resolve_run(run)
     if cluster is not None:
@@ -140,7 +153,7 @@ def show(
         raise click.UsageError("--texts goes with --cluster N")
     with progress("reading the run", store.head(run_id), quiet=quiet or as_json) as bar:
         details = audit.run_details(
-            store, run_id, read_model=READ_MODEL_CHECK, on_progress=bar.update
+            store, run_id, read_model=READ_MODEL_CHECK, verify=check, on_progress=bar.update
         )
     if as_json:
         echo_json(details.to_json())
@@ -163,7 +176,7 @@ def _details_lines(d: RunDetails) -> list[str]:
     if s.problem:
         rows.append(("problem", s.problem))
     noise = f" ({d.n_noise} noise: label -1, in no cluster)" if d.n_noise else ""
-    rows.append(("events", f"{s.events}, {d.integrity.n_assignments} assignments{noise}"))
+    rows.append(("events", f"{s.events}, {d.n_assignments} assignments{noise}"))
     if d.centroids is not None:
         rows.append(("centroids", _centroids_text(d)))
     rows.append(("started", f"{format_time(s.started_at)} UTC"))
@@ -173,12 +186,12 @@ def _details_lines(d: RunDetails) -> list[str]:
     if s.failed is not None:
         kind = f"{s.failed.error_type}: " if s.failed.error_type else ""
         rows.append(("error", f"{kind}{s.failed.error}"))
-    if d.integrity.recorded_digest is not None:
-        rows.append(("result", f"assignment digest {d.integrity.recorded_digest}"))
+    if d.recorded_digest is not None:
+        rows.append(("result", f"assignment digest {d.recorded_digest}"))
     rows.append(("integrity", _integrity_text(d)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    lines += [f"  {f.line()}" for f in d.integrity.findings]
+    lines += [f"  {f.line()}" for f in d.integrity.findings] if d.integrity else []
     return [*lines, "", *size_histogram(d.cluster_sizes)]
 
 
@@ -226,6 +239,11 @@ def _centroids_text(d: RunDetails) -> str:
 
 def _integrity_text(d: RunDetails) -> str:
     r = d.integrity
+    if r is None:
+        return (
+            "not checked (counts, digest and sizes as RunCompleted recorded them; "
+            "`runs show --verify` or `runs verify` checks the log and the read model)"
+        )
     model = {
         "ok": "the read model agrees",
         "mismatch": "the read model disagrees",

@@ -50,11 +50,20 @@ class BackendCapabilities(ABC):
 
     @abstractmethod
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        """The first ``limit`` rows of ``run_key`` with seq > ``after`` in ``table`` (a
-        read-model assignment table, columns ``rows.COLUMNS``), in seq order, read set-based:
-        the database aggregates each column, no Python object per row."""
+        """The first ``limit`` rows of ``run_key`` with ``after < seq <= until`` (no upper
+        bound when None) in ``table`` (a read-model assignment table, columns
+        ``rows.COLUMNS``), in seq order, read set-based: the database aggregates the
+        columns, no Python object per row. A bounded range is a bounded key-range read
+        whatever plan the statistics suggest."""
 
     @abstractmethod
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:

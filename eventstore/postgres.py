@@ -41,7 +41,7 @@ from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
 from .errors import ConfigurationError, EventStoreError
 from .recorder import Recorder, next_position
-from .rows import COLUMNS, AssignmentRows
+from .rows import COLUMNS, LAST_SEQ, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
@@ -137,6 +137,17 @@ _SQLSTATES = {
 
 
 _ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
+# one read-model row as ``read_assignment_rows`` reads it (53 bytes, big-endian, unpadded)
+_ROW_RECORD = np.dtype(
+    [
+        ("seq", ">i8"),
+        ("embedding_id", "V16"),
+        ("cluster", ">i8"),
+        ("distance", ">f4"),
+        ("legacy_id", "V16"),
+        ("has_legacy", "u1"),
+    ]
+)
 
 
 class PostgresRecorder(Recorder):
@@ -197,33 +208,45 @@ class PostgresRecorder(Recorder):
             copy.write(rows_copy_stream(rows))
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        # each column as the big-endian binary of its values, fetched in binary
+        # each row as one fixed-width big-endian record, concatenated in seq order by one
+        # aggregate (one sort of presorted input, not one per column), fetched in binary
         sql = (
-            "SELECT count(*), string_agg(int8send(seq), ''::bytea ORDER BY seq), "
-            "string_agg(uuid_send(embedding_id), ''::bytea ORDER BY seq), "
-            "string_agg(int8send(cluster::int8), ''::bytea ORDER BY seq), "
-            "string_agg(float4send(coalesce(distance, 'NaN')::real), ''::bytea ORDER BY seq), "
-            "string_agg(coalesce(uuid_send(legacy_id), '\\x00000000000000000000000000000000'"
-            "::bytea), ''::bytea ORDER BY seq), "
-            "string_agg(CASE WHEN legacy_id IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea "
-            "END, ''::bytea ORDER BY seq) "
+            "SELECT count(*), string_agg(int8send(seq) || uuid_send(embedding_id) || "
+            "int8send(cluster::int8) || float4send(coalesce(distance, 'NaN')::real) || "
+            "coalesce(uuid_send(legacy_id), '\\x00000000000000000000000000000000'::bytea) || "
+            "CASE WHEN legacy_id IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END, "
+            "''::bytea ORDER BY seq) "
             f"FROM (SELECT * FROM {table.name} WHERE run_key = :key AND seq > :after "
-            "ORDER BY seq LIMIT :limit) a"
+            "AND seq <= :until ORDER BY seq LIMIT :limit) a"
         )
-        (row,) = self.fetch_all(conn, sql, {"key": run_key, "after": after, "limit": limit})
+        params = {
+            "key": run_key,
+            "after": after,
+            "until": LAST_SEQ if until is None else until,
+            "limit": limit,
+        }
+        (row,) = self.fetch_all(conn, sql, params)
         n = int(row[0])
         if not n:
             return AssignmentRows(*(np.empty(0, dtype=d) for d in _ROW_DTYPES))
+        rec = np.frombuffer(row[1], dtype=_ROW_RECORD)
         return AssignmentRows(
             np.full(n, run_key, dtype=np.int64),
-            np.frombuffer(row[1], dtype=">i8").astype(np.int64),
-            np.frombuffer(row[2], dtype="V16"),
-            np.frombuffer(row[3], dtype=">i8").astype(np.int64),
-            np.frombuffer(row[4], dtype=">f4").astype(np.float32),
-            np.frombuffer(row[5], dtype="V16"),
-            np.frombuffer(row[6], dtype=np.bool_),
+            rec["seq"].astype(np.int64),
+            rec["embedding_id"].copy(),
+            rec["cluster"].astype(np.int64),
+            rec["distance"].astype(np.float32),
+            rec["legacy_id"].copy(),
+            rec["has_legacy"].astype(np.bool_),
         )
 
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:

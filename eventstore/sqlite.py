@@ -48,7 +48,7 @@ from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
 from .errors import ConfigurationError, NoStoreError, NotADatabaseError
 from .recorder import WAITING_FOR_WRITE, Recorder, next_position
-from .rows import AssignmentRows
+from .rows import LAST_SEQ, AssignmentRows
 from .waiting import WaitNotifier
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -292,16 +292,27 @@ class SQLiteRecorder(Recorder):
         _insert_rows(conn, table, rows)
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
         # numbers as text (a REAL prints with 15 significant digits: a float32 reads back
         # exactly), ids concatenated as blobs; legacy ids only where the rows have any
-        rows = f"SELECT * FROM {table.name} WHERE run_key = ? AND seq > ? ORDER BY seq LIMIT ?"
+        rows = (
+            f"SELECT * FROM {table.name} WHERE run_key = ? AND seq > ? AND seq <= ? "
+            "ORDER BY seq LIMIT ?"
+        )
+        bounds = (run_key, after, LAST_SEQ if until is None else until, limit)
         head = conn.exec_driver_sql(
             "SELECT count(*), group_concat(seq), CAST(group_concat(embedding_id, x'') AS BLOB), "
             "group_concat(cluster), group_concat(ifnull(distance, 'nan')), count(legacy_id) "
             f"FROM ({rows})",
-            (run_key, after, limit),
+            bounds,
         ).one()
         n = int(head[0])
         legacy, has_legacy = np.zeros(n, dtype="V16"), np.zeros(n, dtype=np.bool_)
@@ -309,7 +320,7 @@ class SQLiteRecorder(Recorder):
             extra = conn.exec_driver_sql(
                 "SELECT CAST(group_concat(ifnull(legacy_id, zeroblob(16)), x'') AS BLOB), "
                 f"group_concat(legacy_id IS NOT NULL, '') FROM ({rows})",
-                (run_key, after, limit),
+                bounds,
             ).one()
             legacy = np.frombuffer(bytes(extra[0]), dtype="V16")
             has_legacy = np.frombuffer(extra[1].encode(), dtype=np.uint8) == ord("1")

@@ -284,11 +284,20 @@ class EventStore:
         self.recorder.insert_assignment_rows(conn, table, rows)
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        """Up to ``limit`` read-model assignment rows of ``run_key`` after seq ``after``, in
-        seq order, as numpy columns (the backend's bulk read)."""
-        return self.recorder.read_assignment_rows(conn, table, run_key, after=after, limit=limit)
+        """Up to ``limit`` read-model assignment rows of ``run_key`` with ``after < seq <=
+        until``, in seq order, as numpy columns (the backend's bulk read)."""
+        return self.recorder.read_assignment_rows(
+            conn, table, run_key, after=after, limit=limit, until=until
+        )
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         self.recorder.replace_view(conn, name, select_sql)

@@ -423,17 +423,26 @@ CHUNK = 100_000  # rows per read of the assignment table
 
 
 def _read_blocks(store: EventStore, t: ECTables, key: int, run_id: UUID) -> Iterator[Block]:
+    """The run's rows in seq ranges of ``CHUNK`` seqs from its first row, each a bounded
+    range of the table's key (run_key, seq): no read touches rows outside its range,
+    whatever plan the database picks (on PostgreSQL a LIMIT read with stale statistics
+    scanned and sorted the rest of the run once per chunk)."""
     prefix = bytes.fromhex(ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id))
-    after = -(2**62)
-    while True:
+    a = t.assignments
+    with store.transaction() as conn:
+        lo, hi = conn.execute(
+            select(func.min(a.c.seq), func.max(a.c.seq)).where(a.c.run_key == key)
+        ).one()
+    if lo is None:
+        return
+    after = int(lo) - 1
+    while after < int(hi):
+        until = after + CHUNK
         with store.transaction() as conn:
-            rows = store.read_assignment_rows(conn, t.assignments, key, after=after, limit=CHUNK)
-        if not len(rows):
-            return
-        yield _packed(rows, prefix)
-        if len(rows) < CHUNK:
-            return
-        after = int(rows.seq[-1])
+            rows = store.read_assignment_rows(conn, a, key, after=after, until=until, limit=CHUNK)
+        if len(rows):
+            yield _packed(rows, prefix)
+        after = until
 
 
 def _packed(rows: Rows, prefix: bytes) -> Block:
