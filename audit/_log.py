@@ -144,29 +144,50 @@ def assignment_blocks(
     layout raises ``EventDecodeError`` naming the run and its seq. Read set-based, in blocks
     of ``BLOCK_PAGES`` pages of seqs (the database concatenates the payloads); a block that
     is not regular (a seq missing, an assignment off the fixed widths) is read page by page."""
-    for after, until in block_ranges(store, run_id, page_size=page_size):
+    ranges = BlockRanges(store, run_id, page_size=page_size)
+    for after, until in ranges:
         read = store.read_stream_block(run_id, after=after, until=until)
         block = _regular_block(read)
         if block is not None:
+            ranges.read_to(read.seq_range[1] if read.seq_range else None)
             if len(block.seqs):
                 yield block
             if on_progress is not None:
                 on_progress(read.n_rows)
         else:
-            yield from _page_blocks(store, run_id, after, until, page_size, on_progress)
+            last: list[int] = []
+            yield from _page_blocks(store, run_id, after, until, page_size, on_progress, last)
+            ranges.read_to(last[0] if last else None)
 
 
-def block_ranges(
-    store: EventStore, run_id: UUID, *, page_size: int = PAGE_SIZE
-) -> Iterator[tuple[int, int]]:
+class BlockRanges:
     """The seq ranges ``(after, until]`` a run's log is read in, set-based: ``BLOCK_PAGES``
-    pages of seqs each, every one starting at the next stored seq (a gap is skipped)."""
-    after = BEFORE_ALL
-    while (first := store.next_seq(run_id, after=after)) is not None:
-        after = first - 1
-        until = after + page_size * BLOCK_PAGES
-        yield after, until
-        after = until
+    pages of seqs each, every one starting at the next stored seq (a gap is skipped).
+
+    The reader says with ``read_to(seq)`` which seq its block's read ended at: a run that
+    is still written (a writer, a resume) may have had only part of the range committed
+    when it was read, and the next range then starts after what was read, not after the
+    range (which would skip what was committed since: found by the load harness as a
+    completed run whose assignments verify counted short)."""
+
+    def __init__(self, store: EventStore, run_id: UUID, *, page_size: int = PAGE_SIZE):
+        self.store = store
+        self.run_id = run_id
+        self.span = page_size * BLOCK_PAGES
+        self.after = BEFORE_ALL
+        self._until = BEFORE_ALL
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        while (first := self.store.next_seq(self.run_id, after=self.after)) is not None:
+            after = first - 1
+            self._until = self.after = after + self.span
+            yield after, self._until
+
+    def read_to(self, seq: int | None) -> None:
+        """The range just yielded was read up to ``seq`` (None: nothing read): the next one
+        starts after it (the last call for a range counts)."""
+        if seq is not None:
+            self.after = min(self._until, seq)
 
 
 def _regular_block(block: StreamBlock) -> AssignmentBlock | None:
@@ -200,9 +221,12 @@ def _page_blocks(
     until: int,
     page_size: int,
     on_progress: ProgressFn | None,
+    last: list[int],
 ) -> Iterator[AssignmentBlock]:
-    """The assignments with ``after < seq <= until``, one block per page of events."""
+    """The assignments with ``after < seq <= until``, one block per page of events;
+    ``last`` is left holding the last seq read."""
     for page in store.read_stream_pages(run_id, after=after, until=until, page_size=page_size):
+        last[:] = [page[-1].seq]
         assign = [ev for ev in page if ev.type == ASSIGNMENT]
         if assign:
             payloads = [ev.payload for ev in assign]

@@ -50,9 +50,9 @@ from clusterstore.eventstore.store import decode_stored
 from ._log import (
     ASSIGNMENT,
     PAGE_SIZE,
+    BlockRanges,
     CommitRange,
     ProgressFn,
-    block_ranges,
     canonical_mask,
     run_commits,
 )
@@ -360,9 +360,11 @@ def _read_log(
     assignments), and event by event, as read, wherever it is not (so every finding is made
     by the same per-event checks)."""
     run_id = checker.run_id
-    for after, until in block_ranges(store, run_id, page_size=page_size):
+    ranges = BlockRanges(store, run_id, page_size=page_size)
+    for after, until in ranges:
         block = store.read_stream_block(run_id, after=after, until=until)
         if checker.feed_block(block):
+            ranges.read_to(block.seq_range[1] if block.seq_range else None)
             if on_progress is not None:
                 on_progress(block.n_rows)
         else:
@@ -370,6 +372,7 @@ def _read_log(
                 run_id, after=after, until=until, page_size=page_size
             ):
                 checker.feed(page)
+                ranges.read_to(page[-1].seq)
                 if on_progress is not None:
                     on_progress(len(page))
 

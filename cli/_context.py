@@ -8,6 +8,8 @@ import click
 
 from clusterstore.eventstore import EventStore
 
+from ._waiting import wait_notice
+
 if TYPE_CHECKING:
     from clusterstore import Store
 
@@ -24,8 +26,9 @@ class StoreContext:
     (nothing is ever created or changed; a read-only medium or a SELECT-only role works).
     Commands that write call ``open(write=True)``, which creates the store on first use."""
 
-    def __init__(self, db: str | None):
+    def __init__(self, db: str | None, lock_wait: float | None = None):
         self.db = db
+        self.lock_wait = lock_wait  # --lock-wait (None: $CLUSTERSTORE_LOCK_WAIT, else 60 s)
         self._store: EventStore | None = None
 
     def open(
@@ -40,6 +43,8 @@ class StoreContext:
                 create=write,
                 warn=warn,
                 partitions=partitions,
+                lock_wait=self.lock_wait,
+                on_wait=wait_notice(),
             )
         return self._store
 

@@ -14,6 +14,7 @@ import click
 from clusterstore.eventstore import EventStoreError, RunInterrupted, __version__
 from clusterstore.eventstore.config import ENV_VAR
 from clusterstore.eventstore.schema import MAX_PARTITIONS, MIN_PARTITIONS
+from clusterstore.eventstore.waiting import DEFAULT_LOCK_WAIT, LOCK_WAIT_ENV, MAX_LOCK_WAIT
 
 from ._context import StoreContext, pass_store, warn
 from ._options import json_option
@@ -50,11 +51,20 @@ class StoreGroup(click.Group):
     show_envvar=True,
     help="SQLite file path or SQLAlchemy URL (postgresql://...). Default: ./clusterstore.db",
 )
+@click.option(
+    "--lock-wait",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_LOCK_WAIT),
+    envvar=LOCK_WAIT_ENV,
+    show_envvar=True,
+    help="How long to wait for a lock another process holds (a writer, a projection "
+    f"runner) before giving up with an error. Default: {DEFAULT_LOCK_WAIT:g}",
+)
 @click.version_option(__version__, prog_name="clusterstore")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None) -> None:
+def cli(ctx: click.Context, db: str | None, lock_wait: float | None) -> None:
     """An event-sourced, append-only store for clustering runs."""
-    state = StoreContext(db)
+    state = StoreContext(db, lock_wait)
     ctx.obj = state
     ctx.call_on_close(state.close)
 

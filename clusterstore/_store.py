@@ -20,6 +20,7 @@ import numpy.typing as npt
 from clusterstore.audit.summary import parse_status, summarize_run
 from clusterstore.eventstore.errors import EventStoreError
 from clusterstore.eventstore.store import EventStore
+from clusterstore.eventstore.waiting import WaitNotifier
 
 from ._run import Run
 
@@ -40,11 +41,15 @@ class ReadModelWarning(RuntimeWarning):
     ``store.catch_up()`` retries."""
 
 
-def open_store(url_or_path: str | os.PathLike[str] | None = None) -> Store:
+def open_store(
+    url_or_path: str | os.PathLike[str] | None = None, *, lock_wait: float | None = None
+) -> Store:
     """Open the store at a SQLite path or a ``postgresql://`` URL (default:
     ``$CLUSTERSTORE_DB``, then ``./clusterstore.db``), creating it, with its read-model
-    views, on first use. Use it as a context manager, or call ``close()``."""
-    return Store(open_event_store(url_or_path))
+    views, on first use. Use it as a context manager, or call ``close()``. ``lock_wait``:
+    seconds to wait for a lock another process holds before a ``DatabaseBusyError``
+    (default ``$CLUSTERSTORE_LOCK_WAIT``, else 60)."""
+    return Store(open_event_store(url_or_path, lock_wait=lock_wait))
 
 
 def open_event_store(
@@ -54,11 +59,20 @@ def open_event_store(
     create: bool = True,
     warn: Callable[[str], None] | None = None,
     partitions: int | None = None,
+    lock_wait: float | None = None,
+    on_wait: WaitNotifier | None = None,
 ) -> EventStore:
     """``EventStore.open``; a store this call created gets its read-model views at once.
-    ``create=False``: an existing store, opened for reading only. ``partitions``: see
-    ``EventStore.open``."""
-    store = EventStore.open(db, allow_existing=allow_existing, create=create, partitions=partitions)
+    ``create=False``: an existing store, opened for reading only. ``partitions``,
+    ``lock_wait``, ``on_wait``: see ``EventStore.open``."""
+    store = EventStore.open(
+        db,
+        allow_existing=allow_existing,
+        create=create,
+        partitions=partitions,
+        lock_wait=lock_wait,
+        on_wait=on_wait,
+    )
     if store.created:
         try:
             ensure_read_models(store, warn=warn, done="the store is created")

@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 from .backends import backend_for, path_backend
 from .errors import ConfigurationError
 from .recorder import Recorder
+from .waiting import WaitNotifier
 
 ENV_VAR = "CLUSTERSTORE_DB"
 DEFAULT_DB = "clusterstore.db"
@@ -64,7 +65,15 @@ def _up_to_user(value: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@..."
 
 
-def make_recorder(url: URL, *, read_only: bool = False) -> Recorder:
+def make_recorder(
+    url: URL,
+    *,
+    read_only: bool = False,
+    lock_wait: float | None = None,
+    on_wait: WaitNotifier | None = None,
+) -> Recorder:
     """The recorder for the URL's backend (a URL from ``resolve_url``); ``read_only``: one
-    that can only read (see ``Recorder.check_store``)."""
-    return backend_for(url)(url, read_only=read_only)
+    that can only read (see ``Recorder.check_store``); ``lock_wait``, ``on_wait``: how long
+    a lock held by another process is waited for (default ``$CLUSTERSTORE_LOCK_WAIT``, else
+    60 s) and who is told while it lasts (``waiting``)."""
+    return backend_for(url)(url, read_only=read_only, lock_wait=lock_wait, on_wait=on_wait)

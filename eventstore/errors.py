@@ -16,6 +16,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── SchemaError                          the store's schema is missing or too new
     ├── ConcurrencyError                     the run's head is not where the writer expected
     │   └── EventConflictError               a (run, seq) is stored with different bytes
+    │       └── ConcurrentWriterError            another process appended to the run meanwhile
     ├── ImmutableLogError                    something tried to change or delete the log
     ├── IncompleteRunError                   the run is not completed (export refuses it)
     ├── RunNotFoundError (LookupError)       no run has that id or prefix
@@ -114,6 +115,24 @@ class EventConflictError(ConcurrencyError):
             f"run {run_id}: seq {seq} is already stored with different content "
             f"(expected head {expected}, actual head {actual}); the log is append-only, "
             "so a conflicting re-send is refused",
+        )
+
+
+class ConcurrentWriterError(EventConflictError):
+    """A run's writer found events after its head that another process appended meanwhile
+    (e.g. two ``runs resume`` of one run: the loser finds the winner's RunResumed). Nothing
+    of this writer's append was stored; the other process carries the run on."""
+
+    def __init__(self, run_id: UUID, seq: int, expected: int, actual: int):
+        self.seq = seq
+        ConcurrencyError.__init__(
+            self,
+            run_id,
+            expected,
+            actual,
+            f"run {run_id}: another process is resuming this run (it appended seq {seq} "
+            "after this process read the run); this process stopped and stored nothing more "
+            f"(`clusterstore runs show {run_id}` shows the run's progress)",
         )
 
 

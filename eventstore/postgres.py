@@ -103,11 +103,15 @@ def build_copy_tuples(run_id: UUID, first_seq: int, batch: PackedEvents) -> byte
 def _read_only_options(url: URL) -> tuple[URL, str]:
     """``url`` without its ``options`` and the libpq ``options`` string that keeps them
     (e.g. a search_path) and makes every transaction read-only."""
+    return _with_options(url, "-c default_transaction_read_only=on")
+
+
+def _with_options(url: URL, *settings: str) -> tuple[URL, str]:
+    """``url`` without its ``options`` and the libpq ``options`` string of ``settings``
+    followed by the URL's own (which win where they set the same thing)."""
     given = url.query.get("options")
     parts = [given] if isinstance(given, str) else list(given or ())
-    return url.difference_update_query(["options"]), " ".join(
-        [*parts, "-c default_transaction_read_only=on"]
-    )
+    return url.difference_update_query(["options"]), " ".join([*settings, *parts])
 
 
 _APPEND_ONLY_FUNCTION = """
@@ -178,8 +182,11 @@ class PostgresRecorder(Recorder):
 
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
+        # a lock held by another session is waited for at most the lock wait (``waiting``)
+        settings = [f"-c lock_timeout={max(1, round(self.lock_wait * 1000))}"]
         if self.read_only:  # the server refuses any write of this engine's sessions
-            url, connect_args["options"] = _read_only_options(url)
+            settings.append("-c default_transaction_read_only=on")
+        url, connect_args["options"] = _with_options(url, *settings)
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
     # ------------------------------------------------------------------ URLs

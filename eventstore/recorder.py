@@ -14,7 +14,7 @@ import random
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -37,7 +37,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL
 
-from . import schema
+from . import schema, waiting
 from .capabilities import BackendCapabilities
 from .codec import Batch, batch_len, batch_payloads, batch_slice
 from .driver_errors import DriverError, DuplicateKeyError, convert_error
@@ -67,6 +67,10 @@ def _unregistered_runs() -> Select[Any]:
 
 
 APPEND_RETRIES = 8
+# what a writer waits for (``Recorder.waiting_for_lock``), as the notice names it
+WAITING_FOR_WRITE = "another writer to release the database lock"
+WAITING_FOR_RUN = "another writer of this run to commit"
+WAITING_FOR_LOG = "another writer to commit its position in the log"
 
 
 class StoredEvent(NamedTuple):
@@ -118,22 +122,31 @@ def retrying(
     attempt: Callable[[], _T],
     retry_on: tuple[type[BaseException], ...],
     exhausted: Callable[[BaseException], BaseException],
+    *,
+    bound: float | None = None,
 ) -> _T:
     """``attempt()``, retried with jittered exponential backoff while it raises one of
-    ``retry_on``; after ``APPEND_RETRIES`` tries, ``exhausted(last error)`` is raised."""
-    delay = 0.05
-    for n in range(APPEND_RETRIES):
-        try:
-            return attempt()
-        except retry_on as e:
-            if n == APPEND_RETRIES - 1:
-                error = exhausted(e)
-                if error is e:
-                    raise
-                raise error from None
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+    ``retry_on``; then ``exhausted(last error)`` is raised. With ``bound`` (the lock wait,
+    ``waiting``), every try shares one deadline ``bound`` seconds away: a
+    ``DatabaseBusyError`` is retried until it passes, and the driver's own wait inside a try
+    is cut to what is left of it; other errors, and every error without ``bound``, are
+    tried ``APPEND_RETRIES`` times."""
+    with waiting.deadline(bound) if bound is not None else nullcontext():
+        delay = 0.05
+        tries = 0
+        while True:
+            try:
+                return attempt()
+            except retry_on as e:
+                tries += 1
+                busy = bound is not None and isinstance(e, DatabaseBusyError)
+                if waiting.expired() if busy else tries >= APPEND_RETRIES:
+                    error = exhausted(e)
+                    if error is e:
+                        raise
+                    raise error from None
+                time.sleep(min(delay * (1 + random.random()), waiting.remaining(2.0)))
+                delay = min(delay * 2, 2.0)
 
 
 class Recorder(BackendCapabilities):
@@ -156,11 +169,22 @@ class Recorder(BackendCapabilities):
     # whether ``initialise(partitions=N)`` can partition the store by run
     supports_partitions: ClassVar[bool] = False
 
-    def __init__(self, url: URL, *, read_only: bool = False):
+    def __init__(
+        self,
+        url: URL,
+        *,
+        read_only: bool = False,
+        lock_wait: float | None = None,
+        on_wait: waiting.WaitNotifier | None = None,
+    ):
         self.url = url
         # read_only: the engine can only read (a command that must never write); the
         # store must exist already (``check_store``)
         self.read_only = read_only
+        # how long a lock held by another process is waited for, and who is told meanwhile
+        # (``waiting``); the engine's driver timeouts are set from it
+        self.lock_wait = waiting.lock_wait_seconds(lock_wait)
+        self.on_wait = on_wait
         self.engine = self._create_engine(url)
 
     @abstractmethod
@@ -337,7 +361,25 @@ class Recorder(BackendCapabilities):
         return list(conn.execute(sql_text(sql), params).all())
 
     def _convert(self, e: sa_exc.DBAPIError) -> Exception:
-        return convert_error(e, self.classify_error(e), self.display_url)
+        kind = self.classify_error(e)
+        if kind is DriverError.BUSY:
+            return DatabaseBusyError(f"{self.display_url}: {self.busy_reason()}")
+        return convert_error(e, kind, self.display_url)
+
+    def busy_reason(self) -> str:
+        """Why a write gave up waiting for a lock, naming the bound and how to change it."""
+        return (
+            f"the database is locked by another writer; gave up waiting for it (the lock "
+            f"wait is {self.lock_wait:g} s), nothing was written (retry later, or raise the "
+            f"bound with --lock-wait or ${waiting.LOCK_WAIT_ENV})"
+        )
+
+    @contextmanager
+    def waiting_for_lock(self, what: str) -> Iterator[None]:
+        """Around a statement that may wait for another writer's lock: announced to
+        ``on_wait`` while it waits (``waiting.announced``)."""
+        with waiting.announced(self.on_wait, what, self.lock_wait):
+            yield
 
     # ------------------------------------------------------------------ schema
 
@@ -359,6 +401,7 @@ class Recorder(BackendCapabilities):
             lambda: self._initialise_once(allow_existing, partitions),
             (DatabaseBusyError,),
             lambda e: e,
+            bound=self.lock_wait,
         )
 
     def _check_partitions_wanted(self, partitions: int) -> None:
@@ -491,10 +534,15 @@ class Recorder(BackendCapabilities):
         return retrying(
             lambda: self._append_once(run_id, batch, expected_seq),
             (DuplicateKeyError, DatabaseBusyError),
-            lambda _: DatabaseBusyError(
-                f"{self.display_url}: run {run_id} could not be appended to after "
-                f"{APPEND_RETRIES} attempts; another writer keeps the database locked"
+            lambda e: (
+                DatabaseBusyError(f"{self.display_url}: run {run_id}: {self.busy_reason()}")
+                if isinstance(e, DatabaseBusyError)
+                else DatabaseBusyError(
+                    f"{self.display_url}: run {run_id} could not be appended to after "
+                    f"{APPEND_RETRIES} attempts; concurrent writers kept taking the same key"
+                )
             ),
+            bound=self.lock_wait,
         )
 
     def _append_once(self, run_id: UUID, batch: Batch, expected_seq: int | None) -> AppendResult:
@@ -506,7 +554,8 @@ class Recorder(BackendCapabilities):
                 raise ConcurrencyError(run_id, expected, head)
             return AppendResult(run_id, head, 0, expected + 1, None)
         with self.transaction(write=True) as conn:
-            self._lock_run(conn, run_id)
+            with self.waiting_for_lock(WAITING_FOR_RUN):
+                self._lock_run(conn, run_id)
             head = self._head(conn, run_id)
             expected = head if expected_seq is None else expected_seq
             if expected < 0 or expected > head:
@@ -519,7 +568,8 @@ class Recorder(BackendCapabilities):
                 return AppendResult(run_id, head, 0, expected + 1, None)
             first_seq = head + 1
             self._insert_events(conn, run_id, first_seq, rest)
-            position = self._allocate_position(conn)
+            with self.waiting_for_lock(WAITING_FOR_LOG):
+                position = self._allocate_position(conn)
             conn.execute(
                 schema.commits.insert().values(
                     position=position,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,10 +31,12 @@ import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
 from .checkpoints import CHECKPOINT_BYTES_PER_ROW
-from .codec import NOISE, AssignmentDigest, pack_assignments
+from .codec import NOISE, AssignmentDigest, PackedEvents, pack_assignments
 from .digest import CURRENT_DIGEST_VERSION, DIGEST_V2
 from .errors import (
+    ConcurrentWriterError,
     DatabaseBusyError,
+    EventConflictError,
     EventStoreError,
     InputError,
     RunInterrupted,
@@ -43,13 +45,14 @@ from .errors import (
 from .events import (
     AssignmentRecorded,
     CentroidsComputed,
+    Event,
     RunCompleted,
     RunFailed,
     RunResumed,
     RunStarted,
 )
 from .lifecycle import RunLifecycle
-from .recorder import StoredEvent
+from .recorder import AppendResult, StoredEvent
 from .store import EventStore, decode_stored
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -227,7 +230,7 @@ class RunWriter:
             train_seconds=train_seconds,
         )
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._head = self._append([event], self._head).head
             self._life.apply(event, self._head)
 
     def seq_of(self, row: int) -> int:
@@ -285,7 +288,7 @@ class RunWriter:
             chunk = packed.slice(lo, hi)
             with deferred_interrupt():
                 expected = self.seq_of(start + lo) - 1
-                result = self._store.append(self.run_id, chunk, expected_seq=expected)
+                result = self._append(chunk, expected)
                 # Every row of the chunk is now in the log with these bytes: newly written, or
                 # already stored (verified identical), e.g. by an earlier attempt whose commit
                 # succeeded although the caller saw an error. Account each row exactly once.
@@ -339,7 +342,7 @@ class RunWriter:
         )
         self._completion = event
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._head = self._append([event], self._head).head
             self._life.apply(event, self._head)
             self._finished = True
         return event
@@ -357,14 +360,29 @@ class RunWriter:
             error_type=error_type,
         )
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=head).head
+            self._head = self._append([event], head).head
             self._life.apply(event, self._head)
             self._finished = True
         return event
 
+    def _append(self, events: Sequence[Event] | PackedEvents, expected_seq: int) -> AppendResult:
+        """Append at ``expected_seq + 1``; events stored past this writer's head with other
+        bytes were appended by another process since this one looked (a concurrent
+        resume): ``ConcurrentWriterError``, not the re-send conflict it would read as."""
+        known = self._head
+        try:
+            return self._store.append(self.run_id, events, expected_seq=expected_seq)
+        except EventConflictError as e:
+            if e.seq > known:
+                raise ConcurrentWriterError(self.run_id, e.seq, e.expected, e.actual) from None
+            raise
+
     def fail(self, error: BaseException | str) -> None:
-        """Append RunFailed; never raises (the original error matters more)."""
-        if self._finished:
+        """Append RunFailed; never raises (the original error matters more). Not when
+        another process writes the run (it carries the run on; a RunFailed would stop it)
+        or holds the database's lock (recording would wait as long again: the run is left
+        incomplete, and ``runs resume`` continues it)."""
+        if self._finished or isinstance(error, ConcurrentWriterError | DatabaseBusyError):
             return
         text = str(error) if str(error) else type(error).__name__
         with suppress(EventStoreError):
@@ -386,7 +404,7 @@ class RunWriter:
             )
         event = RunResumed(from_row=self.rows_done, resumed_at=_now(), input_digest=input_digest)
         with deferred_interrupt():
-            self._head = self._store.append(self.run_id, [event], expected_seq=self._head).head
+            self._head = self._append([event], self._head).head
             self._life.apply(event, self._head)
         self._base = self._life.base
         self._finished = False

@@ -34,6 +34,7 @@ from .events import Event
 from .feed import FeedBlock, read_feed_blocks
 from .recorder import PAGE_SIZE, AppendResult, Recorder, RunHead, StoredEvent
 from .rows import AssignmentRows
+from .waiting import WaitNotifier, announced
 
 
 class RecordedEvent(NamedTuple):
@@ -54,6 +55,8 @@ class EventStore:
         allow_existing: bool = False,
         create: bool = True,
         partitions: int | None = None,
+        lock_wait: float | None = None,
+        on_wait: WaitNotifier | None = None,
     ) -> EventStore:
         """Open (and on first use create) the store at ``db`` (URL or SQLite path).
 
@@ -65,8 +68,13 @@ class EventStore:
 
         ``partitions`` (PostgreSQL): a new store's log and read-model assignment tables are
         hash-partitioned by run into that many partitions; an existing store must already be
-        partitioned so, else ``PartitioningError`` (nothing changed)."""
-        recorder = make_recorder(resolve_url(db), read_only=not create)
+        partitioned so, else ``PartitioningError`` (nothing changed).
+        ``lock_wait``: seconds a lock held by another process is waited for before a
+        ``DatabaseBusyError`` (default ``$CLUSTERSTORE_LOCK_WAIT``, else 60); ``on_wait`` is
+        told while such a wait lasts (``waiting``)."""
+        recorder = make_recorder(
+            resolve_url(db), read_only=not create, lock_wait=lock_wait, on_wait=on_wait
+        )
         try:
             if not create:
                 recorder.check_store()
@@ -95,6 +103,16 @@ class EventStore:
     @property
     def backend(self) -> str:
         return self.recorder.dialect_name
+
+    @property
+    def lock_wait(self) -> float:
+        """Seconds a lock held by another process is waited for (``waiting``)."""
+        return self.recorder.lock_wait
+
+    def waiting_for(self, what: str) -> AbstractContextManager[None]:
+        """Around a wait for another process (e.g. a projection runner's lock): announced
+        to the store's ``on_wait`` while it lasts longer than a moment."""
+        return announced(self.recorder.on_wait, what, self.recorder.lock_wait)
 
     def local_files(self) -> list[Path]:
         """The files on this machine that hold the store: a SQLite database and its

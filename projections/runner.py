@@ -6,8 +6,10 @@
   the previous position: exactly once, and a crash (even SIGKILL) loses at most the
   uncommitted batch, which the next run applies again from the last checkpoint.
 - **One runner per projection** (``locks``): a second ``catch_up`` waits until the running
-  one has reached the head it wanted (or takes over when that one ends); ``follow`` and
-  ``rebuild`` refuse at once with a message naming the holder.
+  one has reached the head it wanted (or takes over when that one ends); ``follow`` waits
+  for a one-off catch-up to end and refuses a second follower at once; ``rebuild`` refuses
+  at once with a message naming the holder. Waits are bounded by the store's lock wait and
+  announced (``waits``).
 - **Follow** keeps applying new events: it polls; where the database notifies commits
   (PostgreSQL's ``LISTEN``), the store's ``commit_waker`` only wakes it early
   (notifications can be lost).
@@ -47,10 +49,10 @@ from .clusteringresult import ClusteringResultProjection
 from .dead_letter import DeadLetter
 from .embeddingcluster import EmbeddingClusterProjection
 from .locks import LOCK_TTL, RunnerLock, make_lock, row_holder
+from .waits import follower_lock_name, refuse_second_follower, wait_for_lock
 
 BATCH_EVENTS = 100_000
 POLL_SECONDS = 1.0
-WAIT_SECONDS = 60.0
 
 DamageFn = Callable[[DeadLetter], None]  # told of each run a projection starts to skip
 
@@ -327,15 +329,16 @@ def catch_up(
     names: Sequence[str] | None = None,
     *,
     on_progress: ProgressFn | None = None,
-    wait: float = WAIT_SECONDS,
+    wait: float | None = None,
     batch_events: int = BATCH_EVENTS,
     on_damage: DamageFn | None = None,
 ) -> dict[str, int]:
     """Bring the projections up to date with the log's head; returns events applied per
-    projection. If another runner holds a projection, wait (up to ``wait`` seconds) until it
-    has reached the head this call saw, or until it ends and this call can take over. A run
-    with an event that does not decode is skipped from there on, recorded, and reported to
-    ``on_damage``; it does not stop the other runs (``dead_letter``)."""
+    projection. If another runner holds a projection, wait until it has reached the head
+    this call saw, or until it ends and this call can take over (``waits``: bounded by
+    ``wait`` seconds, default the store's lock wait; a follower is left to project the
+    rest). A run with an event that does not decode is skipped from there on, recorded, and
+    reported to ``on_damage``; it does not stop the other runs (``dead_letter``)."""
     applied: dict[str, int] = {}
     with store.connection() as conn:
         ensure_tables(store, conn)
@@ -403,22 +406,27 @@ def follow(
     Refuses if another runner holds a projection."""
     with store.connection() as conn, ExitStack() as stack:
         ensure_tables(store, conn)
-        runners = [
-            stack.enter_context(_holding(Runner(store, p, conn, batch_events, on_damage)))
-            for p in projections_for(store, names)
-        ]
+        runners: list[Runner] = []
+        locks: list[RunnerLock] = []  # the main and the follower lock of each projection
+        for p in projections_for(store, names):
+            runner = Runner(store, p, conn, batch_events, on_damage)
+            follower = stack.enter_context(_following(runner))
+            locks.append(follower)
+            if not _acquire_as_follower(runner, follower, stop):
+                return  # stopped while waiting for a one-off catch-up
+            stack.callback(runner.lock.release)
+            runners.append(runner)
+            locks.append(runner.lock)
         waker = stack.enter_context(store.commit_waker())
         last_beat = time.monotonic()
         while True:
+            if time.monotonic() - last_beat > LOCK_TTL.total_seconds() / 4:
+                _heartbeat(store, conn, locks)  # also between long catch-ups
+                last_beat = time.monotonic()
             applied = sum(r.catch_up(on_progress) for r in runners)
             if stop is not None and stop():
                 return
             if applied == 0:
-                if time.monotonic() - last_beat > LOCK_TTL.total_seconds() / 4:
-                    for r in runners:
-                        with store.transaction(write=True, conn=conn) as c:
-                            r.lock.check(c)
-                    last_beat = time.monotonic()
                 waker.wait(poll)
 
 
@@ -510,21 +518,61 @@ def _refuse_foreign_names(c: Connection, projection: Projection) -> None:
         )
 
 
-def _acquire_or_wait(runner: Runner, target: int, wait: float) -> bool:
-    """Take the runner's lock (True), or return False once the holder reached ``target``."""
-    deadline = time.monotonic() + wait
-    while not runner.lock.try_acquire():
-        cp = runner.checkpoint()
-        if cp is not None and cp.version == runner.projection.version and cp.position >= target:
-            return False
-        if time.monotonic() > deadline:
-            raise DatabaseBusyError(
-                f"projection {runner.name} is being updated by another runner "
-                f"({runner.lock.holder() or 'unknown'}) and did not reach position {target} "
-                f"within {wait:.0f} s; try again later (`clusterstore projections status`)"
-            )
-        time.sleep(0.2)
-    return True
+def _position(runner: Runner) -> int | None:
+    """The projection's checkpoint, if it is of this code's layout version."""
+    cp = runner.checkpoint()
+    return cp.position if cp is not None and cp.version == runner.projection.version else None
+
+
+def _acquire_or_wait(runner: Runner, target: int, wait: float | None) -> bool:
+    """Take the runner's lock (True), or return False once the holder reached ``target``
+    (or, if the holder is a follower, once the lock wait is over: it projects the rest)."""
+    follower = make_lock(runner.store, runner.conn, follower_lock_name(runner.name))
+    return wait_for_lock(
+        runner.store,
+        runner.name,
+        runner.lock,
+        lambda: _position(runner),
+        done=lambda position: position is not None and position >= target,
+        follower=follower.holder,
+        bound=wait,
+    )
+
+
+@contextmanager
+def _following(runner: Runner) -> Iterator[RunnerLock]:
+    """Hold the follower lock of the runner's projection (refused at once if another
+    follower holds it)."""
+    lock = make_lock(runner.store, runner.conn, follower_lock_name(runner.name))
+    if not lock.try_acquire():
+        raise refuse_second_follower(runner.name, lock.holder())
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _acquire_as_follower(
+    runner: Runner, follower: RunnerLock, stop: Callable[[], bool] | None
+) -> bool:
+    """The runner's lock for a follower: waits for a one-off catch-up to end (bounded by
+    its progress, ``waits``); False if ``stop()`` came first."""
+    return wait_for_lock(
+        runner.store,
+        runner.name,
+        runner.lock,
+        lambda: _position(runner),
+        done=lambda position: False,
+        stop=stop,
+        heartbeat=lambda: _heartbeat(runner.store, runner.conn, [follower]),
+    )
+
+
+def _heartbeat(store: EventStore, conn: Connection, locks: Sequence[RunnerLock]) -> None:
+    """Renew the locks (a lock row's heartbeat; a session lock needs none)."""
+    for lock in locks:
+        with store.transaction(write=True, conn=conn) as c:
+            lock.check(c)
 
 
 @contextmanager

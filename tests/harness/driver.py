@@ -38,7 +38,6 @@ FORBIDDEN = ("database is locked", "Traceback", "DatabaseBusyError")
 # (tests.harness.slow_commit_cli): a small run is over in a blink otherwise, and the kill
 # then lands at the worst moment, with a position allocated and not committed.
 VICTIM_HOLD = 0.05
-SETTLED = 3.0  # a follower refused its locks ends within this; one running longer holds them
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,6 @@ class Report:
     kills_landed: int = 0
     kills_missed: int = 0  # the run finished before its kill point
     follower_restarts: int = 0
-    follower_refusals: int = 0  # a restart refused while a writer's catch-up held a lock
     resumed: int = 0
     unresumable: int = 0  # killed before their centroids: reported incomplete
     warnings: list[str] = field(default_factory=list)
@@ -115,7 +113,6 @@ class Report:
             "resumed": self.resumed,
             "unresumable (reported incomplete)": self.unresumable,
             "follower restarts": self.follower_restarts,
-            "follower restart refusals": self.follower_refusals,
             "reader commands": self.reader.get("commands"),
             "warnings": len(self.warnings),
             "seconds": round(self.seconds, 1),
@@ -141,7 +138,6 @@ class Harness:
         self.report = Report(self.store.backend, spec)
         self.follower: subprocess.Popen[bytes] | None = None
         self.follower_name = ""
-        self.follower_started = 0.0
         self._attempt = 0
         self._logs: list[IO[bytes]] = []
 
@@ -170,20 +166,13 @@ class Harness:
         self.follower = self.spawn(
             ["projections", "catch-up", "--follow", "--quiet"], self.follower_name
         )
-        self.follower_started = time.monotonic()
 
     def watch_follower(self) -> None:
-        """Called in every poll: a follower that ended was refused because some writer's
-        own end-of-run catch-up held a projection's lock at that moment (``follow``
-        refuses at once): start it again. Any other end is a failure."""
+        """Called in every poll: the follower never ends by itself (it waits for a writer's
+        own end-of-run catch-up instead of refusing to start)."""
         assert self.follower is not None
-        if self.follower.poll() is None:
-            return
-        err = self.text(self.follower_name, "err")
-        assert "is already being updated by another runner" in err, err
-        self.report.follower_refusals += 1
-        time.sleep(0.2)
-        self.start_follower()
+        code = self.follower.poll()
+        assert code is None, (code, self.text(self.follower_name, "err"))
 
     def kill_follower(self) -> None:
         assert self.follower is not None
@@ -194,23 +183,18 @@ class Harness:
 
     def stop_follower(self) -> None:
         """Wait until the read models reached the log's head, then SIGTERM (a clean stop:
-        exit 0). A follower that was refused its locks meanwhile is started again."""
+        exit 0)."""
         assert self.follower is not None
         deadline = time.monotonic() + TIMEOUT
-        while True:
-            while (
-                any(s.lag > 0 for s in projections.status(self.store))
-                or time.monotonic() - self.follower_started < SETTLED
-            ):
-                self.watch_follower()
-                assert time.monotonic() < deadline, "the follower did not catch up"
-                time.sleep(0.2)
-            self.follower.send_signal(signal.SIGTERM)
-            # 0: it stopped between batches; -SIGTERM: it was still starting up (importing,
-            # on a loaded machine), before it installed its handler: nothing was under way
-            if self.follower.wait(timeout=60) in (0, -signal.SIGTERM):
-                return
-            self.watch_follower()  # it had been refused: asserts so, and starts it again
+        while any(s.lag > 0 for s in projections.status(self.store)):
+            self.watch_follower()
+            assert time.monotonic() < deadline, "the follower did not catch up"
+            time.sleep(0.2)
+        self.follower.send_signal(signal.SIGTERM)
+        # 0: it stopped between batches or while waiting for a lock; -SIGTERM: it was still
+        # starting up (importing, on a loaded machine), before it installed its handler
+        code = self.follower.wait(timeout=60)
+        assert code in (0, -signal.SIGTERM), (code, self.text(self.follower_name, "err"))
 
     # ------------------------------------------------------------------ a round
 
