@@ -198,6 +198,7 @@ def test_runner_report_skips_caps_and_ratios(fake_steps: None) -> None:
             "append_vs_legacy": 3.33,
             "append_vs_ceiling": None,
             "replay_vs_ceiling_replay": None,
+            "verify_crowded_vs_verify": None,
         }
     }
     assert rows["append"]["events_per_cpu_s"] is None  # the fake step measures no CPU time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,16 @@ def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids = np.zeros((hi - lo, 2), dtype=">u8")
     ids[:, 1] = np.arange(lo, hi)
     return ids.view(np.uint8).reshape(-1, 16), np.arange(lo, hi) % 2, np.zeros(hi - lo)
+
+
+@pytest.fixture(autouse=True)
+def default_ctrl_c() -> Iterator[None]:
+    """Python's own SIGINT handler, as in an interactive session: a shell that starts the
+    test run in the background (no job control) makes SIGINT ignored, and Python then
+    installs no handler, so Ctrl-C would never reach the code under test."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def ctrl_c_during_append(store: EventStore, monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
