@@ -44,6 +44,13 @@ N, D = 400, 6
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
 
 
+FAISS_NORM = (
+    "faiss computes squared distances in float32 (at most 3.4e+38), so every row's Euclidean "
+    "norm must be below 4.61e+18 (a distance can reach 4x the largest squared norm); scale "
+    "the embeddings down"
+)
+
+
 @dataclass(frozen=True)
 class Case:
     args: str  # after ``--db URL``; {placeholders} name the files and runs below
@@ -100,6 +107,24 @@ CASES: dict[str, Case] = {
     "beyond float32": Case(
         "cluster {dir}/huge.npy",
         "huge.npy row 9 contains a value outside the float32 range; embeddings must be finite",
+    ),
+    "a finite row too long for faiss (1e19, float32)": Case(
+        "cluster {dir}/long_row.npy", "long_row.npy row 11 has a norm of 2.45e+19; " + FAISS_NORM
+    ),
+    "a finite row too long for faiss (float64, spherical)": Case(
+        "cluster {dir}/long_row64.npy --spherical",
+        "long_row64.npy row 0 has a norm of 5e+18; " + FAISS_NORM,
+    ),
+    "assign: a finite row too long for faiss": Case(
+        "assign {done} {dir}/long_row.npy -q",
+        "long_row.npy row 11 has a norm of 2.45e+19; faiss computes squared distances in "
+        "float32 (at most 3.4e+38), so every row's Euclidean norm must be below 9.22e+18 "
+        "(a distance can reach 4x the largest squared norm); scale the embeddings down",
+    ),
+    "record: centroids too long for faiss": Case(
+        "record {dir}/labels.npy --ids {dir}/ids.txt --model m --algorithm a "
+        "--centroids {dir}/long_row.npy -q",
+        "centroids row 11 has a norm of 2.45e+19; " + FAISS_NORM,
     ),
     "empty array": Case("cluster {dir}/empty.npy", "empty.npy holds no embeddings (0 rows)"),
     "no columns": Case(
@@ -258,6 +283,13 @@ def write_inputs(d: Path) -> dict[str, Any]:
         x = blobs(N).astype(dtype)
         x[row, 2] = value
         save(name, x)
+    long_row = blobs(N)
+    long_row[11] = 1e19  # finite in float32; faiss aborted the process on it
+    save("long_row.npy", long_row)
+    long_row64 = blobs(N).astype(np.float64)
+    long_row64[0, 1] = 5e18
+    save("long_row64.npy", long_row64)
+    save("labels.npy", np.arange(N) % 3)
     save("empty.npy", np.zeros((0, D), dtype=np.float32))
     save("nocols.npy", np.zeros((5, 0), dtype=np.float32))
     save("small.npy", blobs(100))
