@@ -11,6 +11,8 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
+    ├── DiskFullError                        the database's disk (or quota) is full
+    ├── StatementCanceledError               the server cancelled a statement (timeout, admin)
     ├── ReadOnlyDatabaseError                the database cannot be written
     ├── SchemaError                          the store's schema is missing or too new
     ├── ConcurrencyError                     the run's head is not where the writer expected
@@ -72,6 +74,17 @@ class DatabaseUnavailableError(EventStoreError):
 
 class DatabaseBusyError(EventStoreError):
     """Another writer held the database for longer than the store is willing to wait."""
+
+
+class DiskFullError(EventStoreError):
+    """The database could not grow: its disk, file system or quota is full (SQLITE_FULL,
+    PostgreSQL's disk_full). What was committed before stays; the failed transaction is
+    rolled back."""
+
+
+class StatementCanceledError(EventStoreError):
+    """The server cancelled a statement: ``statement_timeout``, a cancel request
+    (``pg_cancel_backend``, Ctrl-C in another client) or a lock wait that gave up."""
 
 
 class ReadOnlyDatabaseError(EventStoreError):

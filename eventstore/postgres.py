@@ -126,6 +126,8 @@ _SQLSTATES = {
     "23505": DriverError.DUPLICATE_KEY,  # unique_violation
     "55P03": DriverError.BUSY,  # lock_not_available (lock_timeout)
     "25006": DriverError.READ_ONLY,  # read_only_sql_transaction
+    "57014": DriverError.CANCELED,  # query_canceled (statement_timeout, pg_cancel_backend)
+    "53100": DriverError.DISK_FULL,  # disk_full
     "57P01": DriverError.UNAVAILABLE,  # admin_shutdown
     "57P02": DriverError.UNAVAILABLE,  # crash_shutdown
     "57P03": DriverError.UNAVAILABLE,  # cannot_connect_now

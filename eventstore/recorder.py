@@ -10,6 +10,7 @@ converted to ``errors`` in exactly one place, ``Recorder.transaction`` (``driver
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from abc import abstractmethod
@@ -309,8 +310,15 @@ class Recorder(BackendCapabilities):
         except BaseException:
             conn.rollback()
             raise
-        else:
+        try:
             conn.commit()
+        except BaseException:
+            # A failed COMMIT (a full disk, a deferred check) leaves the connection needing
+            # a rollback: without it, the next transaction on it (a projection runner
+            # releasing its lock) fails with PendingRollbackError instead of this error.
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

@@ -116,13 +116,14 @@ def _insert_packed(conn: Connection, run_id: UUID, first_seq: int, batch: Packed
 
 
 # Result codes (``sqlite3.Error.sqlite_errorcode``; the primary code is its low byte).
-_BUSY, _LOCKED, _READONLY, _CANTOPEN, _NOTADB = 5, 6, 8, 14, 26
+_BUSY, _LOCKED, _READONLY, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 13, 14, 26
 _CONSTRAINT_TRIGGER = 1811  # RAISE(ABORT, ...) in a trigger: the append-only triggers
 _CONSTRAINT_KEY = (1555, 2067)  # PRIMARYKEY, UNIQUE
 _CODES = {
     _BUSY: DriverError.BUSY,
     _LOCKED: DriverError.BUSY,
     _READONLY: DriverError.READ_ONLY,
+    _FULL: DriverError.DISK_FULL,
     _CANTOPEN: DriverError.CANNOT_OPEN,
     _NOTADB: DriverError.NOT_A_DATABASE,
 }
