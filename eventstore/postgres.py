@@ -134,6 +134,17 @@ _SQLSTATES = {
 }
 
 
+@contextmanager
+def _driver_errors(sql: str) -> Iterator[None]:
+    """psycopg errors raised by statements run on the driver's own cursor (COPY: a
+    statement_timeout, a cancel, a lock wait, a full disk, a lost connection) as
+    SQLAlchemy's ``DBAPIError``, which ``Recorder.transaction`` converts like any other."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise sa_exc.DBAPIError.instance(sql, None, e, psycopg.Error) from e
+
+
 _ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
 
 
@@ -188,7 +199,7 @@ class PostgresRecorder(Recorder):
         raw = conn.connection.driver_connection
         assert raw is not None
         sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        with raw.cursor() as cur, cur.copy(sql) as copy:
+        with _driver_errors(sql), raw.cursor() as cur, cur.copy(sql) as copy:
             copy.write(rows_copy_stream(rows))
 
     def read_assignment_rows(
@@ -296,7 +307,7 @@ class PostgresRecorder(Recorder):
         packed = batch if isinstance(batch, PackedEvents) else None
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+        with _driver_errors(_COPY_EVENTS), raw.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
             if packed is not None:
                 # Written in chunks, so the server ingests one chunk while the next is built.
                 copy.write(_COPY_HEADER)
