@@ -26,6 +26,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── UnknownEventTypeError            a type this code does not know
     │   └── FutureEventVersionError          a schema version newer than this code
     └── InputError (ValueError)              bad input to a run (shapes, ids, NaN, k)
+        └── LegacyRowError                   a legacy row that cannot be imported
 
 Beside the tree: ``RunInterrupted`` (a ``KeyboardInterrupt``) says which run Ctrl-C
 stopped, after its writer recorded RunFailed, so the CLI can say how to resume it.
@@ -181,6 +182,21 @@ class FutureEventVersionError(EventDecodeError):
 
 class InputError(EventStoreError, ValueError):
     """Input to a run is unusable; raised before anything is written."""
+
+
+class LegacyRowError(InputError):
+    """A row of a legacy database cannot be imported (a NULL or non-UUID id, a date that
+    does not parse); names the table, the row and the column. Raised before anything of
+    the row's legacy result is written."""
+
+    def __init__(self, table: str, row: str, column: str, problem: str, consequence: str):
+        self.table = table
+        self.row = row
+        self.column = column
+        super().__init__(
+            f"legacy table {table}, {row}: column {column} {problem}; {consequence}; "
+            "correct (or delete) the row and run the import again"
+        )
 
 
 class RunInterrupted(KeyboardInterrupt):
