@@ -35,6 +35,7 @@ from .errors import EventStoreError, InputError, RunInterrupted, RunNotFoundErro
 from .events import CentroidsComputed, RunCompleted, RunFailed, RunResumed, RunStarted
 from .lifecycle import RunLifecycle
 from .store import EventStore
+from .text import check_fields
 
 DEFAULT_BATCH_SIZE = 100_000
 ProgressFn = Callable[[int], None]  # called with how many more items are done
@@ -120,6 +121,7 @@ class RunWriter:
         """Append ``started`` as seq 1 of a new run and return its writer."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
+        check_fields(started)  # names and paths from argv may not be UTF-8
         with deferred_interrupt():
             head = store.append(run_id, [started], expected_seq=0).head
         return cls(store, run_id, started, head=head, batch_size=batch_size)

@@ -162,7 +162,7 @@ def _read_only_url(path: Path) -> URL:
     query = {"mode": "ro", "uri": "true"}
     if not os.access(path.parent, os.W_OK):
         query["immutable"] = "1"
-    return URL.create("sqlite+pysqlite", database=f"file:{quote(str(path))}", query=query)
+    return URL.create("sqlite+pysqlite", database=f"file:{quote(os.fsencode(path))}", query=query)
 
 
 def _numbers(joined: str | None, dtype: type[Any]) -> npt.NDArray[Any]:

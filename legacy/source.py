@@ -247,10 +247,8 @@ class LegacySource:
         """Every legacy clustering result, in id order (UUIDv7 ids: creation order).
         ``LegacyRowError`` for a row whose id is not a UUID or whose dates do not parse
         (dates are read as the database stores them, so a malformed one is named)."""
-        columns = [
-            type_coerce(c, String).label(c.name)
-            if isinstance(c.type, DateTime | Date) and self.engine.dialect.name == "sqlite"
-            else c
+        columns = [  # no CAST: only SQLAlchemy's own parsing of date text is switched off
+            type_coerce(c, String).label(c.name) if isinstance(c.type, DateTime | Date) else c
             for c in self.results.c
         ]
         rows = self._run(select(*columns).order_by(self.results.c.id))

@@ -16,6 +16,7 @@ have their own battery in test_clustering_parquet.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -49,6 +50,13 @@ FAISS_NORM = (
     "norm must be below 4.61e+18 (a distance can reach 4x the largest squared norm); scale "
     "the embeddings down"
 )
+
+
+NOT_UTF8 = (
+    "holds the byte 0xFF, which is not UTF-8; the store keeps names and paths as UTF-8 text: "
+    "rename the file"
+)
+NOT_UTF8_MODEL = NOT_UTF8.replace("rename the file", "give it in UTF-8")
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,30 @@ CASES: dict[str, Case] = {
         "0<=x<=9223372036854775807.",
         2,
     ),
+    # ---------------------------------------------------------------- not UTF-8 (argv, file names)
+    "model not UTF-8": Case(
+        "cluster {emb} --model 'm\udcff'", "the model name (--model) 'm\\xff' " + NOT_UTF8_MODEL
+    ),
+    "input path not UTF-8": Case(
+        "cluster {dir}/e\udcff.npy",
+        "the input path '{dir}/e\\xff.npy' " + NOT_UTF8 + ", or give it through a link "
+        "with a UTF-8 name",
+    ),
+    "ids path not UTF-8": Case(
+        "cluster {emb} --ids {dir}/ids\udcff.txt",
+        "params['ids_path'] '{dir}/ids\\xff.txt' " + NOT_UTF8 + ", or give it through a "
+        "link with a UTF-8 name",
+    ),
+    "assign: input path not UTF-8": Case(
+        "assign {done} {dir}/e\udcff.npy -q",
+        "the input path '{dir}/e\\xff.npy' " + NOT_UTF8 + ", or give it through a link "
+        "with a UTF-8 name",
+    ),
+    "record: algorithm not UTF-8": Case(
+        "record {dir}/labels.npy --ids {dir}/ids.txt --model m --algorithm 'a\udcff' -q",
+        "the algorithm name (--algorithm) 'a\\xff' holds the byte 0xFF, which is not UTF-8; "
+        "the store keeps names and paths as UTF-8 text: give it in UTF-8",
+    ),
     "blank model": Case("cluster {emb} --model ' '", "a run needs a model name (--model)"),
     "no model": Case("cluster {emb} --k 3", "Missing option '--model'.", 2, defaults=False),
     # ---------------------------------------------------------------- run ids
@@ -290,6 +322,7 @@ def write_inputs(d: Path) -> dict[str, Any]:
     long_row64[0, 1] = 5e18
     save("long_row64.npy", long_row64)
     save("labels.npy", np.arange(N) % 3)
+    shutil.copy(emb, f"{d}/e\udcff.npy")  # a file name that is not UTF-8 (b"e\xff.npy")
     save("empty.npy", np.zeros((0, D), dtype=np.float32))
     save("nocols.npy", np.zeros((5, 0), dtype=np.float32))
     save("small.npy", blobs(100))
@@ -298,6 +331,7 @@ def write_inputs(d: Path) -> dict[str, Any]:
     (d / "short.txt").write_text(f"{ids[0]}\n")
     (d / "long.txt").write_text("".join(f"{u}\n" for u in ids))
     (d / "ids.txt").write_text("".join(f"{u}\n" for u in ids[:N]))
+    shutil.copy(d / "ids.txt", f"{d}/ids\udcff.txt")
     bad = [str(u) for u in ids[:N]]
     bad[4] = "not-a-uuid"
     (d / "notuuid.txt").write_text("".join(f"{u}\n" for u in bad))
@@ -456,6 +490,27 @@ def test_db_server_unreachable(emb: str) -> None:
             "cannot use the database at postgresql+psycopg://clusterstore:***@127.0.0.1:1/"
             "nowhere: connection failed: ...",
         )
+
+
+def test_db_location_not_utf8(tmp_path: Path, emb: str) -> None:
+    """A store at a path that is not UTF-8 can be created and read; a server URL that is
+    not UTF-8 is one line, nothing of it shown past the user name."""
+    path = f"{tmp_path}/st\udcffore.db"
+    assert cluster(path, emb).exit_code == 0
+    listed = invoke(path, ["runs", "list", "--json"])
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 1, listed.output
+    for url in (
+        "postgresql://clusterstore:s3cret@127.0.0.1:1/d\udcffb",
+        "postgresql://clusterstore:s3\udcffcret@127.0.0.1:1/db",
+    ):
+        for args in (["cluster", emb, "--model", "m", "--k", "3"], ["runs", "list"]):
+            assert_one_error_line(
+                invoke(url, args),
+                1,
+                "the database URL postgresql://clusterstore:***@... holds the byte 0xFF, which "
+                "is not UTF-8; a server's user, password, host and database names must be "
+                "UTF-8 text",
+            )
 
 
 def make_store(path: Path, emb: str) -> LogSnapshot:
