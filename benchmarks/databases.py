@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
+from clusterstore.eventstore.recorder import masked_url
+
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -46,7 +48,7 @@ def pg_check(base: URL) -> str | None:
             conn.execute("SELECT 1")
     except psycopg.Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"PostgreSQL is not reachable at {base.render_as_string()}: {first}"
+        return f"PostgreSQL is not reachable at {masked_url(base)}: {first}"
     return None
 
 

@@ -8,6 +8,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
     │   ├── NoStoreError                     a read found no store there (nothing created)
+    │   ├── NoSuchDatabaseError              the server has no database of the URL's name
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
@@ -62,6 +63,10 @@ class NoStoreError(ConfigurationError):
             f"no clusterstore database at {where}; nothing was created "
             "(`clusterstore init` creates one)"
         )
+
+
+class NoSuchDatabaseError(ConfigurationError):
+    """The server answers, but has no database of the name the URL gives."""
 
 
 class OutputFileError(ConfigurationError):

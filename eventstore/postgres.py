@@ -39,8 +39,8 @@ from . import schema
 from .capabilities import Waker
 from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
-from .errors import ConfigurationError, EventStoreError
-from .recorder import Recorder, next_position
+from .errors import ConfigurationError, EventStoreError, NoSuchDatabaseError
+from .recorder import Recorder, masked_url, next_position
 from .rows import COLUMNS, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"
@@ -165,12 +165,12 @@ class PostgresRecorder(Recorder):
     def check_url(cls, url: URL) -> URL:
         if url.get_driver_name() not in ("psycopg", ""):
             raise ConfigurationError(
-                f"{url.render_as_string(hide_password=True)}: only the psycopg (3) driver is "
+                f"{masked_url(url)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."
             )
         if not url.database:
             raise ConfigurationError(
-                f"{url.render_as_string(hide_password=True)} names no database; give "
+                f"{masked_url(url)} names no database; give "
                 "postgresql://USER@HOST/DATABASE (the server's default database is never used)"
             )
         return url.set(drivername="postgresql+psycopg")
@@ -181,6 +181,48 @@ class PostgresRecorder(Recorder):
         return create_engine(url, connect_args={"options": options, "connect_timeout": 10})
 
     # ------------------------------------------------------------------ errors
+
+    def _convert(self, e: sa_exc.DBAPIError) -> Exception:
+        if (
+            isinstance(e, sa_exc.OperationalError)
+            and self.classify_error(e) is None
+            and self._database_missing()
+        ):
+            url = self.url
+            server = f"at {url.host}:{url.port or 5432}" if url.host else "on the local socket"
+            flags = (f" -h {url.host}" if url.host else "") + (
+                f" -p {url.port}" if url.port else ""
+            )
+            flags += f" -U {url.username}" if url.username else ""
+            return NoSuchDatabaseError(
+                f"no such database {url.database!r} on the PostgreSQL server {server} "
+                f"({self.display_url}); create it with `createdb{flags} {url.database}`, or "
+                "give --db a URL that names an existing database"
+            )
+        return super()._convert(e)
+
+    def _database_missing(self) -> bool:
+        """After a connection failed (psycopg gives such failures no SQLSTATE): does the
+        server answer, with the same credentials, on its maintenance database and list no
+        database of this name? Asked, never guessed from the error's text."""
+        for maintenance in ("postgres", "template1"):
+            if maintenance == self.url.database:
+                continue
+            engine = create_engine(
+                self.url.set(database=maintenance), connect_args={"connect_timeout": 5}
+            )
+            try:
+                with engine.connect() as conn:
+                    found = conn.execute(
+                        text("SELECT 1 FROM pg_database WHERE datname = :d"),
+                        {"d": self.url.database},
+                    ).first()
+                return found is None
+            except sa_exc.DBAPIError:
+                continue
+            finally:
+                engine.dispose()
+        return False
 
     def classify_error(self, e: sa_exc.DBAPIError) -> DriverError | None:
         state = getattr(e.orig, "sqlstate", None)

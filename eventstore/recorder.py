@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
@@ -97,6 +98,15 @@ class Commit(NamedTuple):
         return self.first_seq + self.count - 1
 
 
+_SECRET_QUERY = re.compile(r"([?&](?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
+def masked_url(url: URL) -> str:
+    """``url`` as users may see it: the password masked, in the user info and in the query
+    (``?password=``, ``?sslpassword=``) alike."""
+    return _SECRET_QUERY.sub(r"\1***", url.render_as_string(hide_password=True))
+
+
 class RunHead(NamedTuple):
     run_id: UUID
     created_at: datetime
@@ -163,7 +173,7 @@ class Recorder(BackendCapabilities):
     @property
     def display_url(self) -> str:
         """The URL with any password masked: the only form ever printed."""
-        return self.url.render_as_string(hide_password=True)
+        return masked_url(self.url)
 
     def local_files(self) -> list[Path]:
         """The files on this machine that hold the store (none for a server database)."""
@@ -185,7 +195,7 @@ class Recorder(BackendCapabilities):
     @classmethod
     def display_of(cls, url: URL) -> str:
         """How ``url`` is shown to users (the password masked)."""
-        return url.render_as_string(hide_password=True)
+        return masked_url(url)
 
     @classmethod
     @abstractmethod

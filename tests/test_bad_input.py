@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
 
 from clusterstore.cli.main import cli
 from clusterstore.clustering import ClusterSettings, cluster_file
 from clusterstore.eventstore import EventStore
-from tests.conftest import BACKENDS, fresh_database
+from tests.conftest import BACKENDS, fresh_database, pg_base_url, require_pg
 from tests.contracts.support import LogSnapshot, snapshot
 from tests.test_cli_cluster import blobs
 from tests.test_cli_init import other_apps_table, shown
@@ -490,6 +491,36 @@ def test_db_server_unreachable(emb: str) -> None:
             "cannot use the database at postgresql+psycopg://clusterstore:***@127.0.0.1:1/"
             "nowhere: connection failed: ...",
         )
+
+
+def test_db_no_such_database(emb: str) -> None:
+    """A server URL naming a database the server does not have: how to create it, for
+    commands that write and commands that read, and nothing is created."""
+    require_pg()
+    base = pg_base_url()
+    name = f"cs_missing_{uuid.uuid4().hex[:10]}"
+    url = base.set(database=name, password="s3cret").render_as_string(hide_password=False)
+    user = f" -U {base.username}" if base.username else ""
+    port = f" -p {base.port}" if base.port else ""
+    for args in (["cluster", emb, "--model", "m", "--k", "3"], ["runs", "list"], ["init"]):
+        assert_one_error_line(
+            invoke(url, args),
+            1,
+            f"no such database '{name}' on the PostgreSQL server at {base.host}:"
+            f"{base.port or 5432} (postgresql+psycopg://{base.username}:***@{base.host}"
+            f"{':' + str(base.port) if base.port else ''}/{name}); create it with "
+            f"`createdb -h {base.host}{port}{user} {name}`, or give --db a URL that names an "
+            "existing database",
+        )
+    engine = create_engine(base)
+    with engine.connect() as c:
+        assert (
+            c.execute(
+                text("SELECT count(*) FROM pg_database WHERE datname = :d"), {"d": name}
+            ).scalar()
+            == 0
+        )
+    engine.dispose()
 
 
 def test_db_location_not_utf8(tmp_path: Path, emb: str) -> None:
