@@ -247,6 +247,16 @@ CASES: dict[str, Case] = {
         "the algorithm name (--algorithm) 'a\\xff' holds the byte 0xFF, which is not UTF-8; "
         "the store keeps names and paths as UTF-8 text: give it in UTF-8",
     ),
+    "bench --pg-url that cannot be parsed": Case(
+        "bench --backend postgres --n 10 --pg-url 'postgresql://u:secret@[::1/x'",
+        "cannot parse the database URL postgresql://u:***@... (check its port and "
+        "percent-encode special characters of the password)",
+    ),
+    "bench --pg-url not a URL": Case(
+        "bench --backend postgres --n 10 --pg-url nope",
+        "the benchmark's PostgreSQL URL must be postgresql://USER@HOST/DATABASE (--pg-url or "
+        "$CLUSTERSTORE_BENCH_PG_URL)",
+    ),
     "blank model": Case("cluster {emb} --model ' '", "a run needs a model name (--model)"),
     "no model": Case("cluster {emb} --k 3", "Missing option '--model'.", 2, defaults=False),
     # ---------------------------------------------------------------- run ids
