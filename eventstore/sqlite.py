@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -131,6 +132,14 @@ _CODES = {
 
 def _path_url(path: Path) -> URL:
     path = path.expanduser()
+    if path.is_symlink() and not path.exists():  # dangling, or a loop of links
+        try:
+            path.stat()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ConfigurationError(
+                    f"{path} is a loop of symbolic links; give the path of a database file"
+                ) from e
     if path.is_dir():
         raise ConfigurationError(f"{path} is a directory; give the path of a database file")
     if path.exists() and not path.is_file():  # /dev/null, a FIFO, a socket, a device

@@ -465,6 +465,17 @@ def test_db_is_a_directory(tmp_path: Path, emb: str) -> None:
     assert sorted(os.listdir(tmp_path)) == listing and not os.listdir(tmp_path / "sub")
 
 
+def test_db_is_a_loop_of_symlinks(tmp_path: Path, emb: str) -> None:
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    for args in (["runs", "list"], ["cluster", emb, "--model", "m", "--k", "3"]):
+        assert_one_error_line(
+            invoke(str(tmp_path / "a.db"), args),
+            1,
+            f"{tmp_path / 'a.db'} is a loop of symbolic links; give the path of a database file",
+        )
+
+
 def test_db_is_a_file_of_another_kind(tmp_path: Path, emb: str) -> None:
     content = b"SQLite format 3"  # the header, but one byte short
     path = tmp_path / "notes.db"
