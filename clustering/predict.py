@@ -28,7 +28,13 @@ from clusterstore.eventstore.store import EventStore
 
 from .assign import assign_and_write
 from .ids import ids_digest
-from .inputs import DISTANCE_NORM_LIMIT, EmbeddingSource, default_chunk_rows, scan
+from .inputs import (
+    DISTANCE_NORM_LIMIT,
+    MAX_ROW_NORM,
+    EmbeddingSource,
+    default_chunk_rows,
+    scan,
+)
 from .kmeans import Assigner, faiss_version
 from .runner import (
     ALGORITHMS,
@@ -158,14 +164,16 @@ def assign(
 
 def _row_norm_limit(centroids: npt.NDArray[np.float32], run_id: UUID) -> float:
     """How long a row may be: faiss's float32 squared distance to a centroid reaches
-    ``(|row| + |centroid|)^2``, which must stay below ``DISTANCE_NORM_LIMIT ** 2``."""
+    ``(|row| + |centroid|)^2``, which must stay below ``DISTANCE_NORM_LIMIT ** 2``. Centroids
+    are below ``MAX_ROW_NORM`` (k-means means of such rows, or checked by ``record``), so
+    the rows get ``MAX_ROW_NORM`` too: the limit ``cluster`` and ``runs resume`` apply."""
     largest = float(np.linalg.norm(centroids.astype(np.float64), axis=1).max())
-    if largest >= DISTANCE_NORM_LIMIT / 2:
+    if largest + MAX_ROW_NORM >= DISTANCE_NORM_LIMIT:
         raise InputError(
             f"run {run_id}'s centroids have a norm of {largest:.3g}: faiss's float32 squared "
             "distances to them would overflow; record the run with smaller centroids"
         )
-    return DISTANCE_NORM_LIMIT - largest
+    return MAX_ROW_NORM
 
 
 def _unit_rows(centroids: npt.NDArray[np.float32], run_id: UUID) -> npt.NDArray[np.float32]:

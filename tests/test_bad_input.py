@@ -126,9 +126,7 @@ CASES: dict[str, Case] = {
     ),
     "assign: a finite row too long for faiss": Case(
         "assign {done} {dir}/long_row.npy -q",
-        "long_row.npy row 11 has a norm of 2.45e+19; faiss computes squared distances in "
-        "float32 (at most 3.4e+38), so every row's Euclidean norm must be below 9.22e+18 "
-        "(a distance can reach 4x the largest squared norm); scale the embeddings down",
+        "long_row.npy row 11 has a norm of 2.45e+19; " + FAISS_NORM,
     ),
     "record: centroids too long for faiss": Case(
         "record {dir}/labels.npy --ids {dir}/ids.txt --model m --algorithm a "
