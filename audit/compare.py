@@ -174,29 +174,37 @@ def compare_with_table(
 ) -> tuple[Comparison, Contingency | None]:
     """``compare_labels`` and the contingency table over the shared ids (None: none)."""
     try:
-        ka, la, dup_a, ma = _first_occurrences(keys_a, labels_a, exact=False)
-        kb, lb, dup_b, mb = _first_occurrences(keys_b, labels_b, exact=False)
-        ia, ib = _join_hashed(ka, ma, kb, mb)
+        if keys_a.shape == keys_b.shape and np.array_equal(keys_a, keys_b):
+            # the same ids in the same order (two runs over one input): the join is the
+            # identity, and one pass finds the first occurrences of both
+            first_a, _, dup_a = _first_occurrences(keys_a, exact=False)
+            first_b, dup_b, ia, ib = first_a, dup_a, first_a, first_a
+        else:
+            first_a, ha, dup_a = _first_occurrences(keys_a, exact=False)
+            first_b, hb, dup_b = _first_occurrences(keys_b, exact=False)
+            ia, ib = _join_hashed(keys_a, first_a, ha, keys_b, first_b, hb)
     except _HashCollision:  # two different ids with one 64-bit hash: join on all 128 bits
-        ka, la, dup_a, _ = _first_occurrences(keys_a, labels_a, exact=True)
-        kb, lb, dup_b, _ = _first_occurrences(keys_b, labels_b, exact=True)
-        ia, ib = _join_exact(ka, kb)
+        first_a, _, dup_a = _first_occurrences(keys_a, exact=True)
+        first_b, _, dup_b = _first_occurrences(keys_b, exact=True)
+        ja, jb = _join_exact(keys_a[first_a], keys_b[first_b])
+        ia, ib = first_a[ja], first_b[jb]
     shared = len(ia)
     base: dict[str, Any] = {
         "shared": shared,
-        "only_a": len(ka) - shared,
-        "only_b": len(kb) - shared,
+        "only_a": len(first_a) - shared,
+        "only_b": len(first_b) - shared,
         "duplicates_a": dup_a,
         "duplicates_b": dup_b,
     }
     if shared == 0:
         return Comparison(clusters_a=0, clusters_b=0, ari=None, nmi=None, **base), None
-    table = Contingency.of(la[ia], lb[ib])
+    la, lb = labels_a[ia], labels_b[ib]
+    table = Contingency.of(la, lb)
     matches = table.matches()
     changed = None if matches is None else shared - sum(m.shared for m in matches)
     result = Comparison(
-        noise_a=int(np.count_nonzero(la[ia] == NOISE)),
-        noise_b=int(np.count_nonzero(lb[ib] == NOISE)),
+        noise_a=int(np.count_nonzero(la == NOISE)),
+        noise_b=int(np.count_nonzero(lb == NOISE)),
         clusters_a=int(np.count_nonzero(table.labels_a != NOISE)),
         clusters_b=int(np.count_nonzero(table.labels_b != NOISE)),
         ari=table.adjusted_rand_index(),
@@ -214,6 +222,7 @@ class _HashCollision(Exception):
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+Index = npt.NDArray[np.intp]
 
 
 def _hash(keys: Keys) -> npt.NDArray[np.uint64]:
@@ -222,40 +231,52 @@ def _hash(keys: Keys) -> npt.NDArray[np.uint64]:
     return (keys[:, 0] * _MIX) ^ keys[:, 1]
 
 
-def _first_occurrences(
-    keys: Keys, labels: Labels, *, exact: bool
-) -> tuple[Keys, Labels, int, npt.NDArray[np.uint64]]:
-    """Each id once (its first occurrence in seq order) with its label, sorted by the sort
-    key, which is also returned (the hash; empty when ``exact``)."""
+def _first_occurrences(keys: Keys, *, exact: bool) -> tuple[Index, npt.NDArray[np.uint64], int]:
+    """Where each id occurs first (in seq order), as indices into ``keys`` ordered by the
+    sort key; that sort key of each (the hash; empty when ``exact``); how many rows repeat
+    an earlier id. Only rows next to an equal hash are compared on all 128 bits."""
     if exact:
         order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: equal ids keep seq order
+        k = keys[order]
+        repeat = np.flatnonzero((k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1]))
         hashed = np.zeros(0, dtype=np.uint64)
     else:
         h = _hash(keys)
-        order = np.argsort(h, kind="stable")
+        order = np.argsort(h, kind="stable")  # equal hashes keep seq order
         hashed = h[order]
-    k, lab = keys[order], labels[order]
-    if len(k) < 2:
-        return k, lab, 0, hashed
-    same_id = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1])
-    if not exact and bool(np.any((hashed[1:] == hashed[:-1]) & ~same_id)):
-        raise _HashCollision
-    first = np.ones(len(k), dtype=bool)
-    first[1:] = ~same_id
-    return k[first], lab[first], int(len(k) - first.sum()), hashed[first] if not exact else hashed
+        repeat = np.flatnonzero(hashed[1:] == hashed[:-1])
+        if len(repeat):
+            i, j = order[repeat], order[repeat + 1]
+            if not np.array_equal(keys[i], keys[j]):
+                raise _HashCollision
+    if not len(repeat):
+        return order, hashed, 0
+    first = np.ones(len(order), dtype=bool)
+    first[repeat + 1] = False
+    return order[first], hashed[first] if not exact else hashed, len(repeat)
 
 
 def _join_hashed(
-    ka: Keys, ha: npt.NDArray[np.uint64], kb: Keys, hb: npt.NDArray[np.uint64]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Index pairs (into ka, kb) of equal ids, matched on their (unique) hashes."""
-    _, ia, ib = np.intersect1d(ha, hb, assume_unique=True, return_indices=True)
-    if not np.array_equal(ka[ia], kb[ib]):
+    keys_a: Keys,
+    first_a: Index,
+    ha: npt.NDArray[np.uint64],
+    keys_b: Keys,
+    first_b: Index,
+    hb: npt.NDArray[np.uint64],
+) -> tuple[Index, Index]:
+    """Index pairs (into keys_a, keys_b) of equal ids among the first occurrences, matched
+    on their hashes (sorted and unique on each side) and checked on all 128 bits."""
+    if not len(ha) or not len(hb):
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    pos = np.minimum(np.searchsorted(ha, hb), len(ha) - 1)
+    jb = np.flatnonzero(ha[pos] == hb)
+    ia, ib = first_a[pos[jb]], first_b[jb]
+    if not np.array_equal(keys_a[ia], keys_b[ib]):
         raise _HashCollision
     return ia, ib
 
 
-def _join_exact(ka: Keys, kb: Keys) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+def _join_exact(ka: Keys, kb: Keys) -> tuple[Index, Index]:
     """Index pairs (into ka, kb) of equal keys; both inputs sorted and unique."""
     keys = np.concatenate([ka, kb])
     source = np.concatenate([np.zeros(len(ka), np.int8), np.ones(len(kb), np.int8)])
@@ -265,6 +286,19 @@ def _join_exact(ka: Keys, kb: Keys) -> tuple[npt.NDArray[np.intp], npt.NDArray[n
     same = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1]) & (s[:-1] == 0) & (s[1:] == 1)
     pos = np.flatnonzero(same)
     return idx[pos], idx[pos + 1]
+
+
+def _codes(values: Labels) -> tuple[Labels, Index]:
+    """``np.unique(values, return_inverse=True)``, counted instead of sorted when the values
+    span a small range (cluster labels do)."""
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo >= max(len(values), 1 << 16):
+        unique, inverse = np.unique(values, return_inverse=True)
+        return unique, inverse.reshape(-1)
+    shifted = values - lo
+    present = np.bincount(shifted, minlength=hi - lo + 1) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present).astype(values.dtype) + lo, rank[shifted]
 
 
 @dataclass(frozen=True)
@@ -281,8 +315,8 @@ class Contingency:
 
     @classmethod
     def of(cls, a: Labels, b: Labels) -> Contingency:
-        ua, ia = np.unique(a, return_inverse=True)
-        ub, ib = np.unique(b, return_inverse=True)
+        ua, ia = _codes(a)
+        ub, ib = _codes(b)
         nb = len(ub)
         codes = ia.astype(np.int64) * nb + ib
         if len(ua) * nb <= DENSE_CELLS:

@@ -1,5 +1,12 @@
-"""Everything ``runs show`` says about one run: its summary, parameters, centroids,
-the cluster sizes the log holds and the integrity state (a full ``verify`` pass)."""
+"""Everything ``runs show`` says about one run: its summary, parameters, centroids, its
+counts and cluster sizes, and, when asked for, its integrity (a full ``verify`` pass).
+
+Without the check, a completed run is described by what its RunCompleted recorded when it
+was written (count, digest, cluster sizes, noise), read by key: no pass over its
+assignments, so it costs the same for a run of 10 or 10M. ``integrity`` is then None and
+nothing claims the run was checked. A run without a (decodable) RunCompleted recorded no
+such summary: its counts and sizes can only come from reading its log, so it gets the full
+pass, and since the pass checks the log as it reads it, its result is reported too."""
 
 from __future__ import annotations
 
@@ -21,16 +28,35 @@ from .verify import ReadModelCheck, VerifyReport, verify_run
 class RunDetails:
     summary: RunSummary
     centroids: CentroidsComputed | None
-    integrity: VerifyReport
+    integrity: VerifyReport | None  # None: not checked (the counts are RunCompleted's)
 
     @property
     def cluster_sizes(self) -> list[int]:
-        return self.integrity.cluster_sizes
+        """Counted from the log when checked, else as RunCompleted recorded them."""
+        if self.integrity is not None:
+            return self.integrity.cluster_sizes
+        completed = self.summary.completed
+        return list(completed.cluster_sizes) if completed is not None else []
 
     @property
     def n_noise(self) -> int:
-        """Assignments labelled -1 (noise) in the log: in no cluster, not in k."""
-        return self.integrity.n_noise
+        """Assignments labelled -1 (noise): in no cluster, not in k."""
+        if self.integrity is not None:
+            return self.integrity.n_noise
+        completed = self.summary.completed
+        return completed.n_noise if completed is not None else 0
+
+    @property
+    def n_assignments(self) -> int:
+        if self.integrity is not None:
+            return self.integrity.n_assignments
+        return self.summary.n_assignments
+
+    @property
+    def recorded_digest(self) -> str | None:
+        """The assignment digest RunCompleted recorded (None: no RunCompleted)."""
+        completed = self.summary.completed
+        return completed.digest if completed is not None else None
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary.started
@@ -43,7 +69,7 @@ class RunDetails:
             "params": s.params if s else None,
             "input_digest": s.input_digest if s else None,
             "input_path": s.input_path if s else None,
-            "assignment_digest": self.integrity.recorded_digest,
+            "assignment_digest": self.recorded_digest,
             "error_type": self.summary.failed.error_type if self.summary.failed else None,
             "centroids": None
             if c is None
@@ -56,7 +82,7 @@ class RunDetails:
             },
             "cluster_sizes": self.cluster_sizes,
             "median_cluster_size": median(self.cluster_sizes),
-            "integrity": self.integrity.to_json(),
+            "integrity": None if self.integrity is None else self.integrity.to_json(),
         }
 
 
@@ -65,18 +91,20 @@ def run_details(
     run_id: UUID,
     *,
     read_model: ReadModelCheck | None = None,
+    verify: bool = True,
     page_size: int = PAGE_SIZE,
     on_progress: ProgressFn | None = None,
 ) -> RunDetails:
-    """The run's summary and a full ``verify`` pass (against ``read_model`` if given)."""
+    """The run's summary and a full ``verify`` pass (against ``read_model`` if given).
+    With ``verify=False`` a completed run is not read past its RunStarted, CentroidsComputed
+    and RunCompleted (``integrity`` is None); a run without RunCompleted is checked anyway."""
     summary = summarize_run(store, run_id)
-    return RunDetails(
-        summary=summary,
-        centroids=_centroids(store, run_id),
-        integrity=verify_run(
+    integrity = None
+    if verify or summary.completed is None:
+        integrity = verify_run(
             store, run_id, read_model=read_model, page_size=page_size, on_progress=on_progress
-        ),
-    )
+        )
+    return RunDetails(summary=summary, centroids=_centroids(store, run_id), integrity=integrity)
 
 
 def _centroids(store: EventStore, run_id: UUID) -> CentroidsComputed | None:

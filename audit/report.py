@@ -204,6 +204,7 @@ def _context(
 ) -> tuple[dict[str, Any], Texts | None]:
     run_id = summary.run_id
     details = run_details(store, run_id, page_size=page_size, on_progress=on_progress)
+    assert details.integrity is not None  # verify=True: always checked
     clusters = run_clusters(
         store,
         run_id,
@@ -283,7 +284,7 @@ def run_facts(summary: RunSummary, details: Any, clusters: RunClusters) -> dict[
         "assignment_digest": summary.completed.digest if summary.completed else None,
         "input_digest": (s.input_digest or None) if s else None,
         "cluster_sizes": clusters.sizes,
-        "verified": details.integrity.ok,
+        "verified": details.integrity is not None and details.integrity.ok,
     }
 
 

@@ -8,9 +8,11 @@ One streaming pass over the run's events (pages, vectorised over assignments) ch
 - every event decodes; assignments are in the canonical 29-byte layout, clusters are below
   k, distances finite; seq 1 is the only RunStarted; nothing follows RunCompleted, and no
   assignment follows a RunFailed that was not resumed;
-- RunCompleted's count, digest (sha256 over the assignment payloads in seq order),
-  cluster sizes and noise count (label -1: in the count and digest, in no cluster) match
-  the log;
+- RunCompleted's count, digest (over the assignment payloads in seq order, of the version
+  RunStarted declares: ``eventstore.digest``), cluster sizes and noise count (label -1: in
+  the count and digest, in no cluster) match the log;
+- the run's resume checkpoint (``eventstore.checkpoints``), if it has one, is the state the
+  log gives at the rows it covers (``checkpoint_mismatch``);
 - the read model agrees with the log, when the caller hands in a ``ReadModelCheck`` (the
   CLI passes the projections'; the audit never imports them).
 
@@ -31,15 +33,17 @@ import numpy as np
 import numpy.typing as npt
 
 from clusterstore.eventstore import EventStore, RunCompleted, RunStarted, StoredEvent
+from clusterstore.eventstore.checkpoints import Checkpoint
 from clusterstore.eventstore.codec import (
     ASSIGNMENT_DTYPE,
     LEGACY_ASSIGNMENT_DTYPE,
     labels_of,
     layout_mask,
 )
+from clusterstore.eventstore.digest import DIGEST_V1, DIGEST_V2, AssignmentDigest
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.events import BY_CODE
-from clusterstore.eventstore.lifecycle import RunLifecycle
+from clusterstore.eventstore.lifecycle import RunLifecycle, joined
 from clusterstore.eventstore.log_reads import StreamBlock
 from clusterstore.eventstore.store import decode_stored
 
@@ -132,6 +136,9 @@ class ReadModelCheck:
     # "sizes": {cluster: size} there (noise and empty clusters left out); both None when
     # embeddingcluster is not past the run or holds no row for it}``.
     projected: Callable[[EventStore, UUID], dict[str, Any] | None] | None = None
+    # ``damaged(store, run_id)``: (seq, reason) when the read models skip the run from an
+    # event that did not decode (a dead letter), else None.
+    damaged: Callable[[EventStore, UUID], tuple[int, str] | None] | None = None
 
 
 _REPAIR = "`clusterstore projections rebuild` rebuilds the read models from the log"
@@ -148,7 +155,11 @@ def verify_run(
     """Check one run (see the module docstring); never raises for bad stored bytes.
     Without ``read_model`` the read model is not checked (``read_model="unavailable"``)."""
     last_seen = store.run_last_position(run_id)  # before the log is read
+    # before the log too: a checkpoint only ever covers rows already committed
+    checkpoint = store.read_checkpoint(run_id)
     checker = _Checker(run_id, run_commits(store, run_id))
+    if checkpoint is not None:
+        checker.life.watch(checkpoint.rows)
     _read_log(store, checker, page_size, on_progress)
     checker.finish(run_commits(store, run_id))
     if run_id in store.unregistered_runs():
@@ -161,7 +172,7 @@ def verify_run(
     # the read models are judged against a sound log only: when the log itself was
     # changed, a rebuild from it is not the repair, and its findings already say so
     log_sound = not checker.findings()
-    digest = checker.life.digest.hexdigest()
+    digest = checker.digest_hex()
     n_assign = checker.life.rows
     state: ReadModelState = "unavailable"
     projected = None
@@ -192,8 +203,13 @@ def verify_run(
                 f"the read model holds {model[0]} assignments with digest {model[1][:16]}, "
                 f"the log {n_assign} with digest {digest[:16]}",
             )
-    if projected is not None:
+    damage = read_model.damaged(store, run_id) if read_model and read_model.damaged else None
+    if damage is not None:
+        _report_damage(checker, damage, repaired=log_sound)
+    elif projected is not None:
         _check_projected(checker, projected, run_id, absent=state == "absent")
+    if checkpoint is not None:
+        _check_checkpoint(checker, checkpoint)
     completed = checker.life.completed
     return VerifyReport(
         run_id=run_id,
@@ -207,6 +223,23 @@ def verify_run(
         findings=checker.findings(),
         n_noise=checker.life.n_noise,
     )
+
+
+def _report_damage(checker: _Checker, damage: tuple[int, str], *, repaired: bool) -> None:
+    """The read models skip the run from a damaged event on (a dead letter)."""
+    seq, reason = damage
+    if repaired:
+        message = (
+            f"the read models skip the run from this event on (it did not decode: {reason}), "
+            f"but the log reads whole now (repaired?); {_REPAIR}, the run included"
+        )
+    else:
+        message = (
+            f"the read models skip the run from this event on (it does not decode: {reason}); "
+            "repair the event (restore its row from a backup), then `clusterstore "
+            "projections rebuild` brings the run back"
+        )
+    checker.add("read_model_damaged", seq, message)
 
 
 def _check_projected(
@@ -279,6 +312,46 @@ def _check_projected(
         )
 
 
+def _check_checkpoint(checker: _Checker, stored: Checkpoint) -> None:
+    """The run's resume checkpoint against the state the log gives at its rows."""
+    life = checker.life
+    started = life.started
+    if started is None:  # a run without a readable RunStarted is reported already
+        return
+    problem = None
+    got = life.state_at(stored.rows)
+    if started.digest_version != DIGEST_V2:
+        problem = f"a run of digest version {started.digest_version} has no checkpoints"
+    elif (problem := stored.problem(k=started.k, n_embeddings=started.n_embeddings)) is not None:
+        pass
+    elif got is None:
+        problem = f"it covers {stored.rows} assignments, the log holds {life.rows}"
+    elif got.seq != stored.seq:
+        problem = f"its {stored.rows} assignments end at seq {stored.seq}, in the log at {got.seq}"
+    elif got.chain != stored.chain:
+        problem = f"its digest chain after {stored.rows} assignments differs from the log's"
+    elif got.sizes is not None and got.n_noise is not None and stored.sizes is not None:
+        n = max(len(got.sizes), len(stored.sizes))
+        if not np.array_equal(
+            np.pad(got.sizes, (0, n - len(got.sizes))),
+            np.pad(stored.sizes, (0, n - len(stored.sizes))),
+        ):
+            problem = f"its cluster sizes after {stored.rows} assignments differ from the log's"
+        elif got.n_noise != stored.n_noise:
+            problem = (
+                f"it counts {stored.n_noise} noise assignments in the first {stored.rows}, "
+                f"the log {got.n_noise}"
+            )
+    if problem is not None:
+        checker.add(
+            "checkpoint_mismatch",
+            None,
+            f"the run's resume checkpoint (cs_checkpoints) disagrees with the log: {problem}; "
+            "it was changed around the store (a run resumed from it may have recorded a "
+            "wrong digest); delete that row and resume folds the whole log",
+        )
+
+
 def _read_log(
     store: EventStore, checker: _Checker, page_size: int, on_progress: ProgressFn | None
 ) -> None:
@@ -330,6 +403,9 @@ class _Checker:
         self.completed_seq: int | None = None
         self.beyond: tuple[int, int] | None = None  # (first seq, count) past the commits
         self._found: dict[str, tuple[Finding, int]] = {}
+        # assignments before any RunStarted was read (seq 1 unreadable): its digest version
+        # is unknown, so version 2's is kept too and RunCompleted may match either
+        self._other_digest: AssignmentDigest | None = None
         self._nc_undecodable = False  # the named not_canonical finding does not decode
 
     def _set_commits(self, commits: Sequence[CommitRange]) -> None:
@@ -467,7 +543,32 @@ class _Checker:
         self.last_assign = last
         seqs = np.arange(first, last + 1, dtype=np.int64)
         clusters = self._values(np.frombuffer(data, dtype=dtype), seqs)
+        self._account(first, last, data, count, clusters)
+
+    def _account(
+        self,
+        first: int,
+        last: int,
+        data: bytes | Sequence[bytes],
+        count: int,
+        clusters: npt.NDArray[np.int64],
+    ) -> None:
+        if self.life.started is None and self.life.rows == 0:
+            self._other_digest = AssignmentDigest(DIGEST_V2)
+        if self._other_digest is not None:
+            self._other_digest.update(data, count)
         self.life.account(first, last, data, count, clusters)
+
+    def digest_hex(self, claimed: str | None = None) -> str:
+        """The digest the log gives (with seq 1 unreadable: the version that gives
+        ``claimed``, RunCompleted's, if one does)."""
+        digest = self.life.digest.hexdigest()
+        if self._other_digest is not None and self.life.digest.version == DIGEST_V1:
+            other = self._other_digest.hexdigest()
+            claimed = claimed or (self.life.completed.digest if self.life.completed else None)
+            if claimed == other:
+                return other
+        return digest
 
     def _assignments(self, evs: Sequence[StoredEvent]) -> None:
         first = evs[0].seq
@@ -485,7 +586,7 @@ class _Checker:
         if ok.all():
             seqs = np.fromiter((ev.seq for ev in evs), dtype=np.int64, count=len(evs))
             clusters = self._values(np.frombuffer(data, dtype=dtype), seqs)
-            self.life.account(first, evs[-1].seq, data, len(evs), clusters)
+            self._account(first, evs[-1].seq, data, len(evs), clusters)
             return
         self._non_canonical([evs[i] for i in np.flatnonzero(~ok).tolist()], dtype.itemsize)
         keep = np.flatnonzero(ok).tolist()
@@ -493,7 +594,7 @@ class _Checker:
         seqs = np.array([evs[i].seq for i in keep], dtype=np.int64)
         clusters = self._values(np.frombuffer(good, dtype=dtype), seqs)
         # every payload is hashed and counted; only the decodable ones are sized
-        self.life.account(first, evs[-1].seq, data, len(evs), clusters)
+        self._account(first, evs[-1].seq, joined(payloads), len(evs), clusters)
 
     def _non_canonical(self, bad: Sequence[StoredEvent], width: int) -> None:
         """Assignments off the canonical layout, one finding for the run: it names the first
@@ -620,7 +721,7 @@ class _Checker:
                 seq,
                 f"RunCompleted counts {rc.count} assignments, the log holds {n_assign}",
             )
-        digest = self.life.digest.hexdigest()
+        digest = self.digest_hex(rc.digest)
         if rc.digest != digest:
             span = (
                 _span(self.first_assign, self.last_assign)
@@ -664,6 +765,7 @@ class _Checker:
 
 
 _CLAIMS = (
+    "checkpoint_mismatch",
     "count_mismatch",
     "digest_mismatch",
     "sizes_mismatch",

@@ -11,7 +11,10 @@ imports. Events/s counts the assignments the command reads:
 - ``export_csv`` / ``export_npy`` / ``export_parquet``: ``export RUN -o FILE``, n.
 - ``runs_list``: ``runs list`` with ``RUNS`` completed runs (n assignments between them);
   the events are the runs listed.
-- ``runs_show``: ``runs show RUN`` (counts, sizes, integrity against the read model), n.
+- ``runs_show``: ``runs show RUN`` (a completed run: what its RunCompleted recorded), n.
+- ``verify_crowded``: ``runs verify RUN`` as ``verify`` does, with ``OTHER_RUNS`` other runs
+  of n assignments in the store (half recorded before RUN, half after), n: per-run reads
+  use the keys, so its ratio to ``verify`` (``verify_crowded_vs_verify``) stays near 1.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .core import Clock, Measurement
 from .synthetic import DIM, Assignments, K, assignment_batches
 
 RUNS = 1_000  # runs in the store for ``runs_list``
+OTHER_RUNS = 10  # other runs in the store for ``verify_crowded``
 RELABELLED = 0.1  # share of the second run's rows that move to another cluster
 
 
@@ -81,6 +85,19 @@ def _one_run(db_url: str, n: int) -> str:
 
 def verify(backend: str, n: int, db_url: str) -> Measurement:
     return _timed(db_url, n, "runs", "verify", _one_run(db_url, n), "--quiet")
+
+
+def verify_crowded(backend: str, n: int, db_url: str) -> Measurement:
+    with EventStore.open(db_url) as store:
+        for _ in range(OTHER_RUNS // 2):
+            _record(store, _relabelled(n), n)
+        run = _record(store, assignment_batches(n), n)
+        for _ in range(OTHER_RUNS - OTHER_RUNS // 2):
+            _record(store, _relabelled(n), n)
+        projections.catch_up_all(store)
+    m = _timed(db_url, n, "runs", "verify", str(run), "--quiet")
+    m.note = f"{OTHER_RUNS} other runs of {n:,}; {m.note}"
+    return m
 
 
 def runs_show(backend: str, n: int, db_url: str) -> Measurement:

@@ -58,16 +58,27 @@ def catch_up(store: Any) -> float:
     return round(time.perf_counter() - t0, 3)
 
 
-def measured(db: str, work: Callable[[Any], Any]) -> dict[str, Any]:
-    """Run ``work(store)``, then the projection catch-up; wall time and peak RSS."""
+def measured(db: str, work: Callable[[Any], Any], *, after: bool = False) -> dict[str, Any]:
+    """Run ``work(store)`` with the projections following the log on a background thread
+    (``projections.alongside``, as ``clusterstore cluster`` does), then the catch-up that
+    makes them current (``after``: no follower, the whole catch-up after the work); wall
+    time, CPU time and peak RSS. ``total_s`` is work + catch-up: the run recorded and the
+    read models current."""
     from clusterstore.eventstore import EventStore
+    from clusterstore.projections import alongside
 
     baseline = peak_rss_mb()
     with EventStore.open(db) as store:
-        t0 = time.perf_counter()
-        result = work(store)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        if after:
+            result = work(store)
+        else:
+            with alongside(store):
+                result = work(store)
         wall = time.perf_counter() - t0
         projection_s = catch_up(store)
+        total = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         backend = store.backend
     return {
         "run_id": str(result.run_id),
@@ -78,6 +89,10 @@ def measured(db: str, work: Callable[[Any], Any]) -> dict[str, Any]:
         "n_written": result.n_written,
         "digest": result.digest,
         "wall_s": round(wall, 3),
+        "total_s": round(total, 3),
+        "cpu_s": round(cpu, 3),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "projection": "after" if after else "alongside",
         "timings": result.timings,
         "projection_s": projection_s,
         "rss_after_imports_mb": round(baseline, 1),
@@ -95,7 +110,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         threads=args.threads,
         batch_size=args.batch_size,
     )
-    return measured(args.db, lambda store: cluster_file(store, args.input, settings))
+    return measured(
+        args.db, lambda store: cluster_file(store, args.input, settings), after=args.after
+    )
 
 
 def resume_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -189,6 +206,9 @@ def main() -> None:
         sp.add_argument("--threads", type=int, default=1)
         sp.add_argument("--batch-size", type=int, default=100_000)
         sp.add_argument("--kill-at", type=float, default=0.5, help="fraction of rows")
+        sp.add_argument(
+            "--after", action="store_true", help="project after the run, not alongside it"
+        )
     rc = sub.add_parser("resume-child")
     rc.add_argument("db")
     rc.add_argument("run")

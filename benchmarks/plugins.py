@@ -56,12 +56,15 @@ def _run_clustering(
 
 def end_to_end(backend: str, n: int, db_url: str) -> Measurement:
     """Step ``end_to_end``: n x 384 float32 synthetic embeddings, k=100; timed: cluster +
-    record (``_run_clustering``) + project (``projections.catch_up_all``)."""
+    record (``_run_clustering``) with the projections following the log
+    (``projections.alongside``), then ``projections.catch_up_all`` (the read models
+    current)."""
     require("clustering", "end_to_end needs the clustering package")
     vectors = embeddings(n)
     ids = embedding_ids(n)
     clock = Clock()
     with EventStore.open(db_url) as store, clock.running():
-        _run_clustering(store, vectors, ids, k=K, seed=0)
+        with projections.alongside(store):  # as `clusterstore cluster` does
+            _run_clustering(store, vectors, ids, k=K, seed=0)
         projections.catch_up_all(store)
     return clock.measurement(n)

@@ -110,7 +110,8 @@ STEPS: dict[str, StepSpec] = {
                 ("export_npy", "export RUN -o run.npy"),
                 ("export_parquet", "export RUN -o run.parquet", "pyarrow"),
                 ("runs_list", "runs list with 1,000 runs in the store (events = runs)"),
-                ("runs_show", "runs show RUN: counts, sizes, integrity"),
+                ("runs_show", "runs show RUN: what its RunCompleted recorded, no verify pass"),
+                ("verify_crowded", "runs verify RUN with 10 other runs of n in the store"),
             )
         ),
     )
@@ -126,6 +127,8 @@ GROUPS = {
         "runs_list",
         "runs_show",
     ),
+    # per-run reads against the size of the store: verify alone and among 10 other runs
+    "isolation": ("verify", "verify_crowded"),
 }
 BACKENDS = ("sqlite", "postgres")
 # name -> (numerator step, denominator step), computed on the medians, per backend
@@ -133,6 +136,7 @@ RATIOS = {
     "append_vs_legacy": ("append", "legacy"),
     "append_vs_ceiling": ("append", "ceiling"),
     "replay_vs_ceiling_replay": ("replay", "ceiling_replay"),
+    "verify_crowded_vs_verify": ("verify_crowded", "verify"),
 }
 PACKAGES = ("sqlalchemy", "sqlmodel", "psycopg", "numpy", "msgspec", "uuid-utils", "faiss-cpu")
 

@@ -8,6 +8,12 @@ The store: ``replay.build_log`` (completed runs of random ids, k = 100), project
 reported) and ``projections.which`` is timed for ``--lookups`` ids drawn from the log
 (each a fresh call: SQL, rows, objects), median and 95th percentile; a few lookups without
 the index (a scan) are timed for contrast. The target is under 50 ms at 10M assignments.
+
+The legacy primary key is timed the same way: plain SQL ``SELECT * FROM embeddingcluster
+WHERE id = :id`` (one transaction per lookup, rows fetched) for the ids of the same rows
+(``projections.assignment_id(run, seq)``, as the view shows them), with the index and,
+for contrast, a few without. Switching the option on rebuilds the read model with the ids
+stored (``index_build_s`` is that replay plus the index builds).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from uuid import UUID
 
 import numpy as np
+from sqlalchemy import text
 
 from clusterstore import projections
 from clusterstore.benchmarks.append import fresh_database
@@ -32,16 +39,34 @@ EVENTS = 10_000_000
 
 def sample_ids(store: EventStore, count: int, seed: int = 1) -> list[UUID]:
     """``count`` embedding ids read from random seqs of the store's runs."""
+    return [eid for eid, _ in sample_rows(store, count, seed)]
+
+
+def sample_rows(store: EventStore, count: int, seed: int = 1) -> list[tuple[UUID, UUID]]:
+    """``count`` (embedding id, ``embeddingcluster.id``) pairs of random seqs of the
+    store's runs."""
     rng = np.random.default_rng(seed)
     heads = store.runs()
-    out: list[UUID] = []
+    out: list[tuple[UUID, UUID]] = []
     while len(out) < count:
         h = heads[int(rng.integers(0, len(heads)))]
         seq = int(rng.integers(2, h.head))
-        for _, event in store.read(h.run_id, after=seq - 1, limit=1):
+        for stored, event in store.read(h.run_id, after=seq - 1, limit=1):
             if isinstance(event, AssignmentRecorded):
-                out.append(event.embedding_id)
+                out.append((event.embedding_id, projections.assignment_id(h.run_id, stored)))
     return out
+
+
+_BY_ID = "SELECT * FROM embeddingcluster WHERE id = :id"
+
+
+def by_id(store: EventStore, row_id: UUID) -> tuple[float, int]:
+    """Seconds and row count of one plain-SQL lookup by the legacy primary key."""
+    value: object = row_id.hex if store.backend == "sqlite" else row_id  # as the view shows it
+    t0 = time.perf_counter()
+    with store.transaction() as conn:
+        n = len(conn.execute(text(_BY_ID), {"id": value}).all())
+    return time.perf_counter() - t0, n
 
 
 def measure(db: str, events: int, lookups: int, scans: int) -> dict[str, float]:
@@ -52,13 +77,19 @@ def measure(db: str, events: int, lookups: int, scans: int) -> dict[str, float]:
         t0 = time.perf_counter()
         projections.catch_up_all(store)
         projected = time.perf_counter() - t0
-        ids = sample_ids(store, lookups + scans)
+        rows = sample_rows(store, lookups + scans)
+        ids = [eid for eid, _ in rows]
         no_index = []
         for eid in ids[:scans]:
             t0 = time.perf_counter()
             found = projections.which(store, eid)
             no_index.append(time.perf_counter() - t0)
             assert len(found.placements) == 1 and not found.indexed
+        id_scans = []
+        for _, row_id in rows[:scans]:
+            seconds, n = by_id(store, row_id)
+            id_scans.append(seconds)
+            assert n == 1
         t0 = time.perf_counter()
         projections.set_lookup_index(store, True)
         index_s = time.perf_counter() - t0
@@ -69,7 +100,13 @@ def measure(db: str, events: int, lookups: int, scans: int) -> dict[str, float]:
             found = projections.which(store, eid)
             times.append(time.perf_counter() - t0)
             assert len(found.placements) == 1 and found.indexed
+        id_times = []
+        for _, row_id in rows[scans:]:
+            seconds, n = by_id(store, row_id)
+            id_times.append(seconds)
+            assert n == 1
     times.sort()
+    id_times.sort()
     return {
         "n_assignments": events,
         "build_log_s": built,
@@ -79,6 +116,10 @@ def measure(db: str, events: int, lookups: int, scans: int) -> dict[str, float]:
         "which_p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
         "which_max_ms": 1000 * times[-1],
         "which_without_index_median_ms": 1000 * statistics.median(no_index) if no_index else 0,
+        "by_id_median_ms": 1000 * statistics.median(id_times),
+        "by_id_p95_ms": 1000 * id_times[int(0.95 * (len(id_times) - 1))],
+        "by_id_max_ms": 1000 * id_times[-1],
+        "by_id_without_index_median_ms": 1000 * statistics.median(id_scans) if id_scans else 0,
     }
 
 

@@ -28,12 +28,18 @@ class StoreContext:
         self.db = db
         self._store: EventStore | None = None
 
-    def open(self, *, write: bool = False, allow_existing: bool = False) -> EventStore:
+    def open(
+        self, *, write: bool = False, allow_existing: bool = False, partitions: int | None = None
+    ) -> EventStore:
         if self._store is None:
             from clusterstore._store import open_event_store
 
             self._store = open_event_store(
-                self.db, allow_existing=allow_existing, create=write, warn=warn
+                self.db,
+                allow_existing=allow_existing,
+                create=write,
+                warn=warn,
+                partitions=partitions,
             )
         return self._store
 

@@ -32,8 +32,12 @@ STEPS = (
     "export_parquet",
     "runs_list",
     "runs_show",
+    "verify_crowded",
 )
-GROUPS = {"audit": STEPS[-7:]}  # --steps audit: the audit commands
+GROUPS = {  # --steps audit: the audit commands; isolation: verify alone and among others
+    "audit": STEPS[-8:-1],
+    "isolation": ("verify", "verify_crowded"),
+}
 LEGACY_CAP = 200_000
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -77,7 +81,7 @@ def _count(name: str, default: int, help: str) -> Any:
     callback=_steps,
     metavar="NAME,...",
     help=f"Only these steps (default: all of {', '.join(STEPS)}); the group 'audit' names "
-    f"{', '.join(GROUPS['audit'])}.",
+    f"{', '.join(GROUPS['audit'])}; 'isolation' names {', '.join(GROUPS['isolation'])}.",
 )
 @click.option(
     "--pg-url",

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from clusterstore import projections
 from clusterstore.audit.text import format_duration, format_size
 from clusterstore.clustering import (
     ClusterResult,
@@ -124,17 +125,20 @@ def cluster_command(
         threads=threads,
         train_per_centroid=train_per_centroid,
     )
-    result = cluster_file(
-        store,
-        embeddings,
-        settings,
-        ids=ids,
-        npz_key=npz_key,
-        embeddings_column=embeddings_column,
-        id_column=id_column,
-        reporter=CliReporter(quiet or as_json),
-    )
-    refresh_after_write(store, quiet=quiet or as_json)
+    heard: list[projections.DeadLetter] = []  # runs the follower starts to skip
+    # the read models follow the run as it is written
+    with projections.alongside(store, on_damage=heard.append):
+        result = cluster_file(
+            store,
+            embeddings,
+            settings,
+            ids=ids,
+            npz_key=npz_key,
+            embeddings_column=embeddings_column,
+            id_column=id_column,
+            reporter=CliReporter(quiet or as_json),
+        )
+    refresh_after_write(store, quiet=quiet or as_json, heard=heard)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -160,10 +164,12 @@ def resume_command(
 ) -> None:
     """Continue RUN (an id or unique prefix) after a crash: append the missing assignments."""
     store = state.open(write=True)
-    result = resume(
-        store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
-    )
-    refresh_after_write(store, quiet=quiet or as_json)
+    heard: list[projections.DeadLetter] = []
+    with projections.alongside(store, on_damage=heard.append):
+        result = resume(
+            store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
+        )
+    refresh_after_write(store, quiet=quiet or as_json, heard=heard)
     _print_result(result, as_json=as_json, quiet=quiet)
 
 

@@ -13,6 +13,7 @@ import click
 
 from clusterstore.eventstore import EventStoreError, RunInterrupted, __version__
 from clusterstore.eventstore.config import ENV_VAR
+from clusterstore.eventstore.schema import MAX_PARTITIONS, MIN_PARTITIONS
 
 from ._context import StoreContext, pass_store, warn
 from ._options import json_option
@@ -64,11 +65,18 @@ def cli(ctx: click.Context, db: str | None) -> None:
     is_flag=True,
     help="Add the store to a database that already holds other tables (never touched).",
 )
+@click.option(
+    "--partitions",
+    type=int,
+    metavar="N",
+    help=f"PostgreSQL: hash-partition the log and the read model's assignments by run into "
+    f"N partitions ({MIN_PARTITIONS}..{MAX_PARTITIONS}); only when the store is created.",
+)
 @json_option
 @pass_store
-def init(state: StoreContext, allow_existing: bool, as_json: bool) -> None:
+def init(state: StoreContext, allow_existing: bool, partitions: int | None, as_json: bool) -> None:
     """Create the store's tables and read-model views (safe to run again)."""
-    store = state.open(write=True, allow_existing=allow_existing)
+    store = state.open(write=True, allow_existing=allow_existing, partitions=partitions)
     if not store.created:  # a new store got its views when it was opened
         restored = store.restore_triggers()
         if restored:
@@ -76,10 +84,12 @@ def init(state: StoreContext, allow_existing: bool, as_json: bool) -> None:
         for run_id in store.restore_run_rows():
             warn(f"restored the cs_runs row of run {run_id}")
         refresh_after_write(store, quiet=True)
+    n = store.partitions()
     if as_json:
-        echo_json({"db_url": store.display_url})
+        echo_json({"db_url": store.display_url, "n_partitions": n})
     else:
-        click.echo(f"clusterstore ready at {store.display_url}")
+        layout = f" (partitioned by run: {n} partitions)" if n is not None else ""
+        click.echo(f"clusterstore ready at {store.display_url}{layout}")
 
 
 @cli.group()

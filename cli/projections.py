@@ -1,4 +1,16 @@
-"""``clusterstore projections``: catch-up (and follow), rebuild, status."""
+"""``clusterstore projections``: catch-up (and follow), rebuild, status.
+
+A run with an event that does not decode does not stop the read models: they skip that run
+from the damaged event on (``projections.dead_letter``) and go on with every other run.
+catch-up, rebuild and the commands that end with a catch-up say so with one ``Warning:``
+line per damaged run and **exit 0**: what they were asked to do (bring every readable run up
+to date) is done, and the read models say what they skip. The finding stays visible where
+integrity is judged: ``projections status`` lists the skipped runs (and ``--json``
+``damaged_runs``), ``runs list``/``show`` mark the run damaged, and ``runs verify`` exits 1
+naming the event. A non-zero exit here would fail every later catch-up, ``cluster`` and
+follower supervisor over one run that only an operator can repair, which is the outage this
+replaces.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +24,7 @@ import click
 
 from clusterstore import projections as pj
 from clusterstore.eventstore import EventStore, EventStoreError
+from clusterstore.projections.dead_letter import REPAIR, DeadLetter, by_run
 
 from ._context import StoreContext, pass_store
 from ._options import json_option, output_options
@@ -28,19 +41,58 @@ def projections_group() -> None:
 
 
 def bring_up_to_date(
-    store: EventStore, names: list[str] | None = None, *, quiet: bool
+    store: EventStore,
+    names: list[str] | None = None,
+    *,
+    quiet: bool,
+    heard: list[DeadLetter] | None = None,
 ) -> dict[str, int]:
     """Catch the read models up with the log, with a progress bar sized by the lag. The
-    store's own commands (cluster, resume, demo, import-legacy) end with this."""
+    store's own commands (cluster, resume, demo, import-legacy) end with this. A run the
+    read models start to skip (a damaged event) is a warning, and is added to ``heard``."""
     lag = sum(s.lag for s in pj.status(store) if names is None or s.name in names)
-    with progress("projecting", max(lag, 1), quiet=quiet) as bar:
-        return pj.catch_up(store, names, on_progress=bar.update)
+    letters: list[DeadLetter] = []
+    try:
+        with progress("projecting", max(lag, 1), quiet=quiet) as bar:
+            return pj.catch_up(store, names, on_progress=bar.update, on_damage=letters.append)
+    finally:
+        warn_damaged(letters)
+        if heard is not None:
+            heard += letters
 
 
-def refresh_after_write(store: EventStore, *, quiet: bool) -> None:
+def warn_damaged(letters: list[DeadLetter]) -> None:
+    """One ``Warning:`` line per run the read models started to skip."""
+    for run, group in by_run(letters).items():
+        first = min(group, key=lambda d: d.seq)
+        names = ", ".join(sorted({d.projection for d in group}))
+        click.echo(
+            f"Warning: run {run} is damaged at seq {first.seq} (log position "
+            f"{first.position}): {first.reason}; the read models ({names}) skip the run from "
+            f"there and go on with the others; {REPAIR}",
+            err=True,
+        )
+
+
+def warn_if_behind(store: EventStore) -> None:
+    """For the commands that read the read models: a ``Warning:`` line when a finished run
+    is missing from them (an interrupted projection step), with the lag and the fix."""
+    try:
+        behind = pj.read_models_behind(store)
+    except EventStoreError:  # advice only: the command has answered already
+        return
+    if behind is not None:
+        click.echo(f"Warning: {behind.line()}", err=True)
+
+
+def refresh_after_write(
+    store: EventStore, *, quiet: bool, heard: list[DeadLetter] | None = None
+) -> None:
     """``bring_up_to_date`` at the end of a command that wrote to the log: what it wrote is
     committed whatever happens here, so a read model that cannot be updated now (a damaged
-    event, a busy runner, a lost connection) is a warning, not a failed command."""
+    event, a busy runner, a lost connection) is a warning, not a failed command. ``heard``:
+    runs a follower alongside the write started to skip, warned about first."""
+    warn_damaged(heard or [])
     try:
         bring_up_to_date(store, quiet=quiet)
     except EventStoreError as e:
@@ -63,7 +115,11 @@ def catch_up(
 
     NAME is clusteringresult or embeddingcluster (default: both). With --follow, keep
     running and apply new events as they are appended (Ctrl-C or SIGTERM stops); --json
-    does not apply to --follow."""
+    does not apply to --follow.
+
+    A run with an event that does not decode is skipped from that event on (a Warning line
+    names it, `projections status` lists it) and the others are brought up to date: the exit
+    code is 0. After the event is repaired, `projections rebuild` brings the run back."""
     if follow and as_json:
         raise click.UsageError("--json does not apply with --follow (it prints no result)")
     store = state.open(write=True)
@@ -73,15 +129,17 @@ def catch_up(
         if not quiet:
             click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C stops at once
-            pj.follow(store, names, stop=stopping.is_set)
+            pj.follow(store, names, stop=stopping.is_set, on_damage=lambda d: warn_damaged([d]))
         return
-    applied = bring_up_to_date(store, names, quiet=quiet or as_json)
+    heard: list[DeadLetter] = []
+    applied = bring_up_to_date(store, names, quiet=quiet or as_json, heard=heard)
     head = store.max_position()
     if as_json:
         echo_json(
             {
                 "head": head,
                 "projections": [{"name": p, "n_applied": n} for p, n in applied.items()],
+                "damaged_runs": [d.to_json() for d in heard],
             }
         )
     elif not quiet:
@@ -102,9 +160,12 @@ def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -
     head = store.max_position()
     names = [name] if name else list(pj.NAMES)
     rebuilt = []
+    heard: list[DeadLetter] = []
     for projection in names:
         with progress(f"rebuilding {projection}", max(head, 1), quiet=quiet or as_json) as bar:
-            done = pj.rebuild(store, [projection], on_progress=bar.update)[projection]
+            done = pj.rebuild(store, [projection], on_progress=bar.update, on_damage=heard.append)[
+                projection
+            ]
         rebuilt.append(
             {
                 "name": projection,
@@ -121,8 +182,11 @@ def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -
                 f"events; live after {done.live_seconds:.1f} s{rate}, done in "
                 f"{done.seconds:.1f} s"
             )
+    warn_damaged(heard)
     if as_json:
-        echo_json({"head": head, "projections": rebuilt})
+        echo_json(
+            {"head": head, "projections": rebuilt, "damaged_runs": [d.to_json() for d in heard]}
+        )
 
 
 @projections_group.command("lookup-index")
@@ -130,11 +194,13 @@ def rebuild(state: StoreContext, name: str | None, as_json: bool, quiet: bool) -
 @json_option
 @pass_store
 def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None:
-    """Show or switch the embedding-id lookup index of embeddingcluster (default: off).
+    """Show or switch the lookup indexes of embeddingcluster (default: off).
 
-    With it, `clusterstore which` and SQL `... FROM embeddingcluster WHERE embedding_id = ?`
-    are index lookups instead of scans; it slows replay (catch-up and rebuild), so it is
-    a choice. `on` builds it now on the current read model; `off` drops it.
+    With them, `clusterstore which` and SQL `... FROM embeddingcluster WHERE embedding_id = ?`
+    or `WHERE id = ?` are index lookups instead of scans; they slow replay (catch-up and
+    rebuild), so it is a choice. `on` rebuilds the read model with every row's id stored
+    (unless it already has them) and builds the indexes; `off` drops them. Refused while
+    another runner (e.g. `catch-up --follow`) updates the read model.
     """
     store = state.open(write=True)
     if switch is not None:
@@ -150,8 +216,13 @@ def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None
 @json_option
 @pass_store
 def status(state: StoreContext, as_json: bool) -> None:
-    """Each projection's checkpoint, the head of the log, and the lag."""
-    rows = pj.status(state.open())
+    """Each projection's checkpoint, the head of the log, and the lag; the runs the read
+    models skip (damaged); finished runs missing from them (an interrupted projection
+    step)."""
+    store = state.open()
+    rows = pj.status(store)
+    letters = pj.dead_letters(store)
+    behind = pj.read_models_behind(store)
     if as_json:
         echo_json(
             {
@@ -169,6 +240,8 @@ def status(state: StoreContext, as_json: bool) -> None:
                     }
                     for s in rows
                 ],
+                "damaged_runs": [d.to_json() for d in letters],
+                "runs_behind": [str(r) for r in behind.runs] if behind else [],
             }
         )
         return
@@ -189,6 +262,15 @@ def status(state: StoreContext, as_json: bool) -> None:
             ],
         )
     )
+    for run, group in by_run(letters).items():
+        first = min(group, key=lambda d: d.seq)
+        names = ", ".join(d.projection for d in group)
+        click.echo(
+            f"damaged: run {run} at seq {first.seq} (log position {first.position}): "
+            f"{first.reason}; skipped by {names}; {REPAIR}"
+        )
+    if behind is not None:
+        click.echo(behind.line())
 
 
 def _stop_on_signals() -> threading.Event:

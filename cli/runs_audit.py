@@ -18,6 +18,13 @@ from clusterstore.audit.summary import STATUS_LABELS, RunSummary
 from clusterstore.audit.text import format_duration, format_time, size_histogram
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.events import BY_NAME
+from clusterstore.projections.dead_letter import (
+    REPAIR,
+    DeadLetter,
+    damage_json,
+    first_by_run,
+    run_damage,
+)
 
 from ._options import (
     MAX_COUNT,
@@ -28,6 +35,7 @@ from ._options import (
     texts_options,
 )
 from ._output import echo_json, progress, render_table
+from .projections import warn_if_behind
 
 if TYPE_CHECKING:
     from ._context import StoreContext
@@ -39,6 +47,7 @@ READ_MODEL_CHECK = audit.ReadModelCheck(
     projections.read_model_digest,
     projections.first_read_model_difference,
     projections.projected_run,
+    run_damage,
 )
 
 
@@ -58,12 +67,15 @@ def list_runs(
     store = state.open()
     wanted = audit.parse_status(status) if status else None
     runs = audit.list_runs(store, status=wanted, model=model)
+    damaged = first_by_run(projections.dead_letters(store))
     if as_json:
-        echo_json([r.to_json() for r in runs])
+        echo_json([{**r.to_json(), "damage": damage_json(damaged.get(r.run_id))} for r in runs])
+        warn_if_behind(store)
         return
     if not runs:
         filtered = status is not None or model is not None
         click.echo("No runs match." if filtered else f"No runs in {store.display_url}.")
+        warn_if_behind(store)
         return
     digits = audit.id_digits(store)
     rows = [
@@ -73,7 +85,7 @@ def list_runs(
             r.started.algorithm if r.started else "?",
             r.started.k if r.started else None,
             r.started.n_embeddings if r.started else None,
-            r.status_label,
+            "damaged" if r.run_id in damaged else r.status_label,
             format_time(r.started_at),
             format_duration(r.duration_s),
         ]
@@ -84,6 +96,16 @@ def list_runs(
     for r in runs:
         if r.problem:
             click.echo(f"note: run {r.run_id}: {r.problem}", err=True)
+        if r.run_id in damaged:
+            click.echo(f"note: {_damage_text(r.run_id, damaged[r.run_id])}", err=True)
+    warn_if_behind(store)
+
+
+def _damage_text(run_id: UUID, letter: DeadLetter) -> str:
+    return (
+        f"run {run_id} is damaged at seq {letter.seq} (log position {letter.position}): "
+        f"{letter.reason}; the read models skip it from there; {REPAIR}"
+    )
 
 
 @click.command("show")
@@ -101,6 +123,14 @@ def list_runs(
     show_default=True,
     help="With --cluster: how many members to list.",
 )
+@click.option(
+    "--verify",
+    "check",
+    is_flag=True,
+    help="Also check the run as `runs verify` does (reads all of it and its read model) "
+    "and show the result; without it a completed run's counts, digest and sizes are those "
+    "its RunCompleted recorded, and its integrity is not checked.",
+)
 @texts_options
 @output_options
 @click.pass_obj
@@ -109,14 +139,19 @@ def show(
     run: str,
     cluster: int | None,
     limit: int,
+    check: bool,
     texts: str | None,
     text_column: str,
     id_column: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Parameters, counts, status, timings, cluster sizes and integrity of one RUN (with
-    --cluster N: that cluster's members nearest the centroid)."""
+    """Parameters, counts, status, timings and cluster sizes of one RUN, and its integrity
+    with --verify (with --cluster N: that cluster's members nearest the centroid).
+
+    A completed run is summarised from what it recorded (RunStarted, CentroidsComputed,
+    RunCompleted), whatever its size; a run that has no RunCompleted is counted from its
+    log, which checks it as well."""
     store = state.open()
     run_id = store.resolve_run(run)
     if cluster is not None:
@@ -140,18 +175,22 @@ def show(
         raise click.UsageError("--texts goes with --cluster N")
     with progress("reading the run", store.head(run_id), quiet=quiet or as_json) as bar:
         details = audit.run_details(
-            store, run_id, read_model=READ_MODEL_CHECK, on_progress=bar.update
+            store, run_id, read_model=READ_MODEL_CHECK, verify=check, on_progress=bar.update
         )
+    damage = first_by_run(projections.dead_letters(store, run_id)).get(run_id)
     if as_json:
-        echo_json(details.to_json())
-        return
-    click.echo("\n".join(_details_lines(details)))
+        echo_json({**details.to_json(), "damage": damage_json(damage)})
+    else:
+        click.echo("\n".join(_details_lines(details, damage)))
+    warn_if_behind(store)  # after the answer: a failed command prints its Error: line only
 
 
-def _details_lines(d: RunDetails) -> list[str]:
+def _details_lines(d: RunDetails, damage: DeadLetter | None = None) -> list[str]:
     s: RunSummary = d.summary
     st = s.started
     rows: list[tuple[str, str]] = [("run", str(s.run_id)), ("status", _status_text(s))]
+    if damage is not None:
+        rows.append(("damaged", _damage_text(s.run_id, damage)))
     if st is not None:
         seed = f", seed {st.seed}" if st.seed is not None else ""
         rows += [
@@ -163,7 +202,7 @@ def _details_lines(d: RunDetails) -> list[str]:
     if s.problem:
         rows.append(("problem", s.problem))
     noise = f" ({d.n_noise} noise: label -1, in no cluster)" if d.n_noise else ""
-    rows.append(("events", f"{s.events}, {d.integrity.n_assignments} assignments{noise}"))
+    rows.append(("events", f"{s.events}, {d.n_assignments} assignments{noise}"))
     if d.centroids is not None:
         rows.append(("centroids", _centroids_text(d)))
     rows.append(("started", f"{format_time(s.started_at)} UTC"))
@@ -173,12 +212,12 @@ def _details_lines(d: RunDetails) -> list[str]:
     if s.failed is not None:
         kind = f"{s.failed.error_type}: " if s.failed.error_type else ""
         rows.append(("error", f"{kind}{s.failed.error}"))
-    if d.integrity.recorded_digest is not None:
-        rows.append(("result", f"assignment digest {d.integrity.recorded_digest}"))
+    if d.recorded_digest is not None:
+        rows.append(("result", f"assignment digest {d.recorded_digest}"))
     rows.append(("integrity", _integrity_text(d)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    lines += [f"  {f.line()}" for f in d.integrity.findings]
+    lines += [f"  {f.line()}" for f in d.integrity.findings] if d.integrity else []
     return [*lines, "", *size_histogram(d.cluster_sizes)]
 
 
@@ -226,6 +265,11 @@ def _centroids_text(d: RunDetails) -> str:
 
 def _integrity_text(d: RunDetails) -> str:
     r = d.integrity
+    if r is None:
+        return (
+            "not checked (counts, digest and sizes as RunCompleted recorded them; "
+            "`runs show --verify` or `runs verify` checks the log and the read model)"
+        )
     model = {
         "ok": "the read model agrees",
         "mismatch": "the read model disagrees",

@@ -10,6 +10,7 @@ from clusterstore import projections as pj
 
 from ._options import json_option, output_options
 from ._output import echo_json, render_table
+from .projections import warn_if_behind
 
 if TYPE_CHECKING:
     from ._context import StoreContext
@@ -28,7 +29,9 @@ def which(
     Answered from the read models (`projections catch-up` brings them up to date); an
     index lookup when `projections lookup-index on`, else a scan.
     """
-    result = pj.which(state.open(), embedding_id, model=model)
+    store = state.open()
+    result = pj.which(store, embedding_id, model=model)
+    warn_if_behind(store)
     if as_json:
         echo_json(result.to_json())
         return

@@ -39,19 +39,57 @@ def assign_and_write(
     reporter: Reporter,
 ) -> dict[str, float]:
     """Assign rows ``start_row ..`` on a worker thread while this thread appends them."""
-    if start_row >= source.n:
-        return {"assign_s": 0.0, "write_s": 0.0, "assign_write_s": 0.0}
-    chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    busy = {"assign_s": 0.0, "write_s": 0.0}
+    with Assigning(source, assigner, start_row=start_row, chunk_rows=chunk_rows) as assigning:
+        return assigning.write(writer, ids_for, reporter)
 
-    def produce() -> None:
+
+class Assigning:
+    """Rows ``start_row ..`` assigned chunk by chunk on a worker thread (from ``start``,
+    or the first ``write``), at most ``ahead`` chunks of labels and distances ahead of the
+    writer: started before the run is, it computes while the input is still being checked,
+    and ``write`` then appends what it has. Leaving the ``with`` block stops the worker."""
+
+    def __init__(
+        self,
+        source: EmbeddingSource,
+        assigner: Assigner,
+        *,
+        start_row: int,
+        chunk_rows: int,
+        ahead: int = 2,
+    ):
+        self.source = source
+        self.assigner = assigner
+        self.start_row = start_row
+        self.chunk_rows = chunk_rows
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
+        self.stopping = threading.Event()
+        self.busy = {"assign_s": 0.0, "write_s": 0.0}
+        self.worker = threading.Thread(target=self._produce, name="clusterstore-assign")
+        self.worker.daemon = True
+
+    def __enter__(self) -> Assigning:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        while self.worker.is_alive():  # unblock a pending put, then let the worker end
+            while not self.chunks.empty():
+                self.chunks.get_nowait()
+            self.worker.join(timeout=0.05)
+
+    def start(self) -> None:
+        if self.worker.ident is None and self.start_row < self.source.n:
+            self.worker.start()
+
+    def _produce(self) -> None:
+        chunks, stop, start_row = self.chunks, self.stopping, self.start_row
         try:
             t = time.perf_counter()
-            for lo, x, _ in source.chunks(start_row, chunk_rows=chunk_rows):
-                labels, dist = assigner.assign(x)
+            for lo, x, _ in self.source.chunks(start_row, chunk_rows=self.chunk_rows):
+                labels, dist = self.assigner.assign(x)
                 cut = max(0, start_row - lo)
-                busy["assign_s"] += time.perf_counter() - t
+                self.busy["assign_s"] += time.perf_counter() - t
                 if not _put(chunks, (lo + cut, labels[cut:], dist[cut:]), stop):
                     return
                 t = time.perf_counter()
@@ -59,32 +97,34 @@ def assign_and_write(
         except BaseException as e:  # handed to the writing thread, which re-raises it
             _put(chunks, e, stop)
 
-    worker = threading.Thread(target=produce, name="clusterstore-assign", daemon=True)
-    batches = _Batcher(writer.batch_size)
-    t0 = time.perf_counter()
-    with reporter.stage("assigning and writing", source.n - start_row) as tick:
-        writer.on_progress = tick
-        worker.start()
-        try:
-            while (item := chunks.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                lo, labels, dist = item
+    def write(
+        self, writer: RunWriter, ids_for: Callable[[int, int], IdArray], reporter: Reporter
+    ) -> dict[str, float]:
+        """Append every assigned row to ``writer`` in batches of its batch size."""
+        if self.start_row >= self.source.n:
+            return {"assign_s": 0.0, "write_s": 0.0, "assign_write_s": 0.0}
+        batches = _Batcher(writer.batch_size)
+        busy = self.busy
+        t0 = time.perf_counter()
+        with reporter.stage("assigning and writing", self.source.n - self.start_row) as tick:
+            writer.on_progress = tick
+            self.start()
+            try:
+                while (item := self.chunks.get()) is not _DONE:
+                    if isinstance(item, BaseException):
+                        raise item
+                    lo, labels, dist = item
+                    t = time.perf_counter()
+                    for block in batches.add(ids_for(lo, lo + labels.shape[0]), labels, dist):
+                        writer.record(*block)
+                    busy["write_s"] += time.perf_counter() - t
                 t = time.perf_counter()
-                for block in batches.add(ids_for(lo, lo + labels.shape[0]), labels, dist):
+                for block in batches.rest():
                     writer.record(*block)
                 busy["write_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            for block in batches.rest():
-                writer.record(*block)
-            busy["write_s"] += time.perf_counter() - t
-        finally:
-            stop.set()
-            while not chunks.empty():
-                chunks.get_nowait()
-            worker.join()
-            writer.on_progress = None
-    return {**busy, "assign_write_s": time.perf_counter() - t0}
+            finally:
+                writer.on_progress = None
+        return {**busy, "assign_write_s": time.perf_counter() - t0}
 
 
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

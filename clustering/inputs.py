@@ -31,7 +31,7 @@ from clusterstore.eventstore.errors import InputError
 from clusterstore.eventstore.runs import ProgressFn
 
 FLOAT_KINDS = ("float16", "float32", "float64")
-CHUNK_BYTES = 128 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024 * 1024  # 128 MiB before the checking pass overlapped assignment
 MIN_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 262_144
 # faiss computes squared distances in float32 (largest finite value FLOAT32_MAX, ~3.4e38,
@@ -60,7 +60,7 @@ class _Stream(Protocol):
 
 
 def default_chunk_rows(dim: int) -> int:
-    """Rows per chunk: ~128 MiB of float32, kept within 64k-256k rows (multiple of 1024)."""
+    """Rows per chunk: ~64 MiB of float32, kept within 64k-256k rows (multiple of 1024)."""
     rows = CHUNK_BYTES // (4 * max(dim, 1))
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows // 1024 * 1024))
 
@@ -69,6 +69,7 @@ class EmbeddingSource:
     """An N x d floating-point array that can be read a chunk of rows at a time."""
 
     label: str  # how error messages name the input
+    random_access: bool = False  # whether single rows read cheaply (``read_rows``)
     path: Path | None
     npz_key: str | None
     n: int
@@ -129,6 +130,8 @@ def npy_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
 class ArraySource(EmbeddingSource):
     """An in-memory (or memory-mapped) numpy array."""
 
+    random_access = True
+
     def __init__(self, array: npt.ArrayLike, label: str = "embeddings"):
         arr = np.asarray(array)
         _check_layout(label, arr.dtype, arr.shape, fortran_order=False)
@@ -160,6 +163,7 @@ class NpyStreamSource(EmbeddingSource):
         super().__init__(label, shape[0], shape[1], dtype)
         self.path = path
         self.npz_key = npz_key
+        self.random_access = npz_key is None  # a zip member is read forward only
         self.offset = offset
         expected = offset + self.n * self.row_bytes
         if size < expected:
@@ -293,6 +297,32 @@ def scan(
 
         normalize_rows(sample)
     return ScanResult(h.hexdigest(), sample)
+
+
+def read_rows(
+    source: EmbeddingSource, rows: npt.NDArray[np.int64], *, spherical: bool = False
+) -> F32Array | None:
+    """The rows ``rows`` (sorted) of a ``random_access`` source as float32 (normalised when
+    spherical), one positioned read each: the values ``scan`` copies out as its sample; None
+    if any of them fails the checks ``scan`` makes (``scan`` then names the first bad row)."""
+    raw = np.empty((rows.shape[0], source.dim), dtype=source.dtype)
+    with source.reader() as read:
+        for i, row in enumerate(rows.tolist()):
+            read(row, raw[i : i + 1])
+    x = raw if raw.dtype == np.dtype("<f4") or raw.dtype == np.dtype("=f4") else None
+    if x is None:
+        x = np.empty(raw.shape, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            np.copyto(x, raw, casting="same_kind")
+    try:
+        _check_values(source, 0, x, raw, spherical)
+    except InputError:
+        return None
+    if spherical:
+        from .kmeans import normalize_rows
+
+        normalize_rows(x)
+    return x  # type: ignore[return-value]
 
 
 def _check_values(

@@ -5,20 +5,25 @@
 1. Everything is checked before anything is written: the input's format, dtype and shape,
    the settings (``1 <= k <= n`` ...), the ids (count, syntax, uniqueness), and then, in one
    streamed pass, every value (finite as float32; no all-zero row for spherical k-means),
-   while the same pass computes the input digest and copies out the training sample.
+   while the same pass computes the input digest. Where single rows read cheaply (an array,
+   a ``.npy`` file) the pass runs on a background thread while this one reads the training
+   rows, trains, and starts assigning (the labels wait in memory, up to ``AHEAD_BYTES``);
+   otherwise the pass also copies out the training sample and training follows it.
 2. ``RunStarted`` records the model, k, seed, input path and digest, ids digest, training
-   size, faiss version and thread count. Training runs on ``min(n, k * train_per_centroid)``
-   rows chosen by a seeded generator (sorted, so the pass reads forward only).
+   size, faiss version and thread count: only once the pass has found every value good.
+   Training runs on ``min(n, k * train_per_centroid)`` rows chosen by a seeded generator.
 3. ``CentroidsComputed`` is appended before any assignment: a resume never retrains.
-4. Rows are assigned and appended by ``assign.assign_and_write``: chunks on a worker
-   thread, batches of ``batch_size`` on this one.
+4. Rows are assigned and appended by ``assign.Assigning``: chunks on a worker thread,
+   batches of ``batch_size`` on this one.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,11 +44,11 @@ from clusterstore.eventstore.runs import (
 from clusterstore.eventstore.store import EventStore
 from clusterstore.eventstore.vocabulary import duration_s, median, timestamp
 
-from .assign import assign_and_write
+from .assign import Assigning, assign_and_write
 from .files import load_ids, open_source
 from .ids import IdArray, as_ids, check_unique, derived_ids, ids_digest
-from .inputs import EmbeddingSource, default_chunk_rows, scan
-from .kmeans import MAX_SEED, MIN_POINTS_PER_CENTROID, Assigner, faiss_version, train
+from .inputs import EmbeddingSource, default_chunk_rows, read_rows, scan
+from .kmeans import MAX_SEED, MIN_POINTS_PER_CENTROID, Assigner, Trained, faiss_version, train
 from .report import Reporter, SilentReporter
 
 ALGORITHMS = {False: "kmeans-l2", True: "kmeans-spherical"}
@@ -51,6 +56,8 @@ DEFAULT_ITERATIONS = 25
 DEFAULT_THREADS = 1
 DEFAULT_TRAIN_PER_CENTROID = 256
 TINY_FRACTION = 0.1  # a non-empty cluster below this fraction of the mean size is "tiny"
+SCAN_CHUNK_BYTES = 16 * 1024 * 1024  # the checking pass's reads beside the assigner's chunk
+AHEAD_BYTES = 32 * 1024 * 1024  # labels and distances assigned before the run is recorded
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class ClusterSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = DEFAULT_THREADS
     train_per_centroid: int = DEFAULT_TRAIN_PER_CENTROID
-    chunk_rows: int | None = None  # None: ~128 MiB of float32 rows, 64k-256k rows
+    chunk_rows: int | None = None  # None: ~64 MiB of float32 rows, 64k-256k rows
 
 
 @dataclass
@@ -197,77 +204,159 @@ def cluster(
     rows = np.arange(n) if train_size == n else np.sort(rng.choice(n, train_size, replace=False))
 
     t0 = time.perf_counter()
-    with rep.stage("checking input", n) as tick:
-        scanned = scan(
-            source,
-            chunk_rows=chunk_rows,
-            sample_rows=rows,
-            spherical=settings.spherical,
-            on_rows=tick,
+    with ExitStack() as stack:
+        with rep.stage("checking input", n) as tick:
+            if source.random_access:
+                digest, trained, assigning = _check_while_training(
+                    stack, source, settings, rows, seed, chunk_rows, tick
+                )
+            else:
+                scanned = scan(
+                    source,
+                    chunk_rows=chunk_rows,
+                    sample_rows=rows,
+                    spherical=settings.spherical,
+                    on_rows=tick,
+                )
+                digest, trained, assigning = scanned.digest, None, None
+        timings = {"validate_s": time.perf_counter() - t0}
+        if trained is None:  # trained after the check (an input read forward only)
+            assert scanned.sample is not None
+            with rep.stage("training", 1) as tick:
+                trained = _train(scanned.sample, settings, seed)
+                tick(1)
+            del scanned
+        params: dict[str, Any] = {
+            "iterations": settings.iterations,
+            "train_per_centroid": settings.train_per_centroid,
+            "distance": "cosine" if settings.spherical else "squared_l2",
+            "batch_size": settings.batch_size,
+            "chunk_rows": chunk_rows,
+            "npz_key": source.npz_key,
+            "embeddings_column": getattr(source, "column", None),
+            "id_column": id_column,
+            "ids": "derived" if id_array is None else "given",
+            "ids_path": None if ids_path is None else str(ids_path.resolve()),
+            "warnings": warnings,
+        }
+        writer = start_run(
+            store,
+            model=settings.model,
+            algorithm=ALGORITHMS[settings.spherical],
+            n_embeddings=n,
+            dim=source.dim,
+            k=k,
+            seed=seed,
+            params=params,
+            input_digest=digest,
+            batch_size=settings.batch_size,
+            input_path=None if source.path is None else str(source.path.resolve()),
+            ids_digest=None if id_array is None else ids_digest(id_array),
+            train_size=train_size,
+            faiss_version=faiss_version(),
+            threads=settings.threads,
         )
-    timings = {"validate_s": time.perf_counter() - t0}
-    assert scanned.sample is not None
-    params: dict[str, Any] = {
-        "iterations": settings.iterations,
-        "train_per_centroid": settings.train_per_centroid,
-        "distance": "cosine" if settings.spherical else "squared_l2",
-        "batch_size": settings.batch_size,
-        "chunk_rows": chunk_rows,
-        "npz_key": source.npz_key,
-        "embeddings_column": getattr(source, "column", None),
-        "id_column": id_column,
-        "ids": "derived" if id_array is None else "given",
-        "ids_path": None if ids_path is None else str(ids_path.resolve()),
-        "warnings": warnings,
-    }
-    writer = start_run(
-        store,
-        model=settings.model,
-        algorithm=ALGORITHMS[settings.spherical],
-        n_embeddings=n,
-        dim=source.dim,
-        k=k,
+        with writer:
+            timings["train_s"] = trained.seconds
+            writer.record_centroids(
+                trained.centroids,
+                objective=trained.objective,
+                iterations=trained.iterations,
+                train_seconds=round(trained.seconds, 3),
+            )
+            if assigning is None:
+                assigner = Assigner(
+                    trained.centroids, spherical=settings.spherical, threads=settings.threads
+                )
+                assigning = stack.enter_context(
+                    Assigning(source, assigner, start_row=0, chunk_rows=chunk_rows)
+                )
+            ids_for = _ids_for(id_array, writer.started.input_digest)
+            timings.update(assigning.write(writer, ids_for, rep))
+            completed = writer.complete()
+    timings["total_s"] = time.perf_counter() - t_start
+    return _result(writer, completed, n_written=n, timings=timings, warnings=warnings)
+
+
+def _train(sample: npt.NDArray[np.float32], settings: ClusterSettings, seed: int) -> Trained:
+    return train(
+        sample,
+        settings.k,
+        spherical=settings.spherical,
+        iterations=settings.iterations,
         seed=seed,
-        params=params,
-        input_digest=scanned.digest,
-        batch_size=settings.batch_size,
-        input_path=None if source.path is None else str(source.path.resolve()),
-        ids_digest=None if id_array is None else ids_digest(id_array),
-        train_size=train_size,
-        faiss_version=faiss_version(),
         threads=settings.threads,
     )
-    with writer:
-        with rep.stage("training", 1) as tick:
-            trained = train(
-                scanned.sample,
-                k,
+
+
+def _check_while_training(
+    stack: ExitStack,
+    source: EmbeddingSource,
+    settings: ClusterSettings,
+    rows: npt.NDArray[np.int64],
+    seed: int,
+    chunk_rows: int,
+    tick: Callable[[int], None],
+) -> tuple[str, Trained | None, Assigning | None]:
+    """The checking pass (digest, every value) on a background thread while this thread
+    reads the training rows, trains, and starts assigning chunks (up to ``AHEAD_BYTES`` of
+    labels held until the run is recorded). Nothing is written before the pass has passed:
+    a bad row raises its ``InputError`` here (the assigner is stopped). Training rows that
+    fail the checks are never trained on (the pass then names the first bad row)."""
+    checking = _Background(
+        lambda: (
+            scan(
+                source,
+                chunk_rows=max(1, SCAN_CHUNK_BYTES // source.row_bytes),
                 spherical=settings.spherical,
-                iterations=settings.iterations,
-                seed=seed,
-                threads=settings.threads,
-            )
-            tick(1)
-        del scanned
-        timings["train_s"] = trained.seconds
-        writer.record_centroids(
-            trained.centroids,
-            objective=trained.objective,
-            iterations=trained.iterations,
-            train_seconds=round(trained.seconds, 3),
+                on_rows=tick,
+            ).digest
         )
+    )
+    sample = read_rows(source, rows, spherical=settings.spherical)
+    trained = assigning = None
+    if sample is not None:
+        trained = _train(sample, settings, seed)
+        del sample
         assigner = Assigner(
             trained.centroids, spherical=settings.spherical, threads=settings.threads
         )
-        ids_for = _ids_for(id_array, writer.started.input_digest)
-        timings.update(
-            assign_and_write(
-                writer, source, ids_for, assigner, start_row=0, chunk_rows=chunk_rows, reporter=rep
-            )
+        ahead = max(2, AHEAD_BYTES // (8 * chunk_rows))  # uint32 label + float32 distance
+        assigning = stack.enter_context(
+            Assigning(source, assigner, start_row=0, chunk_rows=chunk_rows, ahead=ahead)
         )
-        completed = writer.complete()
-    timings["total_s"] = time.perf_counter() - t_start
-    return _result(writer, completed, n_written=n, timings=timings, warnings=warnings)
+        assigning.start()
+    digest = checking.result()
+    if trained is None:  # cannot happen: the pass checks the same rows; train now
+        sample = read_rows(source, rows, spherical=settings.spherical)
+        if sample is None:
+            raise InputError(f"{source.label}: the training rows do not pass the input checks")
+        trained = _train(sample, settings, seed)
+    return digest, trained, assigning
+
+
+class _Background:
+    """``fn()`` on a daemon thread; ``result()`` waits for it and returns or raises."""
+
+    def __init__(self, fn: Callable[[], str]):
+        self.value: str | None = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.value = fn()
+            except BaseException as e:  # raised by result() on the calling thread
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="clusterstore-check", daemon=True)
+        self.thread.start()
+
+    def result(self) -> str:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
 
 
 def _check_settings(s: ClusterSettings, n: int) -> None:

@@ -24,6 +24,7 @@ from clusterstore.eventstore.store import EventStore
 from ._run import Run
 
 if TYPE_CHECKING:
+    from clusterstore import projections
     from clusterstore.audit import Comparison, ExportResult, ReportResult, VerifyReport
     from clusterstore.audit.verify import ReadModelCheck
     from clusterstore.clustering import EmbeddingSource
@@ -52,10 +53,12 @@ def open_event_store(
     allow_existing: bool = False,
     create: bool = True,
     warn: Callable[[str], None] | None = None,
+    partitions: int | None = None,
 ) -> EventStore:
     """``EventStore.open``; a store this call created gets its read-model views at once.
-    ``create=False``: an existing store, opened for reading only."""
-    store = EventStore.open(db, allow_existing=allow_existing, create=create)
+    ``create=False``: an existing store, opened for reading only. ``partitions``: see
+    ``EventStore.open``."""
+    store = EventStore.open(db, allow_existing=allow_existing, create=create, partitions=partitions)
     if store.created:
         try:
             ensure_read_models(store, warn=warn, done="the store is created")
@@ -77,7 +80,7 @@ def ensure_read_models(
     from clusterstore import projections
 
     try:
-        projections.catch_up(store)
+        projections.catch_up(store, on_damage=damage_warning(warn, done))
     except EventStoreError as e:
         message = (
             f"{done}, but the read models are not up to date: {e}; "
@@ -87,6 +90,23 @@ def ensure_read_models(
             warn(message)
         else:
             warnings.warn(message, ReadModelWarning, stacklevel=3)
+
+
+def damage_warning(
+    warn: Callable[[str], None] | None, done: str
+) -> Callable[[projections.DeadLetter], None]:
+    """What to tell of a run the read models start to skip (a damaged event): through
+    ``warn``, or a ``ReadModelWarning``."""
+    from clusterstore.projections.dead_letter import REPAIR
+
+    def damaged(letter: projections.DeadLetter) -> None:
+        message = f"{done}; {letter.line()}; {REPAIR}"
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, ReadModelWarning, stacklevel=5)
+
+    return damaged
 
 
 class Store:
@@ -226,7 +246,8 @@ class Store:
         """Bring the read models up to date with the log; events applied per read model."""
         from clusterstore import projections
 
-        return projections.catch_up(self.event_store)
+        done = "the read models are up to date"
+        return projections.catch_up(self.event_store, on_damage=damage_warning(self._warn, done))
 
     # ------------------------------------------------------------------ writing
 

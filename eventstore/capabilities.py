@@ -13,9 +13,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .rows import AssignmentRows
 
@@ -40,6 +41,12 @@ def _sleeping() -> Iterator[Waker]:
 class BackendCapabilities(ABC):
     # ------------------------------------------------------------------ read models
 
+    # Whether a read-model table that no reader sees yet may be bulk-loaded without its
+    # primary key, the key added after the load (one sorted build instead of a B-tree insert
+    # per row; a duplicate row then fails the key's creation instead of the load). SQLite:
+    # no (a WITHOUT ROWID table is its primary key).
+    primary_key_after_load: ClassVar[bool] = False
+
     @abstractmethod
     def upsert_statement(self, table: Table) -> Any:
         """The INSERT for ``table`` with ``on_conflict_do_nothing``/``on_conflict_do_update``."""
@@ -50,11 +57,20 @@ class BackendCapabilities(ABC):
 
     @abstractmethod
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        """The first ``limit`` rows of ``run_key`` with seq > ``after`` in ``table`` (a
-        read-model assignment table, columns ``rows.COLUMNS``), in seq order, read set-based:
-        the database aggregates each column, no Python object per row."""
+        """The first ``limit`` rows of ``run_key`` with ``after < seq <= until`` (no upper
+        bound when None) in ``table`` (a read-model assignment table, columns
+        ``rows.COLUMNS``), in seq order, read set-based: the database aggregates the
+        columns, no Python object per row. A bounded range is a bounded key-range read
+        whatever plan the statistics suggest."""
 
     @abstractmethod
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
@@ -65,6 +81,19 @@ class BackendCapabilities(ABC):
     def sql_derived_uuid(self, prefix: str, number: str) -> str:
         """SQL for the ``Uuid`` made of a 16-hex-digit ``prefix`` and ``number | 1 << 63``
         in 16 hex digits (``projections.ids``)."""
+
+    def create_table(self, conn: Connection, table: Table, *, indexes: bool = True) -> None:
+        """Create ``table`` (and, with ``indexes``, its secondary indexes). A table whose
+        ``info`` names a run column (``schema.RUN_COLUMN``) is partitioned by it where the
+        store is (``partitions``); elsewhere it is a plain table."""
+        conn.execute(CreateTable(table, include_foreign_key_constraints=[]))
+        if indexes:
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(CreateIndex(index))
+
+    def partitions(self, conn: Connection) -> int | None:
+        """How many hash partitions by run the store's log has (None: not partitioned)."""
+        return None
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         """Point the view ``name`` at ``select_sql`` (readers switch when the txn commits)."""

@@ -15,13 +15,12 @@ before in any run (old logs never held the int32 marker), and msgspec decodes no
 An assignment imported from a legacy database also keeps its legacy row id: a 4-element
 array, 47 bytes, the same layout followed by ``0xc4 0x10 <16-byte legacy id>``.
 Every assignment written by clusterstore uses this layout, which makes a re-sent batch
-byte-identical to the original and the run digest (sha256 over the assignment payloads in
-sequence order) independent of how the assignments were batched.
+byte-identical to the original and the run digest (``digest``: over the assignment payloads
+in row order) independent of how the assignments were batched.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -31,6 +30,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from .digest import AssignmentDigest as AssignmentDigest  # re-exported; it lives in digest
 from .errors import EventDecodeError, FutureEventVersionError, InputError, UnknownEventTypeError
 from .events import BY_CODE, UPCASTERS, AssignmentRecorded, Event
 from .ids import as_ids
@@ -337,18 +337,3 @@ def is_canonical_assignment(payload: bytes) -> bool:
         )
         and payload[24] == 0xCA
     )
-
-
-class AssignmentDigest:
-    """sha256 over the assignment payloads in sequence order: the run's fingerprint."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self.count = 0
-
-    def update(self, payloads: bytes, count: int) -> None:
-        self._h.update(payloads)
-        self.count += count
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()

@@ -9,6 +9,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── ForeignDatabaseError             a database that holds tables of another app
     │   ├── NoStoreError                     a read found no store there (nothing created)
     │   ├── NoSuchDatabaseError              the server has no database of the URL's name
+    │   ├── PartitioningError                partitions refused (range, backend, existing store)
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
@@ -67,6 +68,11 @@ class NoStoreError(ConfigurationError):
 
 class NoSuchDatabaseError(ConfigurationError):
     """The server answers, but has no database of the name the URL gives."""
+
+
+class PartitioningError(ConfigurationError):
+    """``--partitions`` cannot be used: out of range, a backend that does not partition,
+    or a store that already exists with another layout (nothing was changed)."""
 
 
 class OutputFileError(ConfigurationError):

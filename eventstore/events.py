@@ -33,6 +33,8 @@ from uuid import UUID
 
 import msgspec
 
+from .digest import DigestVersion
+
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every event. ``TYPE`` (stored code), ``NAME`` and ``VERSION`` are explicit."""
@@ -66,6 +68,9 @@ class RunStarted(Event, frozen=True, kw_only=True):
     # a run that labelled new embeddings with another run's centroids (``assign``): that run
     parent_run_id: UUID | None = None
     has_distances: bool = True  # False: labels recorded without distances (stored as NaN)
+    # how RunCompleted's digest is computed (``digest``): 1 for runs stored before version 2
+    # existed (their payload has no such field); ``start_run`` writes the current version
+    digest_version: DigestVersion = 1
 
 
 class CentroidsComputed(Event, frozen=True, kw_only=True):

@@ -36,6 +36,7 @@ class FeedBlock(NamedTuple):
     others: list[StoredEvent]  # every event but the fixed-width v1 assignments, seq order
     assignments: bytes | None  # those assignments' payloads in seq order (None: unread)
     width: int = ASSIGNMENT_WIDTH  # the payload width of ``assignments`` (29 or 47)
+    damage: str | None = None  # why the block could not be read whole (``mark_damage``)
 
     @property
     def size(self) -> int:
@@ -67,10 +68,14 @@ def read_feed_blocks(
     max_events: int = PAGE_SIZE,
     assignments: bool = True,
     conn: Connection | None = None,
+    mark_damage: bool = False,
 ) -> list[FeedBlock]:
     """The global feed after position ``after`` (at most ``max_events`` events, in position
     order), as blocks. ``assignments=False`` skips reading the assignment payloads (their
-    count is still known). Raises ``EventDecodeError`` if a block's payloads do not add up."""
+    count is still known). Raises ``EventDecodeError`` if a block's payloads do not add up
+    (events missing or changed around the store); with ``mark_damage`` such a block is
+    returned with ``damage`` saying why and no payloads instead, so a consumer can skip its
+    run and go on with the others."""
     with recorder.transaction(conn=conn) as c:
         ranges = _feed_ranges(c, after, max_events)
         if not ranges:
@@ -80,16 +85,19 @@ def read_feed_blocks(
         fixed: dict[int, int] = {}  # commit position -> fixed-width assignments in range
         others: dict[int, list[StoredEvent]] = {}
         if assignments:
+            offsets = recorder.concat_payloads_with_offsets_sql
+            concat = offsets or recorder.concat_payloads_sql
             sql = _FEED_JOIN.format(
                 select="c.position, count(*), min(length(e.payload)), max(length(e.payload)), "
-                f"{recorder.concat_payloads_sql}",
+                f"{concat}",
                 where=f"AND {_FIXED_WIDTH}",
                 tail="GROUP BY c.position ORDER BY c.position",
             )
             for position, count, lo, hi, data in recorder.fetch_all(c, sql, params):
                 fixed[int(position)] = int(count)
                 if lo == hi:
-                    payloads[int(position)] = (int(lo), bytes(data))
+                    data = _in_seq_order(bytes(data), int(lo)) if offsets else bytes(data)
+                    payloads[int(position)] = (int(lo), data)
                 else:  # both widths in one commit (never written by clusterstore): one by one
                     payloads[int(position)] = (ASSIGNMENT_WIDTH, b"")
                     mixed = _events_query(
@@ -115,15 +123,30 @@ def read_feed_blocks(
         if assignments:
             width, data = payloads.get(commit_position, (ASSIGNMENT_WIDTH, b""))
             if len(data) != block.n_assignments * width:
-                raise EventDecodeError(
-                    block.run_id,
-                    block.first_seq,
+                reason = (
                     f"the assignments of seqs {block.first_seq}..{block.last_seq} do not add up "
-                    f"({len(data)} bytes for {block.n_assignments} records)",
+                    f"({len(data)} bytes for {block.n_assignments} records)"
                 )
-            block = block._replace(assignments=data, width=width)
+                if not mark_damage:
+                    raise EventDecodeError(block.run_id, block.first_seq, reason)
+                block = block._replace(assignments=b"", damage=reason)
+            else:
+                block = block._replace(assignments=data, width=width)
         blocks.append(block)
     return blocks
+
+
+def _in_seq_order(data: bytes, width: int) -> bytes:
+    """The ``width``-byte payloads of ``data`` in seq order, from records of a payload and
+    its 4-byte big-endian seq offset in the order the database concatenated them
+    (``Recorder.concat_payloads_with_offsets_sql``)."""
+    record = np.dtype([("payload", f"V{width}"), ("offset", ">i4")])
+    if len(data) % record.itemsize:
+        return b""  # does not add up: the caller reports the commit
+    rec = np.frombuffer(data, dtype=record)
+    if not (np.diff(rec["offset"]) > 0).all():
+        rec = rec[np.argsort(rec["offset"], kind="stable")]
+    return rec["payload"].tobytes()
 
 
 def _feed_ranges(conn: Connection, after: int, max_events: int) -> list[tuple[int, FeedBlock]]:

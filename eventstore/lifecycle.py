@@ -26,7 +26,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .codec import AssignmentDigest, assignments_from_payloads, count_labels, decode
+from .checkpoints import Checkpoint
+from .codec import assignments_from_payloads, count_labels, decode
+from .digest import DIGEST_V1, DIGEST_V2, SEGMENT_ROWS, AssignmentDigest
 from .errors import EventDecodeError
 from .events import (
     AssignmentRecorded,
@@ -86,7 +88,11 @@ class RunLifecycle:
         self._resumed: list[datetime] = []
         self._rows = 0
         self._base: int | None = None
-        self._digest = AssignmentDigest()
+        # the version RunStarted declares; before one is applied, version 1's (a damaged
+        # log's reader decides what an unknown version means: ``audit.verify``)
+        self._digest = AssignmentDigest(DIGEST_V1)
+        self._boundary: Checkpoint | None = None  # the state at the last boundary passed
+        self._watched: dict[int, Checkpoint | None] = {}  # boundaries asked for (``watch``)
         self._sizes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._n_noise = 0  # assignments labelled -1: in the count and digest, in no cluster
         self._head = 0
@@ -145,8 +151,26 @@ class RunLifecycle:
 
     @property
     def digest(self) -> AssignmentDigest:
-        """sha256 over the assignment payloads so far (the running digest: do not update)."""
+        """The run's digest over the assignments so far, of the version its RunStarted
+        declares (``digest``; the running digest: do not update)."""
         return self._digest
+
+    @property
+    def boundary(self) -> Checkpoint | None:
+        """The state at the last segment boundary the assignments passed (a digest of
+        version 2 only; None before the first): what a writer stores as its checkpoint."""
+        return self._boundary
+
+    def watch(self, rows: int) -> None:
+        """Keep the state at ``rows`` assignments (a segment boundary) when it is passed:
+        ``state_at(rows)`` (a checker compares a stored checkpoint with it)."""
+        if rows % SEGMENT_ROWS == 0 and rows > self._rows:
+            self._watched.setdefault(rows, None)
+            self._digest.watch(rows)
+
+    def state_at(self, rows: int) -> Checkpoint | None:
+        """The watched state at ``rows``, once passed (a version-2 digest only)."""
+        return self._watched.get(rows)
 
     @property
     def sizes(self) -> npt.NDArray[np.int64]:
@@ -171,6 +195,10 @@ class RunLifecycle:
         match event:
             case RunStarted():
                 self._started = event
+                if self._rows == 0 and event.digest_version != self._digest.version:
+                    self._digest = AssignmentDigest(event.digest_version)
+                    for rows in self._watched:
+                        self._digest.watch(rows)
             case CentroidsComputed():
                 self._centroids = event
             case RunCompleted():
@@ -186,25 +214,86 @@ class RunLifecycle:
             self._status = change.status
 
     def account(
-        self, first_seq: int, last_seq: int, data: bytes, count: int, clusters: npt.ArrayLike
+        self,
+        first_seq: int,
+        last_seq: int,
+        data: bytes | Sequence[bytes],
+        count: int,
+        clusters: npt.ArrayLike,
     ) -> None:
         """Apply ``count`` consecutive assignments at seqs ``first_seq .. last_seq`` whose
-        payloads are ``data`` (back to back); ``clusters`` are the labels to count in the
-        sizes (a checker leaves out the ones it cannot trust)."""
+        payloads are ``data`` (back to back, all of one width; or a list, ``joined``);
+        ``clusters`` are the labels to count in the sizes (a checker leaves out the ones it
+        cannot trust)."""
         if count == 0:
             return
         self._digest.update(data, count)
         labels = np.asarray(clusters, dtype=np.int64)
-        if labels.size:
-            counts, n_noise = count_labels(labels)  # noise (-1) is counted apart
-            self._n_noise += n_noise
-            if counts.shape[0] > self._sizes.shape[0]:
-                self._sizes = np.pad(self._sizes, (0, counts.shape[0] - self._sizes.shape[0]))
-            self._sizes[: counts.shape[0]] += counts
+        before = self._rows
+        cuts = self._cuts(before, count)
+        sized = len(labels) == count  # else a checker left labels out: no sizes at the cuts
+        lo = 0
+        for cut in cuts:  # count the labels in pieces that end at the kept boundaries
+            if sized:
+                self._count(labels[lo:cut])
+                lo = cut
+            self._passed(before + cut, first_seq + cut - 1, sized=sized)
+        self._count(labels[lo:])
         if self._base is None:
             self._base = first_seq - self._rows
         self._rows += count
         self._head = max(self._head, last_seq)
+
+    def _cuts(self, before: int, count: int) -> list[int]:
+        """The offsets in a block of ``count`` rows after ``before`` at which the block
+        reaches a boundary whose state is kept: the last one, and any watched."""
+        if self._digest.version != DIGEST_V2:
+            return []
+        last = (before + count) // SEGMENT_ROWS * SEGMENT_ROWS
+        rows = {w for w in self._watched if before < w <= before + count}
+        if last > before:
+            rows.add(last)
+        return sorted(r - before for r in rows)
+
+    def _count(self, labels: npt.NDArray[np.int64]) -> None:
+        if not labels.size:
+            return
+        counts, n_noise = count_labels(labels)  # noise (-1) is counted apart
+        self._n_noise += n_noise
+        if counts.shape[0] > self._sizes.shape[0]:
+            self._sizes = np.pad(self._sizes, (0, counts.shape[0] - self._sizes.shape[0]))
+        self._sizes[: counts.shape[0]] += counts
+
+    def _passed(self, rows: int, seq: int, *, sized: bool) -> None:
+        """The fold has just reached ``rows`` assignments (a boundary), the last at ``seq``
+        (when the block's seqs are contiguous, as in any sound log)."""
+        boundary = self._digest.boundary_at(rows) or self._digest.last_boundary
+        if boundary is None or boundary.rows != rows:
+            return
+        state = Checkpoint(
+            rows,
+            seq,
+            boundary.chain,
+            self._sizes.copy() if sized else None,
+            self._n_noise if sized else None,
+        )
+        if rows in self._watched:
+            self._watched[rows] = state
+        if self._boundary is None or rows > self._boundary.rows:
+            self._boundary = state
+
+    def restore(self, state: Checkpoint) -> None:
+        """Continue from a checkpoint of this run (after its RunStarted is applied): the
+        state after its first ``state.rows`` assignments, the last at ``state.seq``."""
+        if self._rows or self._digest.version != DIGEST_V2 or state.sizes is None:
+            raise ValueError("a checkpoint restores a version-2 run before any assignment")
+        self._digest = AssignmentDigest(DIGEST_V2, start=state.boundary)
+        self._sizes = state.sizes.astype(np.int64, copy=True)
+        self._n_noise = int(state.n_noise or 0)
+        self._rows = state.rows
+        self._base = state.seq - (state.rows - 1)
+        self._head = max(self._head, state.seq)
+        self._boundary = state
 
     def feed(self, page: Sequence[StoredEvent]) -> None:
         """Apply a page of stored events in seq order; runs of assignments are applied as
@@ -246,4 +335,12 @@ class RunLifecycle:
                 f"AssignmentRecorded cluster {int(labels[over[0]])} is not below {limit}; "
                 "the log is damaged (`clusterstore runs verify` lists what)",
             )
-        self.account(block[0].seq, block[-1].seq, b"".join(payloads), len(block), labels)
+        self.account(block[0].seq, block[-1].seq, joined(payloads), len(block), labels)
+
+
+def joined(payloads: Sequence[bytes]) -> bytes | Sequence[bytes]:
+    """Payloads for ``RunLifecycle.account``: back to back when they are all of one width
+    (the digest cuts them into rows by it), else the list itself."""
+    if len({len(p) for p in payloads}) <= 1:
+        return b"".join(payloads)
+    return payloads

@@ -17,6 +17,14 @@
   the name and the current schema (the server frees it when the connection ends, also after
   a SIGKILL).
 - Driver errors are classified by SQLSTATE (``classify_error``), never by message text.
+- Partitioned by run (``init --partitions N``, or the server setting
+  ``clusterstore.partitions`` when a store is created): ``cs_events`` and each read-model
+  generation's assignment table are declarative ``PARTITION BY HASH`` on their run column
+  with ``N`` partitions ``<table>_p<i>`` (``create_table``); the primary keys start with
+  that column, so appends, idempotency checks, heads and per-run reads touch one
+  partition. The append-only row triggers on ``cs_events`` are cloned to every partition;
+  each log partition also gets its own TRUNCATE trigger (statement triggers are not cloned).
+  The store's partition count is read from the catalog (``partitions``).
 """
 
 from __future__ import annotations
@@ -34,16 +42,21 @@ from sqlalchemy import Connection, Engine, Table, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import URL
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import schema
 from .capabilities import Waker
 from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
-from .errors import ConfigurationError, EventStoreError, NoSuchDatabaseError
+from .errors import ConfigurationError, EventStoreError, NoSuchDatabaseError, PartitioningError
 from .recorder import Recorder, masked_url, next_position
-from .rows import COLUMNS, AssignmentRows
+from .rows import COLUMNS, LAST_SEQ, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"
+# The server setting (a custom GUC: ``ALTER DATABASE d SET clusterstore.partitions = 16``,
+# or ``options=-cclusterstore.partitions=16`` in the URL) that partitions every store
+# created without an explicit ``--partitions``.
+PARTITIONS_SETTING = "clusterstore.partitions"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
@@ -101,7 +114,9 @@ _APPEND_ONLY_FUNCTION = """
 CREATE OR REPLACE FUNCTION cs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'clusterstore: %% is append-only; %% is not allowed',
-        TG_TABLE_NAME, TG_OP USING ERRCODE = 'raise_exception';
+        coalesce((SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
+                  WHERE i.inhrelid = TG_RELID), TG_TABLE_NAME),  -- a partition: its table
+        TG_OP USING ERRCODE = 'raise_exception';
 END $$
 """
 
@@ -146,12 +161,33 @@ def _driver_errors(sql: str) -> Iterator[None]:
 
 
 _ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
+# one read-model row as ``read_assignment_rows`` reads it (53 bytes, big-endian, unpadded)
+_ROW_RECORD = np.dtype(
+    [
+        ("seq", ">i8"),
+        ("embedding_id", "V16"),
+        ("cluster", ">i8"),
+        ("distance", ">f4"),
+        ("legacy_id", "V16"),
+        ("has_legacy", "u1"),
+    ]
+)
 
 
 class PostgresRecorder(Recorder):
     dialect_name = "postgresql"
     concat_payloads_sql = "string_agg(e.payload, ''::bytea ORDER BY e.seq)"
+    # PostgreSQL 15 sorts an ordered aggregate's input even when the scan delivers it in seq
+    # order already (the feed's read took 1.6x as long with the sort); without ORDER BY each
+    # payload carries its offset and the feed sorts by those (benchmarks/README.md, "Replay").
+    concat_payloads_with_offsets_sql = (
+        "string_agg(e.payload || int4send((e.seq - c.first_seq)::int4), ''::bytea)"
+    )
     has_session_locks = True
+    supports_partitions = True
+    # A rebuild's assignment table: COPY without the key, then one sorted key build took
+    # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
+    primary_key_after_load = True
 
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
@@ -245,33 +281,45 @@ class PostgresRecorder(Recorder):
             copy.write(rows_copy_stream(rows))
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        # each column as the big-endian binary of its values, fetched in binary
+        # each row as one fixed-width big-endian record, concatenated in seq order by one
+        # aggregate (one sort of presorted input, not one per column), fetched in binary
         sql = (
-            "SELECT count(*), string_agg(int8send(seq), ''::bytea ORDER BY seq), "
-            "string_agg(uuid_send(embedding_id), ''::bytea ORDER BY seq), "
-            "string_agg(int8send(cluster::int8), ''::bytea ORDER BY seq), "
-            "string_agg(float4send(coalesce(distance, 'NaN')::real), ''::bytea ORDER BY seq), "
-            "string_agg(coalesce(uuid_send(legacy_id), '\\x00000000000000000000000000000000'"
-            "::bytea), ''::bytea ORDER BY seq), "
-            "string_agg(CASE WHEN legacy_id IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea "
-            "END, ''::bytea ORDER BY seq) "
+            "SELECT count(*), string_agg(int8send(seq) || uuid_send(embedding_id) || "
+            "int8send(cluster::int8) || float4send(coalesce(distance, 'NaN')::real) || "
+            "coalesce(uuid_send(legacy_id), '\\x00000000000000000000000000000000'::bytea) || "
+            "CASE WHEN legacy_id IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END, "
+            "''::bytea ORDER BY seq) "
             f"FROM (SELECT * FROM {table.name} WHERE run_key = :key AND seq > :after "
-            "ORDER BY seq LIMIT :limit) a"
+            "AND seq <= :until ORDER BY seq LIMIT :limit) a"
         )
-        (row,) = self.fetch_all(conn, sql, {"key": run_key, "after": after, "limit": limit})
+        params = {
+            "key": run_key,
+            "after": after,
+            "until": LAST_SEQ if until is None else until,
+            "limit": limit,
+        }
+        (row,) = self.fetch_all(conn, sql, params)
         n = int(row[0])
         if not n:
             return AssignmentRows(*(np.empty(0, dtype=d) for d in _ROW_DTYPES))
+        rec = np.frombuffer(row[1], dtype=_ROW_RECORD)
         return AssignmentRows(
             np.full(n, run_key, dtype=np.int64),
-            np.frombuffer(row[1], dtype=">i8").astype(np.int64),
-            np.frombuffer(row[2], dtype="V16"),
-            np.frombuffer(row[3], dtype=">i8").astype(np.int64),
-            np.frombuffer(row[4], dtype=">f4").astype(np.float32),
-            np.frombuffer(row[5], dtype="V16"),
-            np.frombuffer(row[6], dtype=np.bool_),
+            rec["seq"].astype(np.int64),
+            rec["embedding_id"].copy(),
+            rec["cluster"].astype(np.int64),
+            rec["distance"].astype(np.float32),
+            rec["legacy_id"].copy(),
+            rec["has_legacy"].astype(np.bool_),
         )
 
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
@@ -385,6 +433,43 @@ class PostgresRecorder(Recorder):
     def _init_storage(self, conn: Connection) -> None:
         """Nothing: PostgreSQL needs no per-database settings."""
 
+    # ------------------------------------------------------------------ partitioning
+
+    def partitions(self, conn: Connection) -> int | None:
+        return partition_count(conn, schema.events.name)
+
+    def create_table(self, conn: Connection, table: Table, *, indexes: bool = True) -> None:
+        column = table.info.get(schema.RUN_COLUMN)
+        n = self.partitions(conn) if column else None
+        if column is None or n is None:
+            super().create_table(conn, table, indexes=indexes)
+            return
+        create_partitioned(conn, table, column, n)
+        if indexes:
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(CreateIndex(index))
+
+    def _create_store_tables(self, conn: Connection, partitions: int | None) -> None:
+        n = partitions if partitions is not None else partitions_setting(conn)
+        if n is None:
+            super()._create_store_tables(conn, None)
+            return
+        for table in schema.metadata.sorted_tables:
+            column = table.info.get(schema.RUN_COLUMN)
+            if column is None:
+                super().create_table(conn, table)
+                continue
+            create_partitioned(conn, table, column, n)
+            if table.name in schema.IMMUTABLE_TABLES:
+                conn.exec_driver_sql(_APPEND_ONLY_FUNCTION)
+                conn.exec_driver_sql(
+                    ";".join(
+                        f"CREATE TRIGGER {p}_no_truncate BEFORE TRUNCATE ON {p} "
+                        "FOR EACH STATEMENT EXECUTE FUNCTION cs_append_only()"
+                        for p in partition_names(table.name, n)
+                    )
+                )
+
     def _lock_schema(self, conn: Connection) -> None:
         """Concurrent CREATE TABLEs of a new store would collide: one initialiser per schema
         at a time (READ COMMITTED: the next one then sees the tables)."""
@@ -392,6 +477,56 @@ class PostgresRecorder(Recorder):
             "SELECT pg_advisory_xact_lock(hashtext('clusterstore:' || "
             "coalesce(current_schema(), '')))"
         )
+
+
+# ---------------------------------------------------------------------------- partitioning
+
+
+def partition_names(table: str, n: int) -> list[str]:
+    return [f"{table}_p{i}" for i in range(n)]
+
+
+def create_partitioned(conn: Connection, table: Table, column: str, n: int) -> None:
+    """``table`` as ``PARTITION BY HASH (column)`` with ``n`` partitions (no indexes beyond
+    the primary key, which PostgreSQL gives every partition)."""
+    ddl = str(CreateTable(table, include_foreign_key_constraints=[]).compile(dialect=conn.dialect))
+    statements = [f"{ddl.rstrip()} PARTITION BY HASH ({column})"]
+    statements += [
+        f"CREATE TABLE {name} PARTITION OF {table.name} FOR VALUES WITH (MODULUS {n}, "
+        f"REMAINDER {i})"
+        for i, name in enumerate(partition_names(table.name, n))
+    ]
+    conn.exec_driver_sql(";".join(statements))
+
+
+def partition_count(conn: Connection, table: str) -> int | None:
+    """How many partitions the partitioned table ``table`` of the current schema has; None
+    when it is a plain table (or missing)."""
+    row = conn.exec_driver_sql(
+        "SELECT (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = p.partrelid) "
+        "FROM pg_partitioned_table p "
+        "WHERE p.partrelid = to_regclass(quote_ident(current_schema()) || '.' || %(t)s)",
+        {"t": table},
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def partitions_setting(conn: Connection) -> int | None:
+    """The ``clusterstore.partitions`` server setting (None when unset or empty)."""
+    value = conn.exec_driver_sql(
+        "SELECT current_setting(%(s)s, true)", {"s": PARTITIONS_SETTING}
+    ).scalar()
+    if value is None or not str(value).strip():
+        return None
+    text_value = str(value).strip()
+    n = int(text_value) if text_value.isdigit() else None
+    if n is None or not schema.MIN_PARTITIONS <= n <= schema.MAX_PARTITIONS:
+        raise PartitioningError(
+            f"the PostgreSQL setting {PARTITIONS_SETTING} = {text_value!r} is not a number of "
+            f"partitions ({schema.MIN_PARTITIONS} to {schema.MAX_PARTITIONS}); nothing was "
+            "created"
+        )
+    return n
 
 
 # ---------------------------------------------------------------------------- session locks

@@ -50,6 +50,7 @@ from .errors import (
     EventConflictError,
     ForeignDatabaseError,
     NoStoreError,
+    PartitioningError,
     SchemaError,
 )
 from .schema import utc as _utc
@@ -153,11 +154,18 @@ class Recorder(BackendCapabilities):
     dialect_name: ClassVar[str]  # for display (``EventStore.backend``); never branched on
     # SQL aggregate over ``e.payload`` concatenating a commit's payloads in seq order (feed.py)
     concat_payloads_sql: ClassVar[str]
+    # Optional, for the feed: the same payloads concatenated in whatever order the scan
+    # delivers them, each followed by its seq's offset from the commit's first seq
+    # (``e.seq - c.first_seq``, 4 bytes big-endian); the feed then puts the records in seq
+    # order itself (feed.py). None: ``concat_payloads_sql``.
+    concat_payloads_with_offsets_sql: ClassVar[str | None] = None
     # ``e.payload`` as the bytes it holds (feed.py)
     payload_sql: ClassVar[str] = "e.payload"
     # whether ``try_session_lock`` and friends exist (a lock held by a connection, freed by
     # the server when it ends); without them the projection runner keeps a lock row
     has_session_locks: ClassVar[bool] = False
+    # whether ``initialise(partitions=N)`` can partition the store by run
+    supports_partitions: ClassVar[bool] = False
 
     def __init__(self, url: URL, *, read_only: bool = False):
         self.url = url
@@ -351,17 +359,56 @@ class Recorder(BackendCapabilities):
 
     # ------------------------------------------------------------------ schema
 
-    def initialise(self, *, allow_existing: bool = False) -> bool:
+    def initialise(self, *, allow_existing: bool = False, partitions: int | None = None) -> bool:
         """Create the store's tables if they are missing. Returns True if it created them.
 
         A database that already holds tables but no ``cs_meta`` belongs to someone else and
         is refused unless ``allow_existing``; tables the store does not own are never touched.
         Safe to call from several processes at once: a lost race is retried (SQLite refuses
         a concurrent switch to WAL with "database is locked" without waiting).
+
+        ``partitions``: the store is partitioned by run into that many partitions (backends
+        with ``supports_partitions``); an existing store must already be, else
+        ``PartitioningError`` before anything is written.
         """
+        if partitions is not None:
+            self._check_partitions_wanted(partitions)
         return retrying(
-            lambda: self._initialise_once(allow_existing), (DatabaseBusyError,), lambda e: e
+            lambda: self._initialise_once(allow_existing, partitions),
+            (DatabaseBusyError,),
+            lambda e: e,
         )
+
+    def _check_partitions_wanted(self, partitions: int) -> None:
+        if not schema.MIN_PARTITIONS <= partitions <= schema.MAX_PARTITIONS:
+            raise PartitioningError(
+                f"--partitions {partitions} is out of range: give {schema.MIN_PARTITIONS} "
+                f"to {schema.MAX_PARTITIONS} partitions"
+            )
+        if not self.supports_partitions:
+            raise PartitioningError(
+                f"{self.display_url}: --partitions is for PostgreSQL stores only (this is a "
+                f"{self.dialect_name} store, which is never partitioned); nothing was changed"
+            )
+
+    def _check_partitioning(self, conn: Connection, partitions: int | None) -> None:
+        """An existing store asked for ``partitions`` must have exactly that layout."""
+        if partitions is None:
+            return
+        have = self.partitions(conn)
+        if have == partitions:
+            return
+        layout = "is not partitioned" if have is None else f"has {have} partitions"
+        raise PartitioningError(
+            f"{self.display_url} already holds a store that {layout}; --partitions "
+            f"{partitions} only applies when a store is created (nothing was changed; "
+            "create the partitioned store in a new database or schema)"
+        )
+
+    def _create_store_tables(self, conn: Connection, partitions: int | None) -> None:
+        """Create the log's tables (``partitions``: see ``initialise``; only backends with
+        ``supports_partitions`` are given a number)."""
+        schema.metadata.create_all(conn)
 
     def check_store(self) -> None:
         """Make sure a store exists here, reading only; ``NoStoreError`` if the database
@@ -370,14 +417,19 @@ class Recorder(BackendCapabilities):
             if not self._check_existing(conn, set(inspect(conn).get_table_names())):
                 raise NoStoreError(self.display_url)
 
-    def _initialise_once(self, allow_existing: bool) -> bool:
+    def _initialise_once(self, allow_existing: bool, partitions: int | None = None) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
-            if self._check_existing(conn, set(inspect(conn).get_table_names())):
+            names = set(inspect(conn).get_table_names())
+            if self._check_existing(conn, names):
+                self._check_partitioning(conn, partitions)
+                if schema.ADDED_TABLES - names:
+                    self._add_tables()
                 return False
         with self.transaction(write=True) as conn:
             self._lock_schema(conn)
             names = set(inspect(conn).get_table_names())
             if self._check_existing(conn, names):  # another process created it meanwhile
+                self._check_partitioning(conn, partitions)
                 return False
             if names and not allow_existing:
                 shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
@@ -389,8 +441,9 @@ class Recorder(BackendCapabilities):
             self._init_storage(conn)
             # SQLite's _init_storage commits and begins again: look once more
             if self._check_existing(conn, set(inspect(conn).get_table_names())):
+                self._check_partitioning(conn, partitions)
                 return False
-            schema.metadata.create_all(conn)
+            self._create_store_tables(conn, partitions)
             for ddl in self._immutability_ddl():
                 conn.exec_driver_sql(ddl)
             conn.execute(
@@ -402,6 +455,14 @@ class Recorder(BackendCapabilities):
                 ],
             )
             return True
+
+    def _add_tables(self) -> None:
+        """Create the tables added after the first release that this (older) store lacks."""
+        with self.transaction(write=True) as conn:
+            self._lock_schema(conn)
+            missing = schema.ADDED_TABLES - set(inspect(conn).get_table_names())
+            tables = [t for t in schema.metadata.sorted_tables if t.name in missing]
+            schema.metadata.create_all(conn, tables=tables, checkfirst=True)
 
     def _check_existing(self, conn: Connection, names: set[str]) -> bool:
         """True if the store's tables exist (and are usable); False if they must be made."""

@@ -61,5 +61,6 @@ class AssignmentRows:
         return AssignmentRows(*(getattr(self, f)[index] for f in FIELDS))
 
 
+LAST_SEQ = 2**63 - 1  # no upper bound on a seq range (the largest 64-bit seq)
 FIELDS = ("run_key", "seq", "embedding_id", "cluster", "distance", "legacy_id", "has_legacy")
 COLUMNS = FIELDS[:6]  # the read-model table's columns, in this order

@@ -30,11 +30,27 @@ import numpy as np
 import numpy.typing as npt
 import uuid_utils.compat as uuid7
 
+from .checkpoints import CHECKPOINT_BYTES_PER_ROW
 from .codec import NOISE, AssignmentDigest, pack_assignments
-from .errors import EventStoreError, InputError, RunInterrupted, RunNotFoundError
-from .events import CentroidsComputed, RunCompleted, RunFailed, RunResumed, RunStarted
+from .digest import CURRENT_DIGEST_VERSION, DIGEST_V2
+from .errors import (
+    DatabaseBusyError,
+    EventStoreError,
+    InputError,
+    RunInterrupted,
+    RunNotFoundError,
+)
+from .events import (
+    AssignmentRecorded,
+    CentroidsComputed,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
 from .lifecycle import RunLifecycle
-from .store import EventStore
+from .recorder import StoredEvent
+from .store import EventStore, decode_stored
 from .text import check_fields
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -107,6 +123,9 @@ class RunWriter:
         self._base = lifecycle.base  # seq of row 0 in the current segment
         self._finished = lifecycle.completed is not None
         self._completion: RunCompleted | None = None  # built once: a retry re-sends it
+        # rows of the checkpoint last stored (or restored from): ``_checkpoint``
+        boundary = lifecycle.boundary
+        self._checkpointed = 0 if boundary is None else boundary.rows
         self.on_progress: ProgressFn | None = None  # called with the rows of each batch
 
     @classmethod
@@ -283,9 +302,25 @@ class RunWriter:
                     )
                 written += result.appended
                 self._head = max(self._head, result.head)
+                self._checkpoint()
             if self.on_progress is not None:
                 self.on_progress(hi - lo)
         return written
+
+    def _checkpoint(self) -> None:
+        """Store the state at the last segment boundary the committed rows reached, if it
+        is newer than the stored one (``checkpoints``; version-2 digests only)."""
+        state = self._life.boundary
+        if state is None or state.rows <= self._checkpointed or state.sizes is None:
+            return
+        if state.sizes.nbytes > (state.rows - self._checkpointed) * CHECKPOINT_BYTES_PER_ROW:
+            return  # a huge k: wait until the sizes are a small share of the rows
+        try:
+            self._store.write_checkpoint(self.run_id, state)
+        except DatabaseBusyError:
+            return  # other writers hold the database: a later batch stores it (an
+            # optimisation must not fail the run; a resume meanwhile folds a little more)
+        self._checkpointed = state.rows
 
     def complete(self, *, finished_at: datetime | None = None) -> RunCompleted:
         """Append RunCompleted with the count, digest and cluster sizes (``finished_at``
@@ -402,6 +437,7 @@ def start_run(
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     run_id = run_id or new_run_id()
+    extra.setdefault("digest_version", CURRENT_DIGEST_VERSION)
     started = RunStarted(
         model=model,
         algorithm=algorithm,
@@ -432,14 +468,74 @@ class RunProgress:
 def replay_run(store: EventStore, run_id: UUID) -> RunLifecycle:
     """Fold a run's whole log (streamed in pages) into its lifecycle state."""
     life = RunLifecycle()
-    for page in store.recorder.read_stream_pages(run_id):
+    for page in store.read_stream_pages(run_id):
         life.feed(page)
     return life
 
 
+# Events read before the first assignment to find the preamble (RunStarted, centroids, any
+# RunFailed/RunResumed before the first row): a page of this many.
+_PREAMBLE_PAGE = 8
+
+
+def fold_from_checkpoint(store: EventStore, run_id: UUID) -> RunLifecycle | None:
+    """The run's state folded from its checkpoint: the events before its first assignment,
+    the checkpoint, then only the events after it (at most about a batch and a segment).
+    None when there is no usable checkpoint (none, a version-1 run, or one that cannot be
+    this run's state): the caller folds the whole log. The log decides; a checkpoint that
+    disagrees with it is reported by ``runs verify``."""
+    state = store.read_checkpoint(run_id)
+    if state is None:
+        return None
+    life = RunLifecycle()
+    preamble_end = 0
+    for page in store.read_stream_pages(run_id, until=state.seq, page_size=_PREAMBLE_PAGE):
+        first = next((i for i, ev in enumerate(page) if ev.type == AssignmentRecorded.TYPE), None)
+        life.feed(page[:first])
+        preamble_end = page[-1].seq if first is None else page[first].seq - 1
+        if first is not None:
+            break
+    started = life.started
+    if (
+        started is None
+        or started.digest_version != DIGEST_V2
+        or life.rows
+        or life.completed is not None
+        or state.seq <= preamble_end
+        or state.problem(k=started.k, n_embeddings=started.n_embeddings) is not None
+    ):
+        return None
+    pages = store.read_stream_pages(run_id, after=state.seq - 1)
+    first_page = next(pages, [])
+    if not first_page or not _assignment_at(first_page[0], state.seq):
+        return None
+    life.restore(state)
+    life.feed(first_page[1:])
+    for page in pages:
+        life.feed(page)
+    return life
+
+
+def run_digest(store: EventStore, run_id: UUID) -> AssignmentDigest:
+    """A new, empty digest of the version the run's RunStarted (seq 1) declares: version 1
+    when seq 1 is missing, not a RunStarted or unreadable (as a replay decides)."""
+    first = next(iter(store.read_raw(run_id, until=1)), None)
+    started = None
+    if first is not None and first.type == RunStarted.TYPE:
+        with suppress(EventStoreError):
+            event = decode_stored(first)
+            started = event if isinstance(event, RunStarted) else None
+    return AssignmentDigest.for_run(started)
+
+
+def _assignment_at(ev: StoredEvent, seq: int) -> bool:
+    return ev.seq == seq and ev.type == AssignmentRecorded.TYPE
+
+
 def read_progress(store: EventStore, run_id: UUID) -> tuple[RunProgress, RunWriter]:
-    """Replay a run's log into its state and a writer positioned at the next row."""
-    life = replay_run(store, run_id)
+    """A run's state and a writer positioned at the next row: folded from its checkpoint
+    when it has a usable one (``fold_from_checkpoint``), else from its whole log."""
+    life = fold_from_checkpoint(store, run_id) or replay_run(store, run_id)
     if life.started is None:
         raise RunNotFoundError(f"run {run_id} has no RunStarted event")
     progress = RunProgress(

@@ -8,8 +8,19 @@
   ``position + (seq - first_seq)``. Positions are dense and allocated in commit order (see
   the backend modules), which gives the ordered, never-skipping global feed without a
   per-event position column (that column measured +45% disk on SQLite).
+- ``cs_checkpoints``: per run, the state of its digest-version-2 fold at the last segment
+  boundary its writer reached (``checkpoints``): an optimisation of resume, never trusted
+  alone (``runs verify`` checks it against the log). Added after the first release: a store
+  made before gets it on its first opening for writing (``clusterstore init``), never from
+  a command that only reads.
 
 Read models (projections) keep their own tables; nothing here knows about them.
+
+Partitioning by run (PostgreSQL, ``clusterstore init --partitions N``): a table whose
+``info`` names its run column under ``RUN_COLUMN`` (``cs_events`` here, the read model's
+assignment tables) is created by such a store as ``N`` hash partitions on that column; its
+primary key starts with the column, so every per-run read and write touches one partition.
+The backend decides how (``Recorder.create_table``); nothing else changes.
 """
 
 from __future__ import annotations
@@ -77,6 +88,13 @@ KEY_INTEGER = BigInteger().with_variant(Integer, "sqlite")
 # Table options of a table clustered on its primary key (ignored where every table is).
 CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 
+# ``Table.info`` key: the column a store partitioned by run partitions the table on.
+RUN_COLUMN = "clusterstore_run_column"
+# The partition counts ``init --partitions`` accepts: one partition is no partitioning,
+# and beyond ~1000 PostgreSQL's planning and catalog cost per partition dominates.
+MIN_PARTITIONS = 2
+MAX_PARTITIONS = 1024
+
 metadata = MetaData()
 
 meta = Table(
@@ -102,6 +120,7 @@ events = Table(
     Column("version", SmallInteger, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     PrimaryKeyConstraint("run_id", "seq", name="cs_events_pk"),
+    info={RUN_COLUMN: "run_id"},
     **CLUSTERED,
 )
 
@@ -120,5 +139,19 @@ commits = Table(
     Column("committed_at", DateTime(timezone=True), nullable=False),
 )
 
-STORE_TABLES = frozenset(t.name for t in metadata.sorted_tables)
+checkpoints = Table(
+    "cs_checkpoints",
+    metadata,
+    Column("run_id", UUIDType, primary_key=True),
+    Column("rows", BigInteger, nullable=False),  # assignments covered: a segment boundary
+    Column("seq", BigInteger, nullable=False),  # the seq of the last of them
+    Column("chain", LargeBinary, nullable=False),  # the digest's chain value after them
+    Column("sizes", LargeBinary, nullable=False),  # cluster sizes after them, int64 LE
+    Column("n_noise", BigInteger, nullable=False),  # assignments labelled -1 among them
+)
+
+# Tables added after the first release: created when missing by any opening for writing
+# (``Recorder.initialise``), so an older store is not "damaged" without them.
+ADDED_TABLES = frozenset({"cs_checkpoints"})
+STORE_TABLES = frozenset(t.name for t in metadata.sorted_tables) - ADDED_TABLES
 IMMUTABLE_TABLES = ("cs_events", "cs_commits", "cs_runs")

@@ -48,7 +48,7 @@ from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
 from .errors import ConfigurationError, NoStoreError, NotADatabaseError
 from .recorder import Recorder, next_position
-from .rows import AssignmentRows
+from .rows import LAST_SEQ, AssignmentRows
 
 BUSY_TIMEOUT_MS = 60_000
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -286,16 +286,27 @@ class SQLiteRecorder(Recorder):
         _insert_rows(conn, table, rows)
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
         # numbers as text (a REAL prints with 15 significant digits: a float32 reads back
         # exactly), ids concatenated as blobs; legacy ids only where the rows have any
-        rows = f"SELECT * FROM {table.name} WHERE run_key = ? AND seq > ? ORDER BY seq LIMIT ?"
+        rows = (
+            f"SELECT * FROM {table.name} WHERE run_key = ? AND seq > ? AND seq <= ? "
+            "ORDER BY seq LIMIT ?"
+        )
+        bounds = (run_key, after, LAST_SEQ if until is None else until, limit)
         head = conn.exec_driver_sql(
             "SELECT count(*), group_concat(seq), CAST(group_concat(embedding_id, x'') AS BLOB), "
             "group_concat(cluster), group_concat(ifnull(distance, 'nan')), count(legacy_id) "
             f"FROM ({rows})",
-            (run_key, after, limit),
+            bounds,
         ).one()
         n = int(head[0])
         legacy, has_legacy = np.zeros(n, dtype="V16"), np.zeros(n, dtype=np.bool_)
@@ -303,7 +314,7 @@ class SQLiteRecorder(Recorder):
             extra = conn.exec_driver_sql(
                 "SELECT CAST(group_concat(ifnull(legacy_id, zeroblob(16)), x'') AS BLOB), "
                 f"group_concat(legacy_id IS NOT NULL, '') FROM ({rows})",
-                (run_key, after, limit),
+                bounds,
             ).one()
             legacy = np.frombuffer(bytes(extra[0]), dtype="V16")
             has_legacy = np.frombuffer(extra[1].encode(), dtype=np.uint8) == ord("1")
@@ -426,8 +437,9 @@ def _insert_rows(conn: Connection, table: Table, rows: AssignmentRows) -> None:
     wide as the batch's largest value needs. Digits are non-negative: the cluster goes as
     ``cluster + 1`` (noise, -1, as 0) and the SQL takes the 1 off again."""
     legacy = bool(rows.has_legacy.any())
+    flagged = legacy and not rows.has_legacy.all()  # else every row or none has one
     columns = [("run_key", rows.run_key), ("seq", rows.seq), ("cluster", rows.cluster + 1)]
-    if legacy:
+    if flagged:
         columns.append(("flag", rows.has_legacy.astype(np.int64)))
     widths = [_width(values) for _, values in columns]
     record = sum(widths)
@@ -438,11 +450,10 @@ def _insert_rows(conn: Connection, table: Table, rows: AssignmentRows) -> None:
         cut[name] = f"CAST(substr(:nums, key * {record} + {offset}, {w}) AS INTEGER)"
         offset += w
     cut["cluster"] += " - 1"
-    cut["legacy"] = (
-        f"CASE WHEN {cut.pop('flag')} = 1 THEN substr(:legacy, key * 16 + 1, 16) END"
-        if legacy
-        else "NULL"
-    )
+    legacy_sql = "substr(:legacy, key * 16 + 1, 16)"
+    if flagged:
+        legacy_sql = f"CASE WHEN {cut.pop('flag')} = 1 THEN {legacy_sql} END"
+    cut["legacy"] = legacy_sql if legacy else "NULL"
     params = {
         "nums": nums.tobytes(),
         "ids": rows.embedding_id.tobytes(),

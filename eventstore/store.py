@@ -25,7 +25,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Table
 
-from . import log_reads
+from . import checkpoints, log_reads
 from .capabilities import Waker
 from .codec import PackedEvents, decode, encode
 from .config import make_recorder, resolve_url
@@ -53,6 +53,7 @@ class EventStore:
         *,
         allow_existing: bool = False,
         create: bool = True,
+        partitions: int | None = None,
     ) -> EventStore:
         """Open (and on first use create) the store at ``db`` (URL or SQLite path).
 
@@ -60,13 +61,17 @@ class EventStore:
         changed (a SQLite file is opened ``mode=ro``, PostgreSQL sessions are read-only),
         a location without a store is a ``NoStoreError``, and any write raises
         ``ReadOnlyDatabaseError``. It works on a read-only medium and with a role that may
-        only SELECT."""
+        only SELECT.
+
+        ``partitions`` (PostgreSQL): a new store's log and read-model assignment tables are
+        hash-partitioned by run into that many partitions; an existing store must already be
+        partitioned so, else ``PartitioningError`` (nothing changed)."""
         recorder = make_recorder(resolve_url(db), read_only=not create)
         try:
             if not create:
                 recorder.check_store()
                 return cls(recorder)
-            created = recorder.initialise(allow_existing=allow_existing)
+            created = recorder.initialise(allow_existing=allow_existing, partitions=partitions)
         except BaseException:
             recorder.dispose()
             raise
@@ -178,10 +183,16 @@ class EventStore:
         max_events: int = PAGE_SIZE,
         assignments: bool = True,
         conn: Connection | None = None,
+        mark_damage: bool = False,
     ) -> list[FeedBlock]:
         """The global feed after ``after`` as blocks for bulk consumers (``feed``)."""
         return read_feed_blocks(
-            self.recorder, after=after, max_events=max_events, assignments=assignments, conn=conn
+            self.recorder,
+            after=after,
+            max_events=max_events,
+            assignments=assignments,
+            conn=conn,
+            mark_damage=mark_damage,
         )
 
     def max_position(self) -> int:
@@ -234,6 +245,16 @@ class EventStore:
         """The run's append transactions as (first_seq, count), in seq order."""
         return log_reads.read_run_commits(self.recorder, run_id)
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def read_checkpoint(self, run_id: UUID) -> checkpoints.Checkpoint | None:
+        """The run's resume checkpoint (``checkpoints``), or None."""
+        return checkpoints.read_checkpoint(self.recorder, run_id)
+
+    def write_checkpoint(self, run_id: UUID, state: checkpoints.Checkpoint) -> None:
+        """Store the run's resume checkpoint, unless the stored one is as far already."""
+        checkpoints.write_checkpoint(self.recorder, run_id, state)
+
     # ------------------------------------------------------------------ transactions
 
     def connection(self) -> AbstractContextManager[Connection]:
@@ -265,17 +286,40 @@ class EventStore:
         self.recorder.insert_assignment_rows(conn, table, rows)
 
     def read_assignment_rows(
-        self, conn: Connection, table: Table, run_key: int, *, after: int, limit: int
+        self,
+        conn: Connection,
+        table: Table,
+        run_key: int,
+        *,
+        after: int,
+        limit: int,
+        until: int | None = None,
     ) -> AssignmentRows:
-        """Up to ``limit`` read-model assignment rows of ``run_key`` after seq ``after``, in
-        seq order, as numpy columns (the backend's bulk read)."""
-        return self.recorder.read_assignment_rows(conn, table, run_key, after=after, limit=limit)
+        """Up to ``limit`` read-model assignment rows of ``run_key`` with ``after < seq <=
+        until``, in seq order, as numpy columns (the backend's bulk read)."""
+        return self.recorder.read_assignment_rows(
+            conn, table, run_key, after=after, limit=limit, until=until
+        )
 
     def replace_view(self, conn: Connection, name: str, select_sql: str) -> None:
         self.recorder.replace_view(conn, name, select_sql)
 
+    def create_table(self, conn: Connection, table: Table, *, indexes: bool = True) -> None:
+        """Create ``table``, partitioned by its run column where the store is partitioned."""
+        self.recorder.create_table(conn, table, indexes=indexes)
+
+    def partitions(self) -> int | None:
+        """How many hash partitions by run the store has (None: not partitioned)."""
+        with self.transaction() as conn:
+            return self.recorder.partitions(conn)
+
     def analyze_table(self, conn: Connection, name: str) -> None:
         self.recorder.analyze_table(conn, name)
+
+    @property
+    def primary_key_after_load(self) -> bool:
+        """Whether a rebuild may load a table first and add its primary key afterwards."""
+        return self.recorder.primary_key_after_load
 
     def drop_tables(self, conn: Connection, names: list[str]) -> None:
         self.recorder.drop_tables(conn, names)

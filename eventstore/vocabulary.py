@@ -6,9 +6,9 @@ Every ``--json`` output (and every ``to_json``/``to_dict`` that feeds one) uses 
 - timestamps are RFC 3339 in UTC with a ``Z`` (``timestamp``);
 - durations are seconds under a key ending in ``_s`` (``duration_s`` is the run's, from the
   log); a rate per second ends in ``_per_s``;
-- counts start with ``n_``; digests end in ``_digest`` (``assignment_digest`` is the sha256
-  over a run's assignment payloads that RunCompleted records, ``input_digest`` the sha256 of
-  the embeddings it read);
+- counts start with ``n_``; digests end in ``_digest`` (``assignment_digest`` is the
+  digest over a run's assignment payloads that RunCompleted records, of the version its
+  RunStarted declares (``digest``), ``input_digest`` the sha256 of the embeddings it read);
 - enum values are lower-case words joined by ``_`` (``up_to_date``), never spaces.
 
 It lives in the log layer because every layer that prints (clustering, projections, audit,
@@ -204,14 +204,15 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     (
         "assignment_digest",
         "digest",
-        "sha256 over the run's assignment payloads in seq "
-        "order, as RunCompleted recorded it (null until completed)",
+        "the digest over the run's assignment payloads in "
+        "row order (version 2: chained sha256 of 16,384-row segments), as RunCompleted "
+        "recorded it (null until completed)",
         (*_CLUSTER, *_RECORDED, "runs show", "runs verify"),
     ),
     (
         "computed_assignment_digest",
         "digest",
-        "the same sha256 recomputed from the log now",
+        "the same digest recomputed from the log now",
         ("runs show", "runs verify"),
     ),
     (
@@ -318,6 +319,12 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("path", "string", "the file written (- for standard output)", ("export",)),
     ("format", "enum", "csv, npy or parquet", ("export",)),
     ("db_url", "string", "the store (password hidden)", ("init", "demo")),
+    (
+        "n_partitions",
+        "integer",
+        "hash partitions by run of the log and the assignments (PostgreSQL); null: none",
+        ("init",),
+    ),
     # import-legacy
     ("source", "string", "the legacy database", ("import-legacy",)),
     ("dry_run", "boolean", "nothing was written", ("import-legacy",)),
@@ -356,6 +363,40 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("runner", "string", "the runner holding the projection's lock", ("projections status",)),
     ("n_applied", "integer", "events this command applied", ("projections catch-up",)),
     ("live_s", "seconds", "until readers saw the rebuilt generation", ("projections rebuild",)),
+    (
+        "damaged_runs",
+        "list",
+        "runs a projection skips from an event that does not decode on (catch-up, rebuild: "
+        "those it started to skip now)",
+        _PJ,
+    ),
+    (
+        "runs_behind",
+        "list",
+        "finished runs missing from a read model no runner is catching up (an interrupted "
+        "projection step)",
+        ("projections status",),
+    ),
+    (
+        "damage",
+        "object",
+        "where the read models skip the run from: the damaged event's seq, position and "
+        "reason (null: not damaged)",
+        ("runs list", "runs show"),
+    ),
+    (
+        "position",
+        "integer",
+        "a global log position (a damaged event's)",
+        (*_PJ, "runs list", "runs show"),
+    ),
+    (
+        "reason",
+        "string",
+        "why an event does not decode",
+        (*_PJ, "runs list", "runs show"),
+    ),
+    ("recorded_at", "timestamp", "when a projection started to skip the run", _PJ),
     # bench
     ("n_repeats", "integer", "repetitions asked per step", ("bench",)),
     ("backends", "list", "the backends measured", ("bench",)),
@@ -424,13 +465,13 @@ _KEYS += [
     ("lookup_index", "enum", "the lookup index: on or off", ("projections lookup-index",)),
 ]
 _ALSO: dict[str, tuple[str, ...]] = {  # keys registered above that these commands emit too
-    "run_id": ("report", "which", "runs show"),
+    "run_id": ("report", "which", "runs show", *_PJ),
     "model": ("which",),
     "started_at": ("which",),
     "runs": ("which",),
     "path": ("report",),
     "warnings": ("report",),
-    "seq": ("runs show",),
+    "seq": ("runs show", "runs list", *_PJ),
 }
 _KEYS = [(n, t, m, (*c, *_ALSO.get(n, ()))) for n, t, m, c in _KEYS]
 

@@ -41,6 +41,7 @@ import msgspec
 import numpy as np
 
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.digest import CURRENT_DIGEST_VERSION
 from clusterstore.eventstore.errors import EventConflictError, InputError
 from clusterstore.eventstore.events import RunStarted
 from clusterstore.eventstore.runs import ProgressFn, RunWriter
@@ -159,9 +160,9 @@ def _same_start(store: EventStore, source: LegacySource, item: ImportItem) -> bo
     was given by aside)?"""
     stored = decode_stored(next(iter(store.read_raw(item.run_id, limit=1))))
     now = run_started(source, item)
-    return msgspec.structs.replace(stored, imported_from=None) == msgspec.structs.replace(
-        now, imported_from=None
-    )
+    # the digest version is the release's that began the import (an older one: 1)
+    same = {"imported_from": None, "digest_version": 1}
+    return msgspec.structs.replace(stored, **same) == msgspec.structs.replace(now, **same)
 
 
 def _is_import_of(store: EventStore, run_id: uuid.UUID) -> bool:
@@ -188,6 +189,7 @@ def run_started(source: LegacySource, item: ImportItem) -> RunStarted:
         imported_from=source.display,
         legacy_id=r.id,
         legacy_cluster_ids=item.clusters,
+        digest_version=CURRENT_DIGEST_VERSION,
     )
 
 
@@ -254,10 +256,12 @@ def _import_one(
             f"legacy result {run_id}: the number of rows changed while it was read; is the "
             "legacy database being written to? Nothing of it was written."
         )
-    started = run_started(source, item)  # a pure function of the legacy data
     if item.state == "new":
+        started = run_started(source, item)  # a pure function of the legacy data
         writer = RunWriter.begin(store, run_id, started, batch_size=chunk)
-    else:  # seq 1 is this RunStarted (plan checked it): start over after it
+    else:  # seq 1 is this import's RunStarted (plan checked it): start over after it,
+        # with the digest version it declares (an import begun by an older release: 1)
+        started = _stored_start(store, run_id)
         writer = RunWriter(store, run_id, started, head=1, batch_size=chunk)
     writer.on_progress = on_progress
     index = {u.bytes: i for i, u in enumerate(item.clusters)}
@@ -281,6 +285,13 @@ def _import_one(
             "database being written to? The import can be run again."
         )
     _finish(writer, item)
+
+
+def _stored_start(store: EventStore, run_id: uuid.UUID) -> RunStarted:
+    first = next(iter(store.read_raw(run_id, limit=1)))
+    event = decode_stored(first)
+    assert isinstance(event, RunStarted)  # ``plan`` checked it
+    return event
 
 
 def _finish(writer: RunWriter, item: ImportItem) -> None:

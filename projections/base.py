@@ -10,9 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
+from uuid import UUID
 
-from sqlalchemy import Connection, Table, inspect, select
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy import Column, Connection, MetaData, Table, inspect, select
+from sqlalchemy.schema import CreateIndex
 
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.schema import utc
@@ -42,20 +43,43 @@ class Projection(ABC):
     def apply(self, conn: Connection, generation: int, blocks: list[FeedBlock]) -> None:
         """Apply a batch of the feed (in position order) to the generation's tables."""
 
+    @abstractmethod
+    def mark_damaged(
+        self, conn: Connection, generation: int, run_id: UUID, position: int, reason: str
+    ) -> None:
+        """Show in the generation's tables that ``run_id`` is skipped from a damaged event
+        (at global ``position``) on (``dead_letter``); called after ``apply`` of the batch
+        that met it, in the same transaction."""
+
     def generation_of(self, table_name: str) -> int | None:
         """The generation ``table_name`` belongs to if it is one of this projection's
         tables (exactly ``<name>_g<N>`` for one of ``tables``' names), else None."""
         bases = {schema.base_name(t.name) for t in self.tables(0)}
         return schema.generation_of(table_name, bases)
 
+    def bulk_tables(self, generation: int) -> list[Table]:
+        """The tables ``apply`` only ever bulk-loads (no upsert, no read, during a rebuild):
+        where the database allows (``primary_key_after_load``), a rebuild creates them
+        without their primary key and ``create_indexes`` adds it after the load."""
+        return []
+
     def create(self, conn: Connection, generation: int, *, indexes: bool = True) -> None:
-        """Create the generation's tables; secondary indexes now or (bulk load) later."""
+        """Create the generation's tables; secondary indexes now or (bulk load) later, and
+        then also the primary keys of ``bulk_tables`` where the database allows."""
+        later = set()
+        if not indexes and self.store.primary_key_after_load:
+            later = {t.name for t in self.bulk_tables(generation)}
         for table in self.tables(generation):
-            conn.execute(CreateTable(table, include_foreign_key_constraints=[]))
+            made = _without_key(table) if table.name in later else table
+            self.store.create_table(conn, made, indexes=False)  # partitioned where the store is
         if indexes:
             self.create_indexes(conn, generation)
 
     def create_indexes(self, conn: Connection, generation: int) -> None:
+        if self.store.primary_key_after_load:
+            for table in self.bulk_tables(generation):
+                if not inspect(conn).get_pk_constraint(table.name)["constrained_columns"]:
+                    _add_primary_key(conn, table)
         for table in self.tables(generation):
             for index in sorted(table.indexes, key=lambda i: str(i.name)):
                 conn.execute(CreateIndex(index))
@@ -69,6 +93,29 @@ class Projection(ABC):
     def insert(self, table: Table) -> Any:
         """The database's INSERT, with ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
         return self.store.upsert_statement(table)
+
+
+def _add_primary_key(conn: Connection, table: Table) -> None:
+    """``ALTER TABLE ... ADD CONSTRAINT <name> PRIMARY KEY (...)`` of ``table``'s key, as
+    text: SQLAlchemy's ``AddConstraint`` would mark the cached ``Table``'s key as created
+    apart, and a later ``CreateTable`` of it would leave the key out."""
+    q = conn.dialect.identifier_preparer.quote
+    pk = table.primary_key
+    columns = ", ".join(q(c.name) for c in pk.columns)
+    conn.exec_driver_sql(
+        f"ALTER TABLE {q(table.name)} ADD CONSTRAINT {q(str(pk.name))} PRIMARY KEY ({columns})"
+    )
+
+
+def _without_key(table: Table) -> Table:
+    """``table``'s columns (names, types, NOT NULL) without its primary key or indexes (its
+    ``info`` kept: a store partitioned by run partitions it all the same)."""
+    return Table(
+        table.name,
+        MetaData(),
+        *(Column(c.name, c.type, nullable=c.nullable) for c in table.columns),
+        info=dict(table.info),
+    )
 
 
 class Checkpoint(NamedTuple):

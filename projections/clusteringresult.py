@@ -3,7 +3,8 @@
 Columns: ``id`` (the run id, or for a run imported from a legacy database the legacy
 clustering-result id from ``RunStarted.legacy_id``, so old SQL keeps finding it),
 ``run_id`` (always the store's run id), model, algorithm, params, k, n_embeddings,
-n_assignments, status (``running``, ``completed``, ``failed``), error, started_at,
+n_assignments, status (``running``, ``completed``, ``failed``, or ``damaged``: the run is
+skipped from an event that does not decode on, ``dead_letter``), error, started_at,
 finished_at, duration (seconds), n_noise (the assignments labelled -1, noise, from
 ``RunCompleted``; NULL until the run completes).
 
@@ -39,6 +40,8 @@ from clusterstore.eventstore.vocabulary import duration_s
 
 from .base import Projection, read_checkpoint
 from .schema import checkpoints, cr_tables, ec_tables
+
+DAMAGED = "damaged"  # the status of a run skipped from a damaged event on (dead_letter)
 
 COLUMNS = (
     "id",
@@ -106,6 +109,26 @@ class ClusteringResultProjection(Projection):
                 conn.execute(
                     update(t).where(t.c.run_id == run).values(n_assignments=t.c.n_assignments + n)
                 )
+
+    def mark_damaged(
+        self, conn: Connection, generation: int, run_id: UUID, position: int, reason: str
+    ) -> None:
+        """The run's row says ``damaged``, with the reason as its error (a row is made if
+        the damaged event was the run's first)."""
+        t = cr_tables(generation).results
+        conn.execute(
+            self.insert(t).on_conflict_do_nothing(index_elements=["run_id"]),
+            [
+                {
+                    "run_id": run_id,
+                    "id": run_id,
+                    "n_assignments": 0,
+                    "status": DAMAGED,
+                    "first_position": position,
+                }
+            ],
+        )
+        conn.execute(update(t).where(t.c.run_id == run_id).values(status=DAMAGED, error=reason))
 
     def _apply_event(self, conn: Connection, t: Table, ev: StoredEvent) -> None:
         event = decode_stored(ev)

@@ -3,7 +3,8 @@ is in, per completed run.
 
 Storage: ``pj_ec_assignment_g<N>`` holds every projected assignment of every run, keyed
 ``(run_key, seq)`` (WITHOUT ROWID on SQLite) with the embedding id as 16 bytes / native
-uuid, the cluster index, the distance, and an imported assignment's legacy row id. Rows
+uuid, the cluster index, the distance, and a stored row id (an imported assignment's legacy row
+id; every row's id while the lookup option is on, ``lookup_index``). Rows
 arrive in key order, so loading appends within a run instead of inserting at random keys.
 ``pj_ec_run_g<N>`` has one row per run (its small integer key, ids, id prefixes, whether it
 is completed); ``pj_ec_cluster_g<N>`` the size of every cluster (counted from the projected
@@ -22,7 +23,9 @@ of (run, cluster index) (``ids``), where a run made by ``assign`` counts as its 
 (its rows get the parent's cluster UUIDs, so SQL can join the two on ``cluster_id``); an
 imported run keeps its legacy row ids and cluster
 UUIDs instead (from ``AssignmentRecorded.legacy_id`` and ``RunStarted.legacy_cluster_ids``),
-so the SQL users ran against their old tables returns the same rows.
+so the SQL users ran against their old tables returns the same rows. With the lookup
+option on, every row stores its id and the view shows that column (indexed), so
+``WHERE id = ?`` is an index lookup; the values are the same.
 ``clustering_result_id`` is the run id (an imported run's is its legacy result id).
 Noise (an assignment labelled -1, e.g. an HDBSCAN outlier) is a row like any other, with
 ``cluster`` -1 and a NULL ``cluster_id``; it is in no ``clustersize`` row.
@@ -32,9 +35,9 @@ little-endian bytes).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -65,11 +68,19 @@ from clusterstore.eventstore.events import (
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.lifecycle import transition
 from clusterstore.eventstore.rows import AssignmentRows as Rows
+from clusterstore.eventstore.runs import run_digest
 from clusterstore.eventstore.store import EventStore, decode_stored
 
 from . import ids
 from .base import Projection, current_generation
-from .lookup_index import create_lookup_index, lookup_index_enabled
+from .lookup_index import (
+    IDS_SETTING,
+    create_lookup_index,
+    lookup_index_enabled,
+    stored_ids_generation,
+    view_id,
+    write_setting,
+)
 from .schema import ECTables, ec_tables
 
 
@@ -82,26 +93,34 @@ class EmbeddingClusterProjection(Projection):
     def tables(self, generation: int) -> list[Table]:
         return list(ec_tables(generation))
 
+    def bulk_tables(self, generation: int) -> list[Table]:
+        return [ec_tables(generation).assignments]
+
     def create_indexes(self, conn: Connection, generation: int) -> None:
-        """The tables' indexes, and the lookup index by embedding id when it is switched on
-        (``lookup.set_lookup_index``; it costs replay speed, so it is a choice)."""
+        """The tables' indexes, and the lookup indexes by embedding id and by id when the
+        option is switched on (``lookup.set_lookup_index``; it costs replay speed, so it is
+        a choice). Called once a generation is loaded (or created empty): with the option
+        on, ``apply`` stored every row's id, so the generation is marked as storing them."""
         super().create_indexes(conn, generation)
         if lookup_index_enabled(conn):
+            write_setting(conn, IDS_SETTING, str(generation))
             create_lookup_index(self.store, conn, generation)
 
     def publish(self, conn: Connection, generation: int) -> None:
+        """The views over ``generation``; ``id`` is the stored (indexed) column when the
+        generation's rows all store it, else derived from (run, seq) or a legacy row id."""
         t = ec_tables(generation)
         db = self.store
+        stored = stored_ids_generation(conn) == generation
         for view, body in (("embeddingcluster", _EC_VIEW), ("clustersize", _SIZE_VIEW)):
             sql = body.format(
                 a=t.assignments.name,
                 r=t.runs.name,
                 c=t.clusters.name,
-                id=db.sql_derived_uuid("r.id_prefix", "a.seq"),
+                id=view_id(db) if stored else _derived_id(db),
                 cluster_id=db.sql_derived_uuid("r.cluster_prefix", "a.cluster"),
                 size_cluster_id=db.sql_derived_uuid("r.cluster_prefix", "c.cluster"),
                 embedding_id=db.sql_uuid_text("a.embedding_id"),
-                legacy_id=db.sql_uuid_text("a.legacy_id", nullable=True),
             )
             db.replace_view(conn, view, sql)
 
@@ -118,12 +137,21 @@ class EmbeddingClusterProjection(Projection):
                 parts.append(_decoded_rows(key, extra))
         if parts:
             rows = Rows.concat(parts)
+            if lookup_index_enabled(conn):  # the lookup by id reads the stored id
+                rows = _with_ids(rows, {key: run for run, key in keys.items()})
             self.store.insert_assignment_rows(conn, t.assignments, rows)
             self._add_sizes(conn, t, rows)
         for block in blocks:
             for ev in block.others:
                 if ev.type != AssignmentRecorded.TYPE:
                     self._apply_event(conn, t, keys[block.run_id], ev)
+
+    def mark_damaged(
+        self, conn: Connection, generation: int, run_id: UUID, position: int, reason: str
+    ) -> None:
+        """The views hide the run (its rows so far stay in the table, as for a failed run)."""
+        r = ec_tables(generation).runs
+        conn.execute(update(r).where(r.c.run_id == run_id).values(completed=False))
 
     def _run_keys(self, conn: Connection, t: ECTables, blocks: list[FeedBlock]) -> dict[UUID, int]:
         """Each run's key; runs seen for the first time get the next keys, in feed order."""
@@ -312,6 +340,28 @@ def _decoded_rows(key: int, events: list[StoredEvent]) -> Rows:
     )
 
 
+def _derived_ids(seq: npt.NDArray[np.int64], prefix: bytes) -> npt.NDArray[np.void]:
+    """``ids.assignment_id`` of one run's ``seq``s as 16-byte values."""
+    derived = np.zeros(len(seq), dtype=[("prefix", "V8"), ("number", ">u8")])
+    derived["prefix"] = np.frombuffer(prefix, dtype="V8")[0]
+    derived["number"] = seq.astype(np.uint64) | np.uint64(1 << 63)
+    return derived.view("V16").reshape(-1)
+
+
+def _with_ids(rows: Rows, runs: dict[int, UUID]) -> Rows:
+    """``rows`` with every row's id stored in ``legacy_id`` (an imported row keeps its
+    legacy row id; the others get the id derived from (run, seq))."""
+    missing = ~rows.has_legacy
+    if not missing.any():
+        return rows
+    stored = rows.legacy_id.copy()
+    for key in np.unique(rows.run_key[missing]).tolist():
+        at = missing & (rows.run_key == key)
+        prefix = bytes.fromhex(ids.prefix(ids.ASSIGNMENT_DOMAIN, runs[key]))
+        stored[at] = _derived_ids(rows.seq[at], prefix)
+    return replace(rows, legacy_id=stored, has_legacy=np.ones(len(rows), dtype=np.bool_))
+
+
 def _assignment(ev: StoredEvent) -> AssignmentRecorded:
     event = decode_stored(ev)
     if not isinstance(event, AssignmentRecorded):  # callers pass assignment events only
@@ -322,9 +372,16 @@ def _assignment(ev: StoredEvent) -> AssignmentRecorded:
 # ---------------------------------------------------------------------------- views SQL
 
 
-# {id}, {cluster_id}: deterministic ids (``ids``), the run's prefix and the number in hex;
-# a boolean column is tested as itself (SQLite stores it as 0/1).
-_EC_VIEW = """SELECT COALESCE({legacy_id}, {id}) AS id, {embedding_id} AS embedding_id,
+def _derived_id(db: EventStore) -> str:
+    """A row's ``id`` when not every row stores it: its legacy row id, or (run, seq)'s."""
+    legacy = db.sql_uuid_text("a.legacy_id", nullable=True)
+    return f"COALESCE({legacy}, {db.sql_derived_uuid('r.id_prefix', 'a.seq')})"
+
+
+# {id}: the stored id (``lookup_index``), or the legacy row id else the deterministic id;
+# {cluster_id}: deterministic ids (``ids``), the run's prefix and the number in hex; a
+# boolean column is tested as itself (SQLite stores it as 0/1).
+_EC_VIEW = """SELECT {id} AS id, {embedding_id} AS embedding_id,
  r.result_id AS clustering_result_id,
  CASE WHEN a.cluster < 0 THEN NULL
  WHEN r.legacy_clusters THEN COALESCE((SELECT c.legacy_cluster_id FROM {c} AS c
@@ -345,19 +402,19 @@ WHERE r.completed"""
 
 
 def read_model_digest(store: EventStore, run_id: UUID) -> tuple[int, str] | None:
-    """(row count, sha256 hex) of a run's rows in ``embeddingcluster``: the assignment
+    """(row count, digest hex) of a run's rows in ``embeddingcluster``: the assignment
     payloads rebuilt from the view's rows in seq order (the canonical 29-byte layout, or the
-    47-byte one with the legacy row id where ``id`` is one), the same digest as
-    ``RunCompleted.digest``. None if the run is not in the read model (never projected, or
-    not completed, so the view does not show it)."""
-    digest = hashlib.sha256()
-    count = 0
+    47-byte one with the legacy row id where ``id`` is one), the same digest (of the version
+    the run's RunStarted declares) as ``RunCompleted.digest``. None if the run is not in the
+    read model (never projected, or not completed, so the view does not show it)."""
     blocks = _view_blocks(store, run_id)
     if blocks is None:
         return None
+    digest = run_digest(store, run_id)
+    count = 0
     for seqs, parts in blocks:
         for packed in parts:
-            digest.update(packed.data)
+            digest.update(packed.data, packed.count)
         count += len(seqs)
     return count, digest.hexdigest()
 
@@ -423,28 +480,34 @@ CHUNK = 100_000  # rows per read of the assignment table
 
 
 def _read_blocks(store: EventStore, t: ECTables, key: int, run_id: UUID) -> Iterator[Block]:
+    """The run's rows in seq ranges of ``CHUNK`` seqs from its first row, each a bounded
+    range of the table's key (run_key, seq): no read touches rows outside its range,
+    whatever plan the database picks (on PostgreSQL a LIMIT read with stale statistics
+    scanned and sorted the rest of the run once per chunk)."""
     prefix = bytes.fromhex(ids.prefix(ids.ASSIGNMENT_DOMAIN, run_id))
-    after = -(2**62)
-    while True:
+    a = t.assignments
+    with store.transaction() as conn:
+        lo, hi = conn.execute(
+            select(func.min(a.c.seq), func.max(a.c.seq)).where(a.c.run_key == key)
+        ).one()
+    if lo is None:
+        return
+    after = int(lo) - 1
+    while after < int(hi):
+        until = after + CHUNK
         with store.transaction() as conn:
-            rows = store.read_assignment_rows(conn, t.assignments, key, after=after, limit=CHUNK)
-        if not len(rows):
-            return
-        yield _packed(rows, prefix)
-        if len(rows) < CHUNK:
-            return
-        after = int(rows.seq[-1])
+            rows = store.read_assignment_rows(conn, a, key, after=after, until=until, limit=CHUNK)
+        if len(rows):
+            yield _packed(rows, prefix)
+        after = until
 
 
 def _packed(rows: Rows, prefix: bytes) -> Block:
     """The payload of each row: the 29-byte layout, or the 47-byte one where the view's
     ``id`` is a kept legacy row id (one that differs from the id derived from (run, seq))."""
     legacy = rows.has_legacy.copy()
-    if legacy.any():
-        derived = np.zeros(len(rows), dtype=[("prefix", "V8"), ("number", ">u8")])
-        derived["prefix"] = np.frombuffer(prefix, dtype="V8")[0]
-        derived["number"] = rows.seq.astype(np.uint64) | np.uint64(1 << 63)
-        legacy &= derived.view("V16").reshape(-1) != rows.legacy_id
+    if legacy.any():  # a stored id (``lookup_index``) equal to the derived one is no legacy id
+        legacy &= _derived_ids(rows.seq, prefix) != rows.legacy_id
     parts = []
     cuts = [0, *(np.flatnonzero(np.diff(legacy)) + 1).tolist(), len(rows)]
     for lo, hi in itertools.pairwise(cuts):  # imported rows carry their row ids

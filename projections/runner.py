@@ -11,6 +11,9 @@
 - **Follow** keeps applying new events: it polls; where the database notifies commits
   (PostgreSQL's ``LISTEN``), the store's ``commit_waker`` only wakes it early
   (notifications can be lost).
+- **A damaged event isolates its run** (``dead_letter``): an event that does not decode
+  makes the projection skip that run from there on and record it, in the batch's
+  transaction; every other run goes on. ``on_damage`` hears of each run so skipped.
 - **Rebuild** replays the whole log into a new generation of tables that no reader sees,
   creates their secondary indexes after the load, then points the public views at it and
   moves the checkpoint in one transaction; the old generation is dropped afterwards. Readers
@@ -29,23 +32,27 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from uuid import UUID
 
 from sqlalchemy import Connection, inspect, update
 
-from clusterstore.eventstore.errors import DatabaseBusyError, SchemaError
+from clusterstore.eventstore.errors import DatabaseBusyError, EventDecodeError, SchemaError
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.runs import ProgressFn
 from clusterstore.eventstore.store import EventStore
 
-from . import schema
+from . import dead_letter, schema
 from .base import Checkpoint, Projection, read_checkpoint
 from .clusteringresult import ClusteringResultProjection
+from .dead_letter import DeadLetter
 from .embeddingcluster import EmbeddingClusterProjection
 from .locks import LOCK_TTL, RunnerLock, make_lock, row_holder
 
 BATCH_EVENTS = 100_000
 POLL_SECONDS = 1.0
 WAIT_SECONDS = 60.0
+
+DamageFn = Callable[[DeadLetter], None]  # told of each run a projection starts to skip
 
 PROJECTIONS: dict[str, type[Projection]] = {
     cls.name: cls for cls in (ClusteringResultProjection, EmbeddingClusterProjection)
@@ -96,6 +103,7 @@ class Runner:
         projection: Projection,
         conn: Connection,
         batch_events: int = BATCH_EVENTS,
+        on_damage: DamageFn | None = None,
     ):
         self.store = store
         self.batch_events = batch_events
@@ -103,6 +111,9 @@ class Runner:
         self.name = projection.name
         self.conn = conn
         self.lock: RunnerLock = make_lock(store, conn, self.name)
+        self.on_damage = on_damage
+        self.skipped: dict[UUID, DeadLetter] = {}  # the runs skipped in ``self.generation``
+        self.generation: int | None = None
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -158,14 +169,13 @@ class Runner:
     def catch_up(self, on_progress: ProgressFn | None = None) -> int:
         """Apply every event after the checkpoint; returns how many. Call with the lock held."""
         cp = self.ensure_built(on_progress)
+        self._load_skipped(cp.generation)
         position = start = cp.position
         while True:
             applied = position
             for blocks in self._batches(after=position):
                 new = blocks[-1].last_position
-                with self._batch_transaction() as c:
-                    self.projection.apply(c, cp.generation, blocks)
-                    self._advance(c, cp.generation, position, new)
+                self._apply(cp.generation, blocks, advance=(position, new))
                 if on_progress is not None:
                     on_progress(new - position)
                 position = new
@@ -184,12 +194,12 @@ class Runner:
             self.lock.check(c)
             self._drop_generations(c, keep=old)
             self.projection.create(c, generation, indexes=False)
+        self.generation, self.skipped = generation, {}
         position = 0
         while position < target:
             before = position
             for blocks in self._batches(after=position, until=target):
-                with self._batch_transaction() as c:
-                    self.projection.apply(c, generation, blocks)
+                self._apply(generation, blocks)
                 if on_progress is not None:
                     on_progress(blocks[-1].last_position - position)
                 position = blocks[-1].last_position
@@ -205,6 +215,55 @@ class Runner:
         with self.store.transaction(write=True, conn=self.conn) as c:
             self._drop_generations(c, keep=generation)
         return RebuildResult(generation, position, live, time.perf_counter() - start)
+
+    def _load_skipped(self, generation: int) -> None:
+        if self.generation != generation:
+            with self.store.transaction(conn=self.conn) as c:
+                self.skipped = dead_letter.of_generation(c, self.name, generation)
+            self.generation = generation
+
+    def _apply(
+        self, generation: int, blocks: list[FeedBlock], advance: tuple[int, int] | None = None
+    ) -> None:
+        """Apply one batch in one transaction (moving the checkpoint ``advance``'s old ->
+        new with it), without the runs this generation skips. An event that does not decode
+        rolls the batch back, and the batch is applied again without that run's events from
+        there on, the run recorded as skipped (``dead_letter``) in the same transaction."""
+        skipped = set(self.skipped)
+        cut: dict[UUID, DeadLetter] = {}
+        for b in blocks:
+            letter = dead_letter.from_block(self.name, b)
+            if letter is not None and b.run_id not in skipped and b.run_id not in cut:
+                cut[b.run_id] = letter
+        while True:
+            todo = dead_letter.without(blocks, skipped, cut)
+            try:
+                with self._batch_transaction() as c:
+                    if todo:
+                        self.projection.apply(c, generation, todo)
+                    for letter in cut.values():
+                        dead_letter.record(c, generation, letter)
+                        self.projection.mark_damaged(
+                            c,
+                            generation,
+                            letter.run_id,
+                            letter.position,
+                            f"damaged at seq {letter.seq}: {letter.reason}",
+                        )
+                    if advance is not None:
+                        self._advance(c, generation, *advance)
+            except EventDecodeError as e:
+                letter = dead_letter.from_error(self.name, e, todo)
+                earlier = cut.get(letter.run_id) if letter is not None else None
+                if letter is None or (earlier is not None and earlier.seq <= letter.seq):
+                    raise  # not an event of this batch: nothing to isolate
+                cut[letter.run_id] = letter
+                continue
+            break
+        self.skipped.update(cut)
+        if self.on_damage is not None:
+            for letter in cut.values():
+                self.on_damage(letter)
 
     @contextmanager
     def _batch_transaction(self) -> Iterator[Connection]:
@@ -227,6 +286,7 @@ class Runner:
                 max_events=self.batch_events,
                 assignments=self.projection.reads_assignments,
                 conn=conn,
+                mark_damage=True,
             )
 
         def more(blocks: list[FeedBlock]) -> bool:
@@ -249,6 +309,7 @@ class Runner:
             if (g := self.projection.generation_of(name)) is not None and g != keep
         ]
         self.projection.drop_tables(c, stale)
+        dead_letter.forget_generations(c, self.name, keep=keep)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -268,15 +329,18 @@ def catch_up(
     on_progress: ProgressFn | None = None,
     wait: float = WAIT_SECONDS,
     batch_events: int = BATCH_EVENTS,
+    on_damage: DamageFn | None = None,
 ) -> dict[str, int]:
     """Bring the projections up to date with the log's head; returns events applied per
     projection. If another runner holds a projection, wait (up to ``wait`` seconds) until it
-    has reached the head this call saw, or until it ends and this call can take over."""
+    has reached the head this call saw, or until it ends and this call can take over. A run
+    with an event that does not decode is skipped from there on, recorded, and reported to
+    ``on_damage``; it does not stop the other runs (``dead_letter``)."""
     applied: dict[str, int] = {}
     with store.connection() as conn:
         ensure_tables(store, conn)
         for projection in projections_for(store, names):
-            runner = Runner(store, projection, conn, batch_events)
+            runner = Runner(store, projection, conn, batch_events, on_damage)
             target = store.max_position()
             if not _acquire_or_wait(runner, target, wait):
                 applied[projection.name] = 0
@@ -306,6 +370,7 @@ def rebuild(
     *,
     on_progress: ProgressFn | None = None,
     batch_events: int = BATCH_EVENTS,
+    on_damage: DamageFn | None = None,
 ) -> dict[str, RebuildResult]:
     """Rebuild the projections from the whole log, each into a new generation swapped in
     atomically, then catch up what was appended meanwhile. Refuses if another runner holds
@@ -314,7 +379,7 @@ def rebuild(
     with store.connection() as conn:
         ensure_tables(store, conn)
         for projection in projections_for(store, names):
-            with _holding(Runner(store, projection, conn, batch_events)) as runner:
+            with _holding(Runner(store, projection, conn, batch_events, on_damage)) as runner:
                 start = time.perf_counter()
                 result = runner.rebuild(on_progress)
                 runner.catch_up(on_progress)
@@ -331,6 +396,7 @@ def follow(
     poll: float = POLL_SECONDS,
     stop: Callable[[], bool] | None = None,
     batch_events: int = BATCH_EVENTS,
+    on_damage: DamageFn | None = None,
 ) -> None:
     """Keep the projections up to date until ``stop()`` is true (or Ctrl-C / SIGTERM in the
     CLI): catch up, then wait for new events (poll; PostgreSQL notifications wake it early).
@@ -338,7 +404,7 @@ def follow(
     with store.connection() as conn, ExitStack() as stack:
         ensure_tables(store, conn)
         runners = [
-            stack.enter_context(_holding(Runner(store, p, conn, batch_events)))
+            stack.enter_context(_holding(Runner(store, p, conn, batch_events, on_damage)))
             for p in projections_for(store, names)
         ]
         waker = stack.enter_context(store.commit_waker())
@@ -473,3 +539,6 @@ def _holding(runner: Runner) -> Iterator[Runner]:
         yield runner
     finally:
         runner.lock.release()
+
+
+holding = _holding  # the runner with its lock held (``lookup.set_lookup_index`` uses it)

@@ -9,6 +9,10 @@ Fixed tables (``metadata``):
   uses session advisory locks instead).
 - ``pj_setting``: read-model options (name, value), e.g. whether the embedding-id lookup
   index is kept (``lookup_index``).
+- ``pj_dead_letter``: the runs a projection skips because one of their events does not
+  decode (``dead_letter``): per projection and generation, the run, the seq and global
+  position of the first such event, and why. Written in the transaction of the batch that
+  met the event; a rebuild starts a new generation with none.
 
 Generation tables: every build of a projection writes its own set of tables, named
 ``<base>_g<N>``, with its own MetaData (``ec_tables(N)``, ``cr_tables(N)``). The public
@@ -47,7 +51,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, UUIDType
+from clusterstore.eventstore.schema import CLUSTERED, KEY_INTEGER, RUN_COLUMN, UUIDType
 
 metadata = MetaData()
 
@@ -77,6 +81,19 @@ settings = Table(  # read-model options, e.g. the embedding-id lookup index
     metadata,
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+dead_letters = Table(  # runs a projection skips from a damaged event on (``dead_letter``)
+    "pj_dead_letter",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("run_id", Uuid, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("name", "generation", "run_id", name="pj_dead_letter_pk"),
 )
 
 _Key = KEY_INTEGER
@@ -120,8 +137,11 @@ def ec_tables(generation: int) -> ECTables:
         Column("run_key", Integer, nullable=False),
         Column("distance", REAL, nullable=True),
         Column("embedding_id", UUIDType, nullable=False),
-        Column("legacy_id", UUIDType, nullable=True),  # the row id of an imported assignment
+        # the row's stored id: an imported assignment's legacy row id, or, with the lookup
+        # option on (``lookup_index``), every row's id; NULL: derived from (run, seq)
+        Column("legacy_id", UUIDType, nullable=True),
         PrimaryKeyConstraint("run_key", "seq", name=f"pj_ec_assignment{g}_pk"),
+        info={RUN_COLUMN: "run_key"},  # partitioned where the store is (by run)
         **CLUSTERED,
     )
     clusters = Table(

@@ -65,6 +65,7 @@ def make_run(
     rows: int | None = None,  # how many rows to record (default: all)
     centroids: bool = True,
     batch_size: int = 100_000,
+    digest_version: int = 2,
 ) -> RunWriter:
     """A run with RunStarted, CentroidsComputed (optional), ``rows`` assignments and an end."""
     ids = embedding_ids(n) if ids is None else ids
@@ -82,6 +83,7 @@ def make_run(
         input_digest="ab" * 32,
         run_id=run_id,
         batch_size=batch_size,
+        digest_version=digest_version,
     )
     if centroids:
         writer.record_centroids(

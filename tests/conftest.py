@@ -13,7 +13,12 @@ afterwards) and the ``"module:Class"`` of its recorder, as registered in
 ``clusterstore.eventstore.backends.BACKENDS``. ``$CLUSTERSTORE_TEST_BACKENDS``
 (comma-separated names) runs the suite on some of them only, e.g. a backend author's
 ``CLUSTERSTORE_TEST_BACKENDS=mydb pytest tests/contracts``. Cases marked ``sqlite_only`` or
-``postgres_only`` run on that backend alone.
+``postgres_only`` run on that database alone.
+
+``postgres-partitioned`` is PostgreSQL again, with every store it creates hash-partitioned
+by run (``init --partitions``): the whole shared suite, ``postgres_only`` cases included,
+also runs on a partitioned log and read model. Cases marked ``not_partitioned`` (what the
+layout cannot change) skip it.
 """
 
 from __future__ import annotations
@@ -65,16 +70,29 @@ def require_pg() -> None:
         pytest.skip(message)
 
 
-def make_pg_schema_url() -> tuple[str, str]:
-    """A URL whose search_path is a new, empty schema: isolation per test."""
+def make_pg_schema_url(*, partitions: int | None = None) -> tuple[str, str]:
+    """A URL whose search_path is a new, empty schema: isolation per test. ``partitions``:
+    the URL also sets ``clusterstore.partitions``, so a store created there is partitioned
+    by run (as by ``init --partitions``)."""
     require_pg()
     name = f"cs_test_{uuid.uuid4().hex[:12]}"
     engine = create_engine(pg_base_url())
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{name}"'))
     engine.dispose()
-    url = pg_base_url().update_query_dict({"options": f"-csearch_path={name}"})
+    options = f"-csearch_path={name}"
+    if partitions is not None:
+        from clusterstore.eventstore.postgres import PARTITIONS_SETTING
+
+        options += f" -c{PARTITIONS_SETTING}={partitions}"
+    url = pg_base_url().update_query_dict({"options": options})
     return url.render_as_string(hide_password=False), name
+
+
+def pg_schema_of(url: str) -> str:
+    """The schema a ``make_pg_schema_url`` URL's search_path names."""
+    options = str(make_url(url).query["options"]).split()
+    return options[0].removeprefix("-csearch_path=")
 
 
 def drop_pg_schema(name: str) -> None:
@@ -100,6 +118,24 @@ def postgres_database(directory: Path) -> Iterator[str]:
         drop_pg_schema(schema_name)
 
 
+# The partition count of the ``postgres-partitioned`` backend: small, so a test's store
+# and each read-model generation stay cheap to create, and more than one, so runs spread.
+TEST_PARTITIONS = 4
+
+
+@contextmanager
+def postgres_partitioned_database(directory: Path) -> Iterator[str]:
+    """Like ``postgres_database``, but every store created at the URL is hash-partitioned
+    by run into ``TEST_PARTITIONS`` (the URL sets ``clusterstore.partitions``; an explicit
+    ``init --partitions`` gives the same layout), so the whole shared suite also runs on a
+    partitioned log and read model."""
+    url, schema_name = make_pg_schema_url(partitions=TEST_PARTITIONS)
+    try:
+        yield url
+    finally:
+        drop_pg_schema(schema_name)
+
+
 @dataclass(frozen=True)
 class BackendFixture:
     fresh_database: Callable[[Path], AbstractContextManager[str]]
@@ -111,6 +147,9 @@ ALL_BACKENDS: dict[str, BackendFixture] = {
     "postgres": BackendFixture(
         postgres_database, "clusterstore.eventstore.postgres:PostgresRecorder"
     ),
+    "postgres-partitioned": BackendFixture(
+        postgres_partitioned_database, "clusterstore.eventstore.postgres:PostgresRecorder"
+    ),
 }
 TEST_BACKENDS_ENV = "CLUSTERSTORE_TEST_BACKENDS"
 _chosen = [b.strip() for b in os.environ.get(TEST_BACKENDS_ENV, "").split(",") if b.strip()]
@@ -118,10 +157,24 @@ _unknown = [b for b in _chosen if b not in ALL_BACKENDS]
 if _unknown:
     raise pytest.UsageError(f"${TEST_BACKENDS_ENV}: unknown backend {_unknown[0]!r}")
 BACKENDS = _chosen or list(ALL_BACKENDS)
-_ONLY = {
-    "sqlite_only": ("sqlite", "SQLite-only case"),
-    "postgres_only": ("postgres", "PostgreSQL-only case"),
+_ONLY: dict[str, tuple[tuple[str, ...], str]] = {
+    "sqlite_only": (("sqlite",), "SQLite-only case"),
+    "postgres_only": (("postgres", "postgres-partitioned"), "PostgreSQL-only case"),
 }
+# Cases marked ``not_partitioned`` (what partitioning by run cannot change, e.g. URL masking)
+# skip the partitioned variant of a backend.
+_PARTITIONED = ("postgres-partitioned",)
+
+
+def partitions_of(backend: str) -> int | None:
+    """How many partitions by run the stores this backend's fixture makes have."""
+    return TEST_PARTITIONS if backend in _PARTITIONED else None
+
+
+def family(backend: str) -> str:
+    """The backend's database without its layout variant: ``postgres-partitioned`` ->
+    ``postgres`` (for tables of expectations keyed by database)."""
+    return backend.removesuffix("-partitioned")
 
 
 def fresh_database(backend: str, directory: Path) -> AbstractContextManager[str]:
@@ -133,8 +186,10 @@ def fresh_database(backend: str, directory: Path) -> AbstractContextManager[str]
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     for marker, (only, why) in _ONLY.items():
-        if name != only and request.node.get_closest_marker(marker):
+        if name not in only and request.node.get_closest_marker(marker):
             pytest.skip(why)
+    if name in _PARTITIONED and request.node.get_closest_marker("not_partitioned"):
+        pytest.skip("a case that partitioning by run does not touch")
     return name
 
 

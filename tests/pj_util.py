@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from typing import Any
 from uuid import UUID
@@ -94,8 +95,10 @@ def snapshot(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def physical_tables(store: EventStore) -> set[str]:
+    """The read models' tables (a store partitioned by run: without the partitions)."""
     with store.recorder.transaction() as conn:
-        return {t for t in inspect(conn).get_table_names() if t.startswith("pj_")}
+        names = inspect(conn).get_table_names()
+    return {t for t in names if t.startswith("pj_") and not re.fullmatch(r".+_g\d+_p\d+", t)}
 
 
 def new_id() -> UUID:

@@ -17,6 +17,7 @@ import clusterstore
 from clusterstore.eventstore import EventStore, ReadOnlyDatabaseError
 from clusterstore.eventstore.runs import start_run
 from tests.api_util import blobs, every_table, hex_id, uuids, view_rows
+from tests.audit_data import drop_triggers, set_payload
 from tests.pj_util import make_run
 
 
@@ -201,7 +202,7 @@ def test_a_read_model_that_cannot_be_updated_is_a_warning(
 ) -> None:
     from clusterstore import projections
 
-    def busy(store: EventStore) -> dict[str, int]:
+    def busy(store: EventStore, **_: object) -> dict[str, int]:
         raise ReadOnlyDatabaseError("the read models are busy")
 
     monkeypatch.setattr(projections, "catch_up", busy)
@@ -212,6 +213,23 @@ def test_a_read_model_that_cannot_be_updated_is_a_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert api.catch_up()["embeddingcluster"] == 4
+
+
+def test_a_damaged_run_is_a_warning_and_the_others_are_caught_up(
+    api: clusterstore.Store,
+) -> None:
+    """A run with an event that does not decode is skipped by the read models (a dead
+    letter), told as a ReadModelWarning; the other runs are brought up to date."""
+    store = api.event_store
+    damaged = make_run(store, 10, seed=1)
+    drop_triggers(store)
+    set_payload(store, damaged, 5, b"\xc1")
+    healthy = make_run(store, 10, seed=2)
+    with pytest.warns(clusterstore.ReadModelWarning, match=f"run {damaged} is damaged at seq 5"):
+        api.catch_up()
+    assert api.verify(healthy).ok
+    visible = view_rows(api, "SELECT DISTINCT run_id FROM embeddingcluster")
+    assert [uuid.UUID(str(r[0])) for r in visible] == [healthy]
 
 
 def test_record_passes_noise_through(api: clusterstore.Store, backend: str) -> None:

@@ -24,7 +24,7 @@ from clusterstore.eventstore import (
 from clusterstore.eventstore import backends as registry
 from clusterstore.eventstore.backends import Backend, backend_for
 
-from .conftest import ALL_BACKENDS
+from .conftest import ALL_BACKENDS, family
 
 
 def test_every_registered_backend_has_a_test_fixture() -> None:
@@ -104,7 +104,7 @@ DRIVER_ERRORS = {
 def test_driver_errors_are_classified_by_code_not_text(
     backend: str, store: EventStore, case: int
 ) -> None:
-    orig, kind, start = DRIVER_ERRORS[backend][case]
+    orig, kind, start = DRIVER_ERRORS[family(backend)][case]
     wrapped = sa_exc.DBAPIError.instance("SELECT 1", {}, orig, type(orig).__mro__[1])
     with pytest.raises(kind) as e, store.transaction():
         raise wrapped

@@ -294,6 +294,21 @@ CASES: dict[str, Case] = {
         "runs resume {broken} --ids {dir}/ids.txt",
         "run {broken} derived its ids from the input; --ids does not apply",
     ),
+    # ---------------------------------------------------------------- init
+    "init: one partition": Case(
+        "init --partitions 1", "--partitions 1 is out of range: give 2 to 1024 partitions"
+    ),
+    "init: too many partitions": Case(
+        "init --partitions 1025", "--partitions 1025 is out of range: give 2 to 1024 partitions"
+    ),
+    "init: negative partitions": Case(
+        "init --partitions -3", "--partitions -3 is out of range: give 2 to 1024 partitions"
+    ),
+    "init: partitions not a number": Case(
+        "init --partitions many",
+        "Invalid value for '--partitions': 'many' is not a valid integer.",
+        2,
+    ),
 }
 
 

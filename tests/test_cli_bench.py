@@ -35,6 +35,7 @@ NAMES = {
     "export_parquet",
     "runs_list",
     "runs_show",
+    "verify_crowded",
 }
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -87,6 +88,7 @@ def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.not_partitioned  # the bench makes its own stores
 def test_bench_json_on_each_backend(backend: str) -> None:
     args = ["--n", "2000", "--json", "--backend", backend]
     before: set[str] = set()
@@ -126,6 +128,20 @@ def test_the_audit_group_names_the_audit_commands() -> None:
     by_name = {r["name"]: r for r in results}
     assert by_name["compare"]["n_events"] == 300
     assert by_name["runs_list"]["note"].startswith("1,000 runs of 1 assignments")
+
+
+def test_the_isolation_group_sets_verify_beside_a_crowded_store() -> None:
+    result = _invoke(
+        "--backend", "sqlite", "--steps", "isolation", "--n", "300", "--repeat", "1",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [r["name"] for r in report["results"]] == ["verify", "verify_crowded"]
+    crowded = report["results"][1]
+    assert crowded["note"].startswith("10 other runs of 300;")
+    assert crowded["db_mb"] > report["results"][0]["db_mb"]
+    assert report["ratios"]["sqlite"]["verify_crowded_vs_verify"] > 0
 
 
 def test_postgres_asked_for_but_unreachable_is_an_error() -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 from clusterstore.cli.main import cli
 from clusterstore.eventstore import EventStore, ForeignDatabaseError, NotADatabaseError, __version__
 from clusterstore.eventstore.config import resolve_url
+from tests.conftest import partitions_of
 from tests.contracts.support import snapshot
 
 
@@ -52,14 +53,22 @@ def test_version() -> None:
     assert (result.exit_code, result.output) == (0, f"clusterstore, version {__version__}\n")
 
 
-def test_init_is_idempotent(db_url: str) -> None:
+def ready(db_url: str, backend: str) -> str:
+    """What ``init`` prints for a store of the backend's fixture."""
+    n = partitions_of(backend)
+    return f"clusterstore ready at {shown(db_url)}" + (
+        f" (partitioned by run: {n} partitions)\n" if n is not None else "\n"
+    )
+
+
+def test_init_is_idempotent(db_url: str, backend: str) -> None:
     for _ in range(2):
         result = run("--db", db_url, "init")
-        assert (result.exit_code, result.output) == (0, f"clusterstore ready at {shown(db_url)}\n")
+        assert (result.exit_code, result.output) == (0, ready(db_url, backend))
     with EventStore.open(db_url) as store:
         first = snapshot(store)
     result = run("init", env={"CLUSTERSTORE_DB": db_url})  # the environment variable
-    assert (result.exit_code, result.output) == (0, f"clusterstore ready at {shown(db_url)}\n")
+    assert (result.exit_code, result.output) == (0, ready(db_url, backend))
     with EventStore.open(db_url) as store:
         assert snapshot(store) == first
 
@@ -120,7 +129,7 @@ def test_another_apps_sqlite_file_is_refused_byte_for_byte(tmp_path: Path, backe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["legacy.db"]
 
 
-def test_another_apps_database(db_url: str) -> None:
+def test_another_apps_database(db_url: str, backend: str) -> None:
     theirs = other_apps_table(db_url)
     message = (
         f"{shown(db_url)} already holds tables that are not clusterstore's (embeddingcluster); "
@@ -138,7 +147,7 @@ def test_another_apps_database(db_url: str) -> None:
     # asked for explicitly: the store is added beside the table, which stays as it was; the
     # read models need that name, so they cannot be made (a warning, the store is ready)
     result = run("--db", db_url, "init", "--allow-existing")
-    assert (result.exit_code, result.stdout) == (0, f"clusterstore ready at {shown(db_url)}\n")
+    assert (result.exit_code, result.stdout) == (0, ready(db_url, backend))
     assert result.stderr == (
         "Warning: the store is created, but the read models are not up to date: the database "
         "already has a table or view named 'embeddingcluster' that clusterstore did not "

@@ -103,6 +103,7 @@ def test_list_json(history: EventStore, db_url: str) -> None:
         "n_events": 23,
         "error": "out of memory",
         "problem": None,
+        "damage": None,  # the read models skip no part of it
     }
     assert (rows[0]["n_assignments"], rows[0]["finished_at"]) == (10, None)
     assert rows[2]["n_noise"] == 0  # completed without noise
@@ -116,8 +117,10 @@ def test_list_empty_store(store: EventStore, db_url: str) -> None:
 
 # ---------------------------------------------------------------- runs show
 
-# sha256 of run A's assignment payloads (tests/audit_data.py builds them deterministically)
-DIGEST_A = "cc55cb6d7aef3c66b4c1ba1d2a139f6fbce5ab1f4a19fe254f170807e268b371"
+# the digest (version 2: one segment, sha256(32 zero bytes || sha256(payloads))) of run A's
+# assignment payloads (tests/audit_data.py builds them deterministically); version 1's, the
+# plain sha256, was cc55cb6d7aef3c66b4c1ba1d2a139f6fbce5ab1f4a19fe254f170807e268b371
+DIGEST_A = "a0705684e9966b3894b0a8eca643a9b087d9cb34e55b3ca913e55bd5d66d86e6"
 
 SHOW_A = f"""\
 run        {A}
@@ -131,8 +134,7 @@ centroids  4 x 2, objective 12.5, 20 iterations, trained in 0.25s
 started    2026-01-02 03:04:05 UTC
 finished   2026-01-02 03:04:06 UTC (1.5s)
 result     assignment digest {DIGEST_A}
-integrity  ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; no read \
-model holds it)
+integrity  {{integrity}}
 
 cluster sizes: 4 clusters, min 9, median 12, max 17
    9-10  ########################  2
@@ -143,9 +145,24 @@ cluster sizes: 4 clusters, min 9, median 12, max 17
 """
 
 
+CHECKED_A = (
+    "ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; no read model holds it)"
+)
+NOT_CHECKED = (
+    "not checked (counts, digest and sizes as RunCompleted recorded them; "
+    "`runs show --verify` or `runs verify` checks the log and the read model)"
+)
+
+
 def test_show(history: EventStore, db_url: str) -> None:
+    """A completed run is shown from what it recorded, and says it was not checked; with
+    --verify it is checked like ``runs verify`` and says so (the same counts and sizes)."""
     result = run(db_url, "runs", "show", "0190aaaa-0001")
-    assert (result.exit_code, result.stdout, result.stderr) == (0, SHOW_A, "")
+    expected = SHOW_A.replace("{integrity}", NOT_CHECKED)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, expected, "")
+    checked = run(db_url, "runs", "show", "0190aaaa-0001", "--verify")
+    expected = SHOW_A.replace("{integrity}", CHECKED_A)
+    assert (checked.exit_code, checked.stdout, checked.stderr) == (0, expected, "")
 
 
 def test_show_failed_and_incomplete(history: EventStore, db_url: str) -> None:
@@ -165,8 +182,13 @@ def test_show_failed_and_incomplete(history: EventStore, db_url: str) -> None:
 
 
 def test_show_json(history: EventStore, db_url: str) -> None:
-    result = run(db_url, "runs", "show", A, "--json")
+    unchecked = json.loads(run(db_url, "runs", "show", A, "--json").stdout)
+    assert unchecked["integrity"] is None  # nothing claims a check that was not made
+    result = run(db_url, "runs", "show", A, "--json", "--verify")
     data = json.loads(result.stdout)
+    assert {k: v for k, v in data.items() if k != "integrity"} == {
+        k: v for k, v in unchecked.items() if k != "integrity"
+    }
     assert data["status"] == "completed" and data["params"] == {"niter": 20}
     assert data["cluster_sizes"] == np.bincount(labels_for(50, 4, 0), minlength=4).tolist()
     assert data["centroids"] == {
@@ -186,7 +208,9 @@ def test_show_json(history: EventStore, db_url: str) -> None:
 def test_show_reports_findings(history: EventStore, db_url: str) -> None:
     drop_triggers(history)
     flip_byte(history, RUN_A, 10, 20, 0x01)  # cluster 2**24 + c: beyond k
-    lines = run(db_url, "runs", "show", A).stdout.splitlines()
+    unchecked = run(db_url, "runs", "show", A).stdout.splitlines()
+    assert unchecked[11] == f"integrity  {NOT_CHECKED}"  # never "ok" without the check
+    lines = run(db_url, "runs", "show", A, "--verify").stdout.splitlines()
     assert lines[10] == f"result     assignment digest {DIGEST_A}"  # as RunCompleted says
     assert lines[11] == "integrity  3 findings (no read model holds it):"
     assert lines[12].startswith(f"  {A} seq 10: cluster 1677721")
@@ -285,7 +309,7 @@ def test_verify_and_show_check_the_projected_read_model(history: EventStore, db_
     projections.catch_up_all(history)
     data = json.loads(run(db_url, "runs", "verify", A, "--json").stdout)
     assert (data["ok"], data["runs"][0]["read_model"]) == (True, "ok")
-    show = run(db_url, "runs", "show", A).stdout.splitlines()
+    show = run(db_url, "runs", "show", A, "--verify").stdout.splitlines()
     assert show[11] == (
         "integrity  ok (seqs 1-53 whole; assignment digest, count and cluster sizes match; "
         "the read model agrees)"

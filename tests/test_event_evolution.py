@@ -27,6 +27,7 @@ from clusterstore.eventstore.events import (
     Event,
     RunCompleted,
     RunFailed,
+    RunStarted,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "log_v1.jsonl"
@@ -83,8 +84,11 @@ def test_fixture_log_replays_through_the_store_with_its_digest(store: EventStore
         events = list(store.read(run))
         assert [seq for seq, _ in events] == list(range(1, heads[run] + 1))
         completed = [e for _, e in events if isinstance(e, RunCompleted)]
+        started = events[0].event
+        # stored before digest versions existed: the default says version 1
+        assert isinstance(started, RunStarted) and started.digest_version == 1
         if completed:
-            digest = AssignmentDigest()
+            digest = AssignmentDigest.for_run(started)
             for raw in store.read_raw(run):
                 if raw.type == AssignmentRecorded.TYPE:
                     digest.update(raw.payload, 1)

@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -148,7 +149,7 @@ def check_imported(store: EventStore, legacy: Legacy) -> None:
         last = events[-1]
         if run_id == legacy.good:
             assert isinstance(last, RunCompleted) and last.count == 250
-            digest = AssignmentDigest()
+            digest = AssignmentDigest.for_run(started)
             for raw in store.read_raw(run_id):
                 if raw.type == AssignmentRecorded.TYPE:
                     digest.update(raw.payload, 1)
@@ -210,6 +211,44 @@ def test_an_interrupted_import_is_finished_by_running_it_again(
     with LegacySource(sqlite_path(legacy.url)) as source:
         report = import_legacy(source, store, chunk=64)
     assert report.resumed == 1 and report.imported == 2
+    check_imported(store, legacy)
+
+
+def test_an_import_begun_by_an_older_release_is_finished_with_its_digest_version(
+    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clusterstore.audit import verify_run
+    from clusterstore.legacy import importer
+
+    real_started, real_append = importer.run_started, store.append
+    monkeypatch.setattr(  # an older release: its RunStarted declares no digest version
+        importer,
+        "run_started",
+        lambda *a: msgspec.structs.replace(real_started(*a), digest_version=1),
+    )
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ConnectionError("the server went away")
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append", flaky)
+    with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
+        import_legacy(source, store, chunk=64)
+    monkeypatch.setattr(store, "append", real_append)
+    monkeypatch.setattr(importer, "run_started", real_started)
+    with LegacySource(sqlite_path(legacy.url)) as source:
+        report = import_legacy(source, store, chunk=64)
+    assert report.resumed == 1
+    versions = {}
+    for head in store.runs():
+        started = next(iter(store.read(head.run_id, until=1))).event
+        assert isinstance(started, RunStarted)
+        versions[head.run_id] = started.digest_version
+        assert verify_run(store, head.run_id).ok
+    assert sorted(versions.values()) == [1, 2, 2]  # the interrupted one kept version 1
     check_imported(store, legacy)
 
 

@@ -256,9 +256,12 @@ def test_the_legacy_query_returns_noise_rows(store: EventStore) -> None:
 
 def test_show_counts_noise(store: EventStore, db_url: str) -> None:
     record_noisy(store)
-    shown = json.loads(invoke(db_url, "runs", "show", str(NOISY), "--json").stdout)
-    assert (shown["n_noise"], shown["n_assignments"], shown["k"]) == (4, 12, 3)
-    assert shown["cluster_sizes"] == SIZES
+    recorded = json.loads(invoke(db_url, "runs", "show", str(NOISY), "--json").stdout)
+    shown = json.loads(invoke(db_url, "runs", "show", str(NOISY), "--json", "--verify").stdout)
+    for data in (recorded, shown):  # as RunCompleted recorded them, and counted from the log
+        assert (data["n_noise"], data["n_assignments"], data["k"]) == (4, 12, 3)
+        assert data["cluster_sizes"] == SIZES
+    assert recorded["integrity"] is None
     assert shown["integrity"]["ok"] and shown["integrity"]["n_noise"] == 4
     listed = json.loads(invoke(db_url, "runs", "list", "--json").stdout)
     assert listed[0]["n_noise"] == 4

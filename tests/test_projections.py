@@ -153,7 +153,7 @@ def test_non_canonical_assignment_events_are_projected(store: EventStore) -> Non
     )
     from clusterstore.eventstore import AssignmentDigest, RunCompleted
 
-    digest = AssignmentDigest()
+    digest = AssignmentDigest.for_run(started)
     digest.update(canonical.data, 3)
     store.append(
         run,

@@ -1,5 +1,6 @@
-"""Projections under faults: SIGKILL mid-batch, readers during a rebuild, and (PostgreSQL)
-concurrent writers with rolled-back transactions while a follower runs."""
+"""Projections under faults: SIGKILL mid-batch, readers during a rebuild, (PostgreSQL)
+concurrent writers with rolled-back transactions while a follower runs, and a damaged event,
+which isolates its run instead of stopping the read models."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from sqlalchemy import create_engine, text
 
 from clusterstore import projections
 from clusterstore.eventstore import EventStore
+from clusterstore.eventstore.runs import read_progress
 from clusterstore.projections.schema import ec_tables
+from tests.audit_data import delete_row, drop_triggers, set_payload, stored_payload
 from tests.pj_util import make_run, physical_tables, query, snapshot, truth
 
 # A child that runs a projection and freezes inside batch number argv[3] (after the rows
@@ -274,3 +277,132 @@ def test_follower_with_concurrent_writers_holds_exactly_the_completed_runs(
     assert_exactly_once(store)
     statuses = dict(query(store, "SELECT run_id, status FROM clusteringresult"))
     assert {uuid.UUID(str(k)) for k, v in statuses.items() if v == "completed"} == completed
+
+
+# ---------------------------------------------------------------- a damaged event (issue 16)
+# A damaged event isolates its run: the projections skip that run from the damaged event on,
+# record it (dead letter) and keep going for every other run; a rebuild after the repair
+# brings it back. make_run(store, 40): seq 1 RunStarted, 2 CentroidsComputed, 3-42
+# assignments, 43 RunCompleted: 43 events per run.
+RUN_EVENTS = 43
+
+
+def three_runs_b_damaged(store: EventStore, seq: int, payload: bytes = b"\xc1") -> Any:
+    """Runs A, B, C (C recorded after B was damaged at ``seq``); returns (a, b, c, the
+    original payload)."""
+    a = make_run(store, 40, seed=1)
+    b = make_run(store, 40, seed=2)
+    drop_triggers(store)
+    original = stored_payload(store, b, seq)
+    set_payload(store, b, seq, payload)
+    c = make_run(store, 40, seed=3)
+    return a, b, c, original
+
+
+def results(store: EventStore) -> dict[uuid.UUID, tuple[Any, ...]]:
+    found = query(store, "SELECT run_id, status, n_assignments, model, error FROM clusteringresult")
+    return {uuid.UUID(str(r[0])): tuple(r[1:]) for r in found}
+
+
+def visible_runs(store: EventStore) -> set[uuid.UUID]:
+    found = query(store, "SELECT DISTINCT run_id FROM embeddingcluster")
+    return {uuid.UUID(str(r)) for (r,) in found}
+
+
+@pytest.mark.parametrize("batch", [projections.runner.BATCH_EVENTS, 7])
+def test_a_damaged_event_isolates_its_run(store: EventStore, batch: int) -> None:
+    a, b, c, _ = three_runs_b_damaged(store, 20)
+    heard: list[projections.DeadLetter] = []
+    applied = projections.catch_up(store, batch_events=batch, on_damage=heard.append)
+
+    head = store.max_position()
+    assert head == 3 * RUN_EVENTS
+    assert applied == {"clusteringresult": head, "embeddingcluster": head}
+    assert [s.checkpoint for s in projections.status(store)] == [head, head]
+    position = RUN_EVENTS + 20
+    expected = [
+        ("clusteringresult", b, 20, position),
+        ("embeddingcluster", b, 20, position),
+    ]
+    assert [(d.projection, d.run_id, d.seq, d.position) for d in heard] == expected
+    letters = projections.dead_letters(store)
+    assert [(d.projection, d.run_id, d.seq, d.position) for d in letters] == expected
+    assert letters[0].reason.startswith("AssignmentRecorded payload does not decode")
+
+    # B's events before seq 20 are applied (17 assignments), nothing from seq 20 on
+    rows = results(store)
+    assert rows[a][:2] == rows[c][:2] == ("completed", 40)
+    assert rows[b][:3] == ("damaged", 17, "m")
+    assert rows[b][3].startswith("damaged at seq 20: AssignmentRecorded payload does not")
+    assert visible_runs(store) == {a, c}
+    for run in (a, c):
+        done = read_progress(store, run)[0].completed
+        assert done is not None
+        assert projections.read_model_digest(store, run) == (done.count, done.digest)
+    gen = projections.status(store)[1].generation
+    assert gen is not None
+    table = ec_tables(gen).assignments.name
+    assert query(
+        store, f"SELECT run_key, count(*) FROM {table} GROUP BY run_key ORDER BY run_key"
+    ) == [
+        (1, 40),
+        (2, 17),
+        (3, 40),
+    ]
+    # the same read models as a rebuild (which batch boundaries fell where changes nothing)
+    before = snapshot(store)
+    projections.rebuild(store)
+    assert snapshot(store) == before
+    assert len(projections.dead_letters(store)) == 2
+
+
+def test_a_repaired_event_comes_back_with_a_rebuild(store: EventStore) -> None:
+    _, b, _, original = three_runs_b_damaged(store, 20)
+    projections.catch_up(store)
+    set_payload(store, b, 20, original)  # an operator restores the row from a backup
+    # the checkpoint is past the run: a catch-up has nothing to apply, the run stays skipped
+    assert projections.catch_up(store) == {"clusteringresult": 0, "embeddingcluster": 0}
+    assert results(store)[b][0] == "damaged"
+    heard: list[projections.DeadLetter] = []
+    projections.rebuild(store, on_damage=heard.append)
+    assert heard == [] and projections.dead_letters(store) == []
+    assert results(store)[b][:2] == ("completed", 40)
+    assert_exactly_once(store)
+
+
+def test_a_damaged_run_start_still_gets_a_row(store: EventStore) -> None:
+    a, b, c, _ = three_runs_b_damaged(store, 1)
+    projections.catch_up(store)
+    rows = results(store)
+    assert rows[b][:3] == ("damaged", 0, None)
+    assert rows[b][3].startswith("damaged at seq 1: RunStarted payload does not decode")
+    assert visible_runs(store) == {a, c}
+    assert {d.position for d in projections.dead_letters(store)} == {RUN_EVENTS + 1}
+
+
+def test_a_missing_assignment_row_isolates_its_run(store: EventStore) -> None:
+    """A deleted assignment row: embeddingcluster's block read does not add up (it reads
+    the payloads), so it skips the run from that commit on; clusteringresult only counts."""
+    a = make_run(store, 40, seed=1, batch_size=10)
+    b = make_run(store, 40, seed=2, batch_size=10)
+    drop_triggers(store)
+    delete_row(store, b, 25)
+    c = make_run(store, 40, seed=3, batch_size=10)
+    projections.catch_up(store)
+    letters = projections.dead_letters(store)
+    assert [(d.projection, d.run_id) for d in letters] == [("embeddingcluster", b)]
+    assert "do not add up" in letters[0].reason
+    assert visible_runs(store) == {a, c}
+    assert results(store)[b][0] == "completed"  # the log's own word; verify names the hole
+
+
+def test_a_follower_goes_on_past_a_damaged_run(store: EventStore) -> None:
+    a, b, c, _ = three_runs_b_damaged(store, 20)
+    heard: list[projections.DeadLetter] = []
+    projections.follow(store, stop=lambda: True, on_damage=heard.append)
+    assert {d.run_id for d in heard} == {b}
+    assert visible_runs(store) == {a, c}
+    d = make_run(store, 5, seed=4)
+    projections.follow(store, stop=lambda: True, on_damage=heard.append)
+    assert visible_runs(store) == {a, c, d}
+    assert len(heard) == 2  # B is reported once per projection, not again

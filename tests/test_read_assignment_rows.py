@@ -52,3 +52,21 @@ def test_rows_read_back_as_written(store: EventStore) -> None:
             np.testing.assert_array_equal(have, want)  # NaN where NaN
         else:
             assert (have == want).all(), field
+
+
+def test_a_bounded_range_reads_only_its_rows(store: EventStore) -> None:
+    """``until`` bounds the range: (after, until], still at most ``limit`` rows."""
+    table = ec_tables(991).assignments
+    mine = _rows(1, 250)  # seqs 2, 4, ..., 500
+    with store.transaction() as conn:
+        table.create(conn)
+        store.insert_assignment_rows(conn, table, AssignmentRows.concat([mine, _rows(2, 40)]))
+    with store.transaction() as conn:
+        ranged = store.read_assignment_rows(conn, table, 1, after=10, until=21, limit=100)
+        capped = store.read_assignment_rows(conn, table, 1, after=10, until=400, limit=3)
+        empty = store.read_assignment_rows(conn, table, 1, after=500, until=900, limit=100)
+    assert ranged.seq.tolist() == [12, 14, 16, 18, 20]
+    assert (ranged.embedding_id == mine.embedding_id[5:10]).all()
+    assert ranged.cluster.tolist() == mine.cluster[5:10].tolist()
+    assert capped.seq.tolist() == [12, 14, 16]
+    assert len(empty) == 0 and empty.seq.dtype == np.int64

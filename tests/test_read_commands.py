@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 import clusterstore
 from clusterstore.eventstore import EventStore, NoStoreError, ReadOnlyDatabaseError
-from tests.conftest import pg_base_url
+from tests.conftest import pg_base_url, pg_schema_of
 from tests.test_bad_input import assert_one_error_line, invoke
 from tests.test_cli_cluster import blobs
 from tests.test_cli_init import shown
@@ -155,7 +155,10 @@ def test_a_read_only_store_refuses_writes(stored: tuple[str, str]) -> None:
         with pytest.raises(ReadOnlyDatabaseError), store.recorder.transaction(write=True) as c:
             c.exec_driver_sql("CREATE TABLE cs_probe (x INTEGER)")
     # SQLite: a file that is not there; PostgreSQL: a search_path schema that does not exist
-    missing = db + "x" if "://" in db else str(Path(db).with_name("nope.db"))
+    if "://" in db:
+        missing = db.replace(pg_schema_of(db), pg_schema_of(db) + "x")
+    else:
+        missing = str(Path(db).with_name("nope.db"))
     with pytest.raises(NoStoreError):
         EventStore.open(missing, create=False)
 
@@ -178,8 +181,7 @@ def test_api_reading_verbs_do_not_write(stored: tuple[str, str]) -> None:
 def test_a_select_only_role_can_read(stored: tuple[str, str], tmp_path: Path) -> None:
     db, run = stored
     url = make_url(db)
-    options = str(url.query["options"])
-    schema = options.removeprefix("-csearch_path=")
+    schema = pg_schema_of(db)
     role = f"cs_reader_{uuid.uuid4().hex[:8]}"
     admin = create_engine(pg_base_url())
     with admin.begin() as conn:

@@ -32,7 +32,7 @@ SECRET = "s3cret"
 UNREACHABLE = f"postgresql://clusterstore:{SECRET}@127.0.0.1:1/test"
 MASKED = "postgresql+psycopg://clusterstore:***@127.0.0.1:1/test"
 
-pytestmark = pytest.mark.postgres_only
+pytestmark = [pytest.mark.postgres_only, pytest.mark.not_partitioned]  # URL masking
 
 
 def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:

@@ -4,7 +4,8 @@ counts, id), to ``embeddingcluster``'s run rows (the completed flag, result_id) 
 sizes, or a deleted read-model row, is a finding naming the run and the column, with
 ``projections rebuild`` as the repair; after the rebuild verify is clean again. A
 checkpoint moved past the log's head is ``ahead_of_log`` in ``projections status``, never
-"up to date"."""
+"up to date". A run the read models skip from a damaged event on (a dead letter) is named at
+that seq with the supported repair."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from clusterstore.eventstore import EventStore
 from clusterstore.projections import schema as pj_schema
 from clusterstore.projections.base import current_generation
 from clusterstore.projections.schema import cr_tables, ec_tables
+from tests.audit_data import drop_triggers, set_payload, stored_payload
 from tests.test_bad_input import invoke
 from tests.test_cli_cluster import blobs
 
@@ -198,3 +200,43 @@ def test_a_run_deleted_from_cs_runs_is_still_found(one_run: tuple[str, str]) -> 
     restored = invoke(db, ["init"])
     assert f"Warning: restored the cs_runs row of run {run}" in restored.stderr
     assert invoke(db, ["runs", "verify", "--all"]).exit_code == 0
+
+
+def test_verify_names_a_run_the_read_models_skip(one_run: tuple[str, str]) -> None:
+    """A run the read models skip from a damaged event on (a dead letter) is a finding at
+    that seq with the supported repair; once the row is restored, verify says the read models
+    still skip it and that a rebuild brings it back; after the rebuild (and `init`, which
+    puts the append-only guard back) verify is clean."""
+    db, run = one_run
+    run_id = uuid.UUID(run)
+    with EventStore.open(db) as store:
+        drop_triggers(store)
+        original = stored_payload(store, run_id, 10)
+        set_payload(store, run_id, 10, b"\xc1")
+    assert invoke(db, ["projections", "rebuild", "-q"]).exit_code == 0
+    result = invoke(db, ["runs", "verify", "--all", "--json"])
+    assert result.exit_code == 1
+    (report,) = json.loads(result.stdout)["runs"]
+    damaged = [f for f in report["findings"] if f["kind"] == "read_model_damaged"]
+    assert [f["seq"] for f in damaged] == [10]
+    assert damaged[0]["message"].startswith(
+        "the read models skip the run from this event on (it does not decode: "
+        "AssignmentRecorded payload does not decode: "
+    )
+    assert damaged[0]["message"].endswith(
+        "repair the event (restore its row from a backup), then `clusterstore projections "
+        "rebuild` brings the run back"
+    )
+    with EventStore.open(db) as store:
+        set_payload(store, run_id, 10, original)
+    result = invoke(db, ["runs", "verify", run])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[1:] == [  # after the line on the dropped triggers
+        f"{run} seq 10: the read models skip the run from this event on (it did not decode: "
+        f"{damaged[0]['message'].split('(it does not decode: ')[1].split('); repair')[0]}), "
+        f"but the log reads whole now (repaired?); {REPAIR}, the run included"
+    ]
+    assert invoke(db, ["projections", "rebuild", "-q"]).exit_code == 0
+    assert invoke(db, ["init"]).exit_code == 0
+    again = invoke(db, ["runs", "verify", "--all"])
+    assert again.exit_code == 0, again.output
