@@ -12,14 +12,25 @@ from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
+from clusterstore.eventstore.config import resolve_url
+from clusterstore.eventstore.errors import ConfigurationError
+from clusterstore.eventstore.recorder import masked_url
+
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def pg_base_url(value: str | None = None) -> URL:
-    return make_url(value or os.environ.get(PG_ENV) or PG_DEFAULT).set(
-        drivername="postgresql+psycopg"
-    )
+    """The PostgreSQL database to make scratch schemas in (``--pg-url``, then
+    ``$CLUSTERSTORE_BENCH_PG_URL``): parsed and checked as ``--db`` is, so a URL that is
+    not PostgreSQL's or cannot be parsed is one ``ConfigurationError`` (password masked)."""
+    text = value or os.environ.get(PG_ENV) or PG_DEFAULT
+    if not text.lower().startswith("postgresql"):
+        raise ConfigurationError(
+            "the benchmark's PostgreSQL URL must be postgresql://USER@HOST/DATABASE "
+            "(--pg-url or $" + PG_ENV + ")"
+        )
+    return resolve_url(text)
 
 
 def libpq_dsn(db_url: str) -> str:
@@ -46,7 +57,7 @@ def pg_check(base: URL) -> str | None:
             conn.execute("SELECT 1")
     except psycopg.Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"PostgreSQL is not reachable at {base.render_as_string()}: {first}"
+        return f"PostgreSQL is not reachable at {masked_url(base)}: {first}"
     return None
 
 

@@ -6,7 +6,7 @@ import click
 
 from clusterstore.legacy import LegacySource, import_legacy, plan
 
-from ._context import StoreContext, pass_store
+from ._context import StoreContext, pass_store, warn
 from ._options import output_options
 from ._output import echo_json, progress, render_table
 from .projections import refresh_after_write
@@ -30,6 +30,8 @@ def import_legacy_command(
         todo = sum(i.rows for i in plan(legacy, store) if i.state in ("new", "partial"))
         with progress("importing", todo, quiet=quiet or dry_run or as_json) as bar:
             report = import_legacy(legacy, store, dry_run=dry_run, on_progress=bar.update)
+    for message in report.warnings():
+        warn(message)
     if not dry_run:
         refresh_after_write(store, quiet=quiet or as_json)
     if as_json:
@@ -37,7 +39,7 @@ def import_legacy_command(
         return
     verb = "Would import" if dry_run else "Imported"
     new = report.imported + report.resumed
-    if new == 0:
+    if new == 0 and not report.changed:
         click.echo(
             f"Nothing new to import: all {len(report.items)} legacy results from "
             f"{report.source} are already in the store."
@@ -57,6 +59,7 @@ def import_legacy_command(
     click.echo(render_table(["run_id", "model", "k", "rows", "status", "before"], rows))
     click.echo(
         f"{verb} {new} of {len(report.items)} legacy results ({report.failed_runs} as failed "
-        f"runs, {report.skipped} already imported), "
+        f"runs, {report.skipped} already imported, {len(report.changed)} changed and "
+        "skipped), "
         f"{report.assignments:,} assignments."
     )

@@ -34,6 +34,15 @@ FLOAT_KINDS = ("float16", "float32", "float64")
 CHUNK_BYTES = 64 * 1024 * 1024  # 128 MiB before the checking pass overlapped assignment
 MIN_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 262_144
+# faiss computes squared distances in float32 (largest finite value FLOAT32_MAX, ~3.4e38,
+# the square of ~1.8e19 = 2^64). The squared distance between a row and a centroid can
+# reach (|x| + |c|)^2, and a k-means centroid is a mean of rows (|c| <= the largest |x|),
+# so 4x the largest squared norm: rows of norm 2^63 or more overflow to infinity, and
+# faiss then labels the row -1 or aborts the whole process. 2^62 leaves a 4x margin for
+# float32 rounding in the sums.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_ROW_NORM = 2.0**62
+DISTANCE_NORM_LIMIT = 2.0**63  # |row| + |centroid| must stay below this
 
 F32Array = npt.NDArray[np.float32]
 
@@ -263,10 +272,12 @@ def scan(
     sample_rows: npt.NDArray[np.int64] | None = None,
     spherical: bool = False,
     on_rows: ProgressFn | None = None,
+    max_norm: float = MAX_ROW_NORM,
 ) -> ScanResult:
     """One streamed pass over every row: the input digest, a check that every value is
-    finite as float32 (and, for spherical k-means, that no row is all zeros), and a copy
-    of the rows in ``sample_rows`` (sorted). Raises ``InputError`` naming the first bad row."""
+    finite as float32 and every row's norm below ``max_norm`` (``check_magnitudes``; and,
+    for spherical k-means, that no row is all zeros), and a copy of the rows in
+    ``sample_rows`` (sorted). Raises ``InputError`` naming the first bad row."""
     h = hashlib.sha256(source.header())
     sample = None
     if sample_rows is not None:
@@ -274,7 +285,7 @@ def scan(
     taken = 0
     for lo, x, raw in source.chunks(0, chunk_rows=chunk_rows):
         h.update(raw.reshape(-1).view(np.uint8).data)
-        _check_values(source, lo, x, raw, spherical)
+        _check_values(source, lo, x, raw, spherical, max_norm)
         if sample is not None and sample_rows is not None:
             end = int(np.searchsorted(sample_rows, lo + x.shape[0]))
             sample[taken:end] = x[sample_rows[taken:end] - lo]
@@ -320,6 +331,54 @@ def _check_values(
     x: F32Array,
     raw: npt.NDArray[np.floating],
     spherical: bool,
+    max_norm: float = MAX_ROW_NORM,
+) -> None:
+    if not _rows_within(x, max_norm):  # one fast pass; NaN, infinity and huge rows fail it
+        _refuse_non_finite(source, lo, x, raw)
+        check_magnitudes(source.label, lo, x, max_norm)
+    if spherical:
+        zero = ~x.any(axis=1)
+        if zero.any():
+            row = int(np.flatnonzero(zero)[0])
+            raise InputError(
+                f"{source.label} row {lo + row} is all zeros; spherical (cosine) k-means "
+                "cannot normalise it"
+            )
+
+
+def _rows_within(x: F32Array, max_norm: float) -> bool:
+    """True if every row is finite with a norm below ``max_norm`` (a NaN or an infinity
+    makes its squared norm NaN or infinite, and the maximum with it)."""
+    if x.shape[0] == 0:
+        return True
+    squared = np.einsum("ij,ij->i", x, x)  # float32; overflows to inf beyond ~1.8e19
+    return bool(squared.max() < max_norm * max_norm)
+
+
+def check_magnitudes(label: str, lo: int, x: F32Array, max_norm: float = MAX_ROW_NORM) -> None:
+    """Refuse (``InputError``, naming the first row) a chunk of finite float32 rows, the
+    first being row ``lo``, where a row's Euclidean norm reaches ``max_norm``: faiss's
+    float32 squared distances would overflow (see ``MAX_ROW_NORM``), and it would label the
+    row -1 or abort the process. Callable on any chunk, in any order."""
+    if _rows_within(x, max_norm):
+        return
+    step = 8192
+    for s in range(0, x.shape[0], step):
+        block = x[s : s + step].astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        bad = np.flatnonzero(~(norms < max_norm))
+        if bad.size:
+            row = int(bad[0])
+            raise InputError(
+                f"{label} row {lo + s + row} has a norm of {norms[row]:.3g}; faiss computes "
+                f"squared distances in float32 (at most {FLOAT32_MAX:.3g}), so every row's "
+                f"Euclidean norm must be below {max_norm:.3g} (a distance can reach 4x the "
+                "largest squared norm); scale the embeddings down"
+            )
+
+
+def _refuse_non_finite(
+    source: EmbeddingSource, lo: int, x: F32Array, raw: npt.NDArray[np.floating]
 ) -> None:
     finite = np.isfinite(x)
     if not finite.all():
@@ -334,11 +393,3 @@ def _check_values(
         raise InputError(
             f"{source.label} row {lo + row} contains {what}; embeddings must be finite"
         )
-    if spherical:
-        zero = ~x.any(axis=1)
-        if zero.any():
-            row = int(np.flatnonzero(zero)[0])
-            raise InputError(
-                f"{source.label} row {lo + row} is all zeros; spherical (cosine) k-means "
-                "cannot normalise it"
-            )

@@ -28,7 +28,13 @@ from clusterstore.eventstore.store import EventStore
 
 from .assign import assign_and_write
 from .ids import ids_digest
-from .inputs import EmbeddingSource, default_chunk_rows, scan
+from .inputs import (
+    DISTANCE_NORM_LIMIT,
+    MAX_ROW_NORM,
+    EmbeddingSource,
+    default_chunk_rows,
+    scan,
+)
 from .kmeans import Assigner, faiss_version
 from .runner import (
     ALGORITHMS,
@@ -101,12 +107,15 @@ def assign(
     id_array, ids_path = _load_ids(ids, source.n, id_column)
     chunk = chunk_rows or default_chunk_rows(source.dim)
     t0 = time.perf_counter()
-    with rep.stage("checking input", source.n) as tick:
-        digest = scan(source, chunk_rows=chunk, spherical=spherical, on_rows=tick).digest
-    timings = {"validate_s": time.perf_counter() - t0}
     centroids = np.frombuffer(cents.centroids, dtype="<f4").reshape(cents.k, cents.dim)
     if spherical:
         centroids = _unit_rows(centroids, parent_id)
+    max_norm = _row_norm_limit(centroids, parent_id)
+    with rep.stage("checking input", source.n) as tick:
+        digest = scan(
+            source, chunk_rows=chunk, spherical=spherical, on_rows=tick, max_norm=max_norm
+        ).digest
+    timings = {"validate_s": time.perf_counter() - t0}
     params: dict[str, Any] = {
         "assigned_from": str(parent_id),
         "distance": "cosine" if spherical else "squared_l2",
@@ -151,6 +160,20 @@ def assign(
         completed = writer.complete()
     timings["total_s"] = time.perf_counter() - t_start
     return _result(writer, completed, n_written=source.n, timings=timings, warnings=[])
+
+
+def _row_norm_limit(centroids: npt.NDArray[np.float32], run_id: UUID) -> float:
+    """How long a row may be: faiss's float32 squared distance to a centroid reaches
+    ``(|row| + |centroid|)^2``, which must stay below ``DISTANCE_NORM_LIMIT ** 2``. Centroids
+    are below ``MAX_ROW_NORM`` (k-means means of such rows, or checked by ``record``), so
+    the rows get ``MAX_ROW_NORM`` too: the limit ``cluster`` and ``runs resume`` apply."""
+    largest = float(np.linalg.norm(centroids.astype(np.float64), axis=1).max())
+    if largest + MAX_ROW_NORM >= DISTANCE_NORM_LIMIT:
+        raise InputError(
+            f"run {run_id}'s centroids have a norm of {largest:.3g}: faiss's float32 squared "
+            "distances to them would overflow; record the run with smaller centroids"
+        )
+    return MAX_ROW_NORM
 
 
 def _unit_rows(centroids: npt.NDArray[np.float32], run_id: UUID) -> npt.NDArray[np.float32]:

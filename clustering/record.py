@@ -25,6 +25,7 @@ from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE, start_run
 from clusterstore.eventstore.store import EventStore
 
 from .ids import as_ids, check_unique, ids_digest
+from .inputs import check_magnitudes
 
 NOISE = -1
 MAX_CLUSTERS = 1 << 20  # what verify and the replay count densely (``eventstore.runs``)
@@ -137,6 +138,7 @@ def check_centroids(centroids: npt.ArrayLike) -> npt.NDArray[np.float32]:
     if not np.isfinite(out).all():
         row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
         raise InputError(f"centroid {row} is not finite (as float32)")
+    check_magnitudes("centroids", 0, out)  # assign would compute distances to them
     return out
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from sqlalchemy.engine import URL
 
 from .errors import ConfigurationError
-from .recorder import Recorder
+from .recorder import Recorder, masked_url
 
 
 class Backend(NamedTuple):
@@ -57,7 +57,7 @@ def backend_for(url: URL) -> type[Recorder]:
     entry = BACKENDS.get(url.get_backend_name())
     if entry is None:
         raise ConfigurationError(
-            f"unsupported database {url.render_as_string(hide_password=True)}: clusterstore "
+            f"unsupported database {masked_url(url)}: clusterstore "
             "runs on SQLite (a file path) and PostgreSQL (postgresql://...)"
         )
     return entry.load()

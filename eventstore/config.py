@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 from .backends import backend_for, path_backend
 from .errors import ConfigurationError
 from .recorder import Recorder
+from .text import not_utf8
 from .waiting import WaitNotifier
 
 ENV_VAR = "CLUSTERSTORE_DB"
@@ -40,6 +41,13 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
             f"cannot parse the database URL {_up_to_user(value)} (check its port and "
             "percent-encode special characters of the password)"
         ) from e
+    byte = not_utf8(value)
+    if byte is not None and not url.drivername.startswith("sqlite"):  # a path may be bytes
+        shown = _up_to_user(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise ConfigurationError(
+            f"the database URL {shown} holds the byte 0x{byte:02X}, which is not UTF-8; a "
+            "server's user, password, host and database names must be UTF-8 text"
+        )
     return backend_for(url).check_url(url)
 
 

@@ -15,10 +15,12 @@ from sqlalchemy import exc as sa_exc
 from .errors import (
     DatabaseBusyError,
     DatabaseUnavailableError,
+    DiskFullError,
     EventStoreError,
     ImmutableLogError,
     NotADatabaseError,
     ReadOnlyDatabaseError,
+    StatementCanceledError,
 )
 
 
@@ -36,6 +38,8 @@ class DriverError(Enum):
     NOT_A_DATABASE = auto()  # the file is not a database of this backend
     CANNOT_OPEN = auto()  # the database file (or its directory) cannot be opened
     UNAVAILABLE = auto()  # the connection failed or the server went away
+    DISK_FULL = auto()  # the database could not grow (disk, file system or quota full)
+    CANCELED = auto()  # the server cancelled the statement (statement_timeout, a cancel)
 
 
 def convert_error(e: sa_exc.DBAPIError, kind: DriverError | None, where: str) -> Exception:
@@ -60,6 +64,17 @@ def convert_error(e: sa_exc.DBAPIError, kind: DriverError | None, where: str) ->
             )
         case DriverError.UNAVAILABLE:
             return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
+        case DriverError.DISK_FULL:
+            return DiskFullError(
+                f"{where}: the database's disk is full ({first}); what was committed before "
+                "is kept, this transaction was rolled back; free some space and retry"
+            )
+        case DriverError.CANCELED:
+            return StatementCanceledError(
+                f"{where}: the server cancelled the statement ({first}); a statement_timeout "
+                "or lock_timeout set for this role or database, or a cancel request; "
+                "nothing of this transaction was written"
+            )
     if e.connection_invalidated or isinstance(e, sa_exc.OperationalError | sa_exc.InterfaceError):
         return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
     return EventStoreError(f"database error at {where}: {first}")

@@ -8,10 +8,13 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
     │   ├── NoStoreError                     a read found no store there (nothing created)
+    │   ├── NoSuchDatabaseError              the server has no database of the URL's name
     │   ├── PartitioningError                partitions refused (range, backend, existing store)
     │   └── OutputFileError                  an output path that cannot be written safely
     ├── DatabaseUnavailableError             cannot connect, or the server went away
     ├── DatabaseBusyError                    still locked by another writer after retries
+    ├── DiskFullError                        the database's disk (or quota) is full
+    ├── StatementCanceledError               the server cancelled a statement (timeout, admin)
     ├── ReadOnlyDatabaseError                the database cannot be written
     ├── SchemaError                          the store's schema is missing or too new
     ├── ConcurrencyError                     the run's head is not where the writer expected
@@ -26,6 +29,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── UnknownEventTypeError            a type this code does not know
     │   └── FutureEventVersionError          a schema version newer than this code
     └── InputError (ValueError)              bad input to a run (shapes, ids, NaN, k)
+        └── LegacyRowError                   a legacy row that cannot be imported
 
 Beside the tree: ``RunInterrupted`` (a ``KeyboardInterrupt``) says which run Ctrl-C
 stopped, after its writer recorded RunFailed, so the CLI can say how to resume it.
@@ -63,6 +67,10 @@ class NoStoreError(ConfigurationError):
         )
 
 
+class NoSuchDatabaseError(ConfigurationError):
+    """The server answers, but has no database of the name the URL gives."""
+
+
 class PartitioningError(ConfigurationError):
     """``--partitions`` cannot be used: out of range, a backend that does not partition,
     or a store that already exists with another layout (nothing was changed)."""
@@ -79,6 +87,17 @@ class DatabaseUnavailableError(EventStoreError):
 
 class DatabaseBusyError(EventStoreError):
     """Another writer held the database for longer than the store is willing to wait."""
+
+
+class DiskFullError(EventStoreError):
+    """The database could not grow: its disk, file system or quota is full (SQLITE_FULL,
+    PostgreSQL's disk_full). What was committed before stays; the failed transaction is
+    rolled back."""
+
+
+class StatementCanceledError(EventStoreError):
+    """The server cancelled a statement: ``statement_timeout``, a cancel request
+    (``pg_cancel_backend``, Ctrl-C in another client) or a lock wait that gave up."""
 
 
 class ReadOnlyDatabaseError(EventStoreError):
@@ -193,6 +212,21 @@ class FutureEventVersionError(EventDecodeError):
 
 class InputError(EventStoreError, ValueError):
     """Input to a run is unusable; raised before anything is written."""
+
+
+class LegacyRowError(InputError):
+    """A row of a legacy database cannot be imported (a NULL or non-UUID id, a date that
+    does not parse); names the table, the row and the column. Raised before anything of
+    the row's legacy result is written."""
+
+    def __init__(self, table: str, row: str, column: str, problem: str, consequence: str):
+        self.table = table
+        self.row = row
+        self.column = column
+        super().__init__(
+            f"legacy table {table}, {row}: column {column} {problem}; {consequence}; "
+            "correct (or delete) the row and run the import again"
+        )
 
 
 class RunInterrupted(KeyboardInterrupt):

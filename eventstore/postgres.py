@@ -48,8 +48,8 @@ from . import schema
 from .capabilities import Waker
 from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
-from .errors import ConfigurationError, EventStoreError, PartitioningError
-from .recorder import Recorder, next_position
+from .errors import ConfigurationError, EventStoreError, NoSuchDatabaseError, PartitioningError
+from .recorder import Recorder, masked_url, next_position
 from .rows import COLUMNS, LAST_SEQ, AssignmentRows
 
 NOTIFY_CHANNEL = "clusterstore_log"
@@ -145,10 +145,23 @@ _SQLSTATES = {
     "23505": DriverError.DUPLICATE_KEY,  # unique_violation
     "55P03": DriverError.BUSY,  # lock_not_available (lock_timeout)
     "25006": DriverError.READ_ONLY,  # read_only_sql_transaction
+    "57014": DriverError.CANCELED,  # query_canceled (statement_timeout, pg_cancel_backend)
+    "53100": DriverError.DISK_FULL,  # disk_full
     "57P01": DriverError.UNAVAILABLE,  # admin_shutdown
     "57P02": DriverError.UNAVAILABLE,  # crash_shutdown
     "57P03": DriverError.UNAVAILABLE,  # cannot_connect_now
 }
+
+
+@contextmanager
+def _driver_errors(sql: str) -> Iterator[None]:
+    """psycopg errors raised by statements run on the driver's own cursor (COPY: a
+    statement_timeout, a cancel, a lock wait, a full disk, a lost connection) as
+    SQLAlchemy's ``DBAPIError``, which ``Recorder.transaction`` converts like any other."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise sa_exc.DBAPIError.instance(sql, None, e, psycopg.Error) from e
 
 
 _ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
@@ -195,12 +208,12 @@ class PostgresRecorder(Recorder):
     def check_url(cls, url: URL) -> URL:
         if url.get_driver_name() not in ("psycopg", ""):
             raise ConfigurationError(
-                f"{url.render_as_string(hide_password=True)}: only the psycopg (3) driver is "
+                f"{masked_url(url)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."
             )
         if not url.database:
             raise ConfigurationError(
-                f"{url.render_as_string(hide_password=True)} names no database; give "
+                f"{masked_url(url)} names no database; give "
                 "postgresql://USER@HOST/DATABASE (the server's default database is never used)"
             )
         return url.set(drivername="postgresql+psycopg")
@@ -211,6 +224,48 @@ class PostgresRecorder(Recorder):
         return create_engine(url, connect_args={"options": options, "connect_timeout": 10})
 
     # ------------------------------------------------------------------ errors
+
+    def _convert(self, e: sa_exc.DBAPIError) -> Exception:
+        if (
+            isinstance(e, sa_exc.OperationalError)
+            and self.classify_error(e) is None
+            and self._database_missing()
+        ):
+            url = self.url
+            server = f"at {url.host}:{url.port or 5432}" if url.host else "on the local socket"
+            flags = (f" -h {url.host}" if url.host else "") + (
+                f" -p {url.port}" if url.port else ""
+            )
+            flags += f" -U {url.username}" if url.username else ""
+            return NoSuchDatabaseError(
+                f"no such database {url.database!r} on the PostgreSQL server {server} "
+                f"({self.display_url}); create it with `createdb{flags} {url.database}`, or "
+                "give --db a URL that names an existing database"
+            )
+        return super()._convert(e)
+
+    def _database_missing(self) -> bool:
+        """After a connection failed (psycopg gives such failures no SQLSTATE): does the
+        server answer, with the same credentials, on its maintenance database and list no
+        database of this name? Asked, never guessed from the error's text."""
+        for maintenance in ("postgres", "template1"):
+            if maintenance == self.url.database:
+                continue
+            engine = create_engine(
+                self.url.set(database=maintenance), connect_args={"connect_timeout": 5}
+            )
+            try:
+                with engine.connect() as conn:
+                    found = conn.execute(
+                        text("SELECT 1 FROM pg_database WHERE datname = :d"),
+                        {"d": self.url.database},
+                    ).first()
+                return found is None
+            except sa_exc.DBAPIError:
+                continue
+            finally:
+                engine.dispose()
+        return False
 
     def classify_error(self, e: sa_exc.DBAPIError) -> DriverError | None:
         state = getattr(e.orig, "sqlstate", None)
@@ -229,7 +284,7 @@ class PostgresRecorder(Recorder):
         raw = conn.connection.driver_connection
         assert raw is not None
         sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        with raw.cursor() as cur, cur.copy(sql) as copy:
+        with _driver_errors(sql), raw.cursor() as cur, cur.copy(sql) as copy:
             copy.write(rows_copy_stream(rows))
 
     def read_assignment_rows(
@@ -349,7 +404,7 @@ class PostgresRecorder(Recorder):
         packed = batch if isinstance(batch, PackedEvents) else None
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+        with _driver_errors(_COPY_EVENTS), raw.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
             if packed is not None:
                 # Written in chunks, so the server ingests one chunk while the next is built.
                 copy.write(_COPY_HEADER)

@@ -10,7 +10,9 @@ converted to ``errors`` in exactly one place, ``Recorder.transaction`` (``driver
 
 from __future__ import annotations
 
+import contextlib
 import random
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
@@ -99,6 +101,15 @@ class Commit(NamedTuple):
     @property
     def last_seq(self) -> int:
         return self.first_seq + self.count - 1
+
+
+_SECRET_QUERY = re.compile(r"([?&](?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
+def masked_url(url: URL) -> str:
+    """``url`` as users may see it: the password masked, in the user info and in the query
+    (``?password=``, ``?sslpassword=``) alike."""
+    return _SECRET_QUERY.sub(r"\1***", url.render_as_string(hide_password=True))
 
 
 class RunHead(NamedTuple):
@@ -194,7 +205,7 @@ class Recorder(BackendCapabilities):
     @property
     def display_url(self) -> str:
         """The URL with any password masked: the only form ever printed."""
-        return self.url.render_as_string(hide_password=True)
+        return masked_url(self.url)
 
     def local_files(self) -> list[Path]:
         """The files on this machine that hold the store (none for a server database)."""
@@ -216,7 +227,7 @@ class Recorder(BackendCapabilities):
     @classmethod
     def display_of(cls, url: URL) -> str:
         """How ``url`` is shown to users (the password masked)."""
-        return url.render_as_string(hide_password=True)
+        return masked_url(url)
 
     @classmethod
     @abstractmethod
@@ -341,8 +352,15 @@ class Recorder(BackendCapabilities):
         except BaseException:
             conn.rollback()
             raise
-        else:
+        try:
             conn.commit()
+        except BaseException:
+            # A failed COMMIT (a full disk, a deferred check) leaves the connection needing
+            # a rollback: without it, the next transaction on it (a projection runner
+            # releasing its lock) fails with PendingRollbackError instead of this error.
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

@@ -54,6 +54,7 @@ from .events import (
 from .lifecycle import RunLifecycle
 from .recorder import AppendResult, StoredEvent
 from .store import EventStore, decode_stored
+from .text import check_fields
 
 DEFAULT_BATCH_SIZE = 100_000
 ProgressFn = Callable[[int], None]  # called with how many more items are done
@@ -142,6 +143,7 @@ class RunWriter:
         """Append ``started`` as seq 1 of a new run and return its writer."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
+        check_fields(started)  # names and paths from argv may not be UTF-8
         with deferred_interrupt():
             head = store.append(run_id, [started], expected_seq=0).head
         return cls(store, run_id, started, head=head, batch_size=batch_size)

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -117,13 +118,14 @@ def _insert_packed(conn: Connection, run_id: UUID, first_seq: int, batch: Packed
 
 
 # Result codes (``sqlite3.Error.sqlite_errorcode``; the primary code is its low byte).
-_BUSY, _LOCKED, _READONLY, _CANTOPEN, _NOTADB = 5, 6, 8, 14, 26
+_BUSY, _LOCKED, _READONLY, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 13, 14, 26
 _CONSTRAINT_TRIGGER = 1811  # RAISE(ABORT, ...) in a trigger: the append-only triggers
 _CONSTRAINT_KEY = (1555, 2067)  # PRIMARYKEY, UNIQUE
 _CODES = {
     _BUSY: DriverError.BUSY,
     _LOCKED: DriverError.BUSY,
     _READONLY: DriverError.READ_ONLY,
+    _FULL: DriverError.DISK_FULL,
     _CANTOPEN: DriverError.CANNOT_OPEN,
     _NOTADB: DriverError.NOT_A_DATABASE,
 }
@@ -136,6 +138,14 @@ def _busy_ms(seconds: float) -> int:
 
 def _path_url(path: Path) -> URL:
     path = path.expanduser()
+    if path.is_symlink() and not path.exists():  # dangling, or a loop of links
+        try:
+            path.stat()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ConfigurationError(
+                    f"{path} is a loop of symbolic links; give the path of a database file"
+                ) from e
     if path.is_dir():
         raise ConfigurationError(f"{path} is a directory; give the path of a database file")
     if path.exists() and not path.is_file():  # /dev/null, a FIFO, a socket, a device
@@ -167,7 +177,7 @@ def _read_only_url(path: Path) -> URL:
     query = {"mode": "ro", "uri": "true"}
     if not os.access(path.parent, os.W_OK):
         query["immutable"] = "1"
-    return URL.create("sqlite+pysqlite", database=f"file:{quote(str(path))}", query=query)
+    return URL.create("sqlite+pysqlite", database=f"file:{quote(os.fsencode(path))}", query=query)
 
 
 def _numbers(joined: str | None, dtype: type[Any]) -> npt.NDArray[Any]:

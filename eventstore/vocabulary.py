@@ -334,9 +334,16 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("n_skipped", "integer", "results already imported", ("import-legacy",)),
     ("n_failed_runs", "integer", "results imported as failed runs", ("import-legacy",)),
     (
+        "n_source_changed",
+        "integer",
+        "partly imported results whose source changed since: skipped, with a warning each",
+        ("import-legacy",),
+    ),
+    (
         "before_import",
         "enum",
-        "new, partial, imported or conflict: the run in the store before this import",
+        "new, partial, imported, conflict or changed (a partial import whose source changed "
+        "since): the run in the store before this import",
         ("import-legacy",),
     ),
     # projections

@@ -18,19 +18,31 @@ run: its rows (if any) are kept as assignments and RunFailed explains why.
 Every event is a pure function of the legacy data, so an import interrupted half-way is
 finished by running it again (the store takes the re-sent chunks as no-ops), and a
 finished import is skipped.
+
+Every row of a result is read and checked (ids are UUIDs, dates parse) before anything of
+that result is written: a malformed row is ``LegacyRowError`` naming its table, row and
+column, and the store holds nothing of that result (results imported before it stay).
+
+A legacy source that changed after an interrupted import (the result's facts, row count or
+clusters, or a row already written) cannot finish that run: the log is append-only and
+the run id is the legacy id. Such a result is skipped, state ``changed``, with a warning
+naming it; the partial run stays as it was, and the rest of the source is imported.
+Restoring the source as it was lets a later import finish it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.digest import CURRENT_DIGEST_VERSION
-from clusterstore.eventstore.errors import InputError
+from clusterstore.eventstore.errors import EventConflictError, InputError
 from clusterstore.eventstore.events import RunStarted
 from clusterstore.eventstore.runs import ProgressFn, RunWriter
 from clusterstore.eventstore.store import decode_stored
@@ -42,7 +54,7 @@ EMPTY_RESULT_ERROR = (
     "back or never written, e.g. after 'UNIQUE constraint failed: embeddingcluster.id')"
 )
 
-State = Literal["new", "partial", "imported", "conflict"]
+State = Literal["new", "partial", "imported", "conflict", "changed"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,16 @@ class ImportReport:
     skipped: int = 0
     failed_runs: int = 0
     assignments: int = 0
+    changed: list[ImportItem] = dataclasses.field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """One line per result skipped because the source changed under its partial run."""
+        return [
+            f"legacy result {i.run_id} changed after its import was interrupted "
+            f"({i.result.model}, {i.rows} rows now); skipped: its partial run stays as it was "
+            "(the log is append-only); restore the source to finish it"
+            for i in self.changed
+        ]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -96,6 +118,7 @@ class ImportReport:
             "n_resumed": self.resumed,
             "n_skipped": self.skipped,
             "n_failed_runs": self.failed_runs,
+            "n_source_changed": len(self.changed),
             "n_assignments": self.assignments,
             "runs": [
                 {
@@ -125,8 +148,21 @@ def plan(source: LegacySource, store: EventStore) -> list[ImportItem]:
             state = "conflict"
         else:
             state = "imported" if head >= final else "partial"
-        items.append(ImportItem(result, rows, clusters, state))
+        item = ImportItem(result, rows, clusters, state)
+        if state == "partial" and not _same_start(store, source, item):
+            item = dataclasses.replace(item, state="changed")
+        items.append(item)
     return items
+
+
+def _same_start(store: EventStore, source: LegacySource, item: ImportItem) -> bool:
+    """Does the partial run's RunStarted say what the source says now (the path the source
+    was given by aside)?"""
+    stored = decode_stored(next(iter(store.read_raw(item.run_id, limit=1))))
+    now = run_started(source, item)
+    # the digest version is the release's that began the import (an older one: 1)
+    same = {"imported_from": None, "digest_version": 1}
+    return msgspec.structs.replace(stored, **same) == msgspec.structs.replace(now, **same)
 
 
 def _is_import_of(store: EventStore, run_id: uuid.UUID) -> bool:
@@ -174,18 +210,33 @@ def import_legacy(
             f"result {conflicts[0]}; nothing was imported"
         )
     report = ImportReport(source.display, dry_run, items)
-    for item in items:
+    for n, item in enumerate(items):
         if item.state == "imported":
             report.skipped += 1
+            continue
+        if item.state == "partial" and not dry_run:
+            try:
+                _import_one(source, store, item, on_progress, chunk)
+            except _RowsChanged:
+                item = items[n] = dataclasses.replace(item, state="changed")
+        elif item.state == "new":
+            if dry_run:
+                source.check_rows(item.run_id, chunk)
+            else:
+                _import_one(source, store, item, on_progress, chunk)
+        if item.state == "changed":
+            report.changed.append(item)
             continue
         if item.failure:
             report.failed_runs += 1
         report.imported += item.state == "new"
         report.resumed += item.state == "partial"
         report.assignments += item.rows
-        if not dry_run:
-            _import_one(source, store, item, on_progress, chunk)
     return report
+
+
+class _RowsChanged(Exception):
+    """A re-sent row of a partial import differs from the one stored."""
 
 
 def _import_one(
@@ -200,6 +251,11 @@ def _import_one(
     the digest and sizes cover the whole run; nothing is appended on an error, so running
     the import again finishes it (no RunFailed of this import's own)."""
     run_id = item.run_id
+    if source.check_rows(run_id, chunk) != item.rows:
+        raise InputError(
+            f"legacy result {run_id}: the number of rows changed while it was read; is the "
+            "legacy database being written to? Nothing of it was written."
+        )
     if item.state == "new":
         started = run_started(source, item)  # a pure function of the legacy data
         writer = RunWriter.begin(store, run_id, started, batch_size=chunk)
@@ -217,7 +273,12 @@ def _import_one(
         labels = np.fromiter(
             (index[bytes(c)] for c in cluster_ids), dtype=np.int64, count=len(cluster_ids)
         )
-        writer.record(embedding_ids, labels, np.full(len(labels), np.nan), legacy_ids=row_ids)
+        try:
+            writer.record(embedding_ids, labels, np.full(len(labels), np.nan), legacy_ids=row_ids)
+        except EventConflictError as e:
+            if item.state != "partial":
+                raise
+            raise _RowsChanged() from e  # only rows already stored can conflict: none added
     if read != item.rows:
         raise InputError(
             f"legacy result {run_id}: {read} rows read but {item.rows} counted; is the legacy "

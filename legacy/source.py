@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import MetaData, Table, func, inspect, select
+from sqlalchemy import Date, DateTime, MetaData, String, Table, func, inspect, select, type_coerce
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -34,6 +34,7 @@ from clusterstore.eventstore.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     EventStoreError,
+    LegacyRowError,
 )
 
 RESULTS = "clusteringresult"
@@ -83,17 +84,56 @@ def to_uuid(value: Any) -> uuid.UUID:
 
 
 def uuid_column_bytes(values: Sequence[Any]) -> npt.NDArray[np.void]:
-    """A column of UUIDs in any stored form as a (n,) array of 16-byte values."""
+    """A column of UUIDs in any stored form as a (n,) array of 16-byte values; ValueError
+    (or TypeError) for a value that is not one (``checked_uuids`` says which)."""
     if not values:
         return np.empty(0, dtype="V16")
     first = values[0]
-    if isinstance(first, str):
+    if isinstance(first, str) and all(
+        isinstance(v, str) and len(v) - v.count("-") == 32 for v in values
+    ):
         joined = "".join(values).replace("-", "")
-        if len(joined) == 32 * len(values):
-            return np.frombuffer(bytes.fromhex(joined), dtype="V16")
+        return np.frombuffer(bytes.fromhex(joined), dtype="V16")
     if isinstance(first, uuid.UUID):
         return np.frombuffer(b"".join(v.bytes for v in values), dtype="V16")
     return np.frombuffer(b"".join(to_uuid(v).bytes for v in values), dtype="V16")
+
+
+_NOT_UUID = (ValueError, TypeError, AttributeError)
+
+
+def uuid_problem(value: Any) -> str | None:
+    """Why ``value`` is not a UUID (None: it is one)."""
+    if value is None:
+        return "is NULL"
+    try:
+        to_uuid(value)
+    except _NOT_UUID:
+        return f"is not a UUID ({_shown(value)})"
+    return None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = repr(bytes(value) if isinstance(value, memoryview) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def checked_uuids(
+    values: Sequence[Any], table: str, column: str, row: Callable[[int], str], consequence: str
+) -> npt.NDArray[np.void]:
+    """``uuid_column_bytes``, or ``LegacyRowError`` naming the first value that is not a
+    UUID (``row(i)`` says where the i-th value is)."""
+    try:
+        return uuid_column_bytes(values)
+    except _NOT_UUID:
+        pass
+    for i, value in enumerate(values):
+        problem = uuid_problem(value)
+        if problem is not None:
+            raise LegacyRowError(table, row(i), column, problem, consequence)
+    raise AssertionError("uuid_column_bytes refused a column of valid UUIDs")
 
 
 def _uuid7_time(u: uuid.UUID) -> datetime | None:
@@ -103,12 +143,18 @@ def _uuid7_time(u: uuid.UUID) -> datetime | None:
 
 
 def _as_datetime(value: Any) -> datetime | None:
+    """A stored timestamp (a datetime, ISO text, or Unix seconds); None if it is none."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str) and value:
         try:
             return _as_datetime(datetime.fromisoformat(value))
         except ValueError:
+            return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (ValueError, OverflowError, OSError):
             return None
     return None
 
@@ -198,18 +244,34 @@ class LegacySource:
             ) from e
 
     def list_results(self) -> list[LegacyResult]:
-        """Every legacy clustering result, in id order (UUIDv7 ids: creation order)."""
-        rows = self._run(select(self.results).order_by(self.results.c.id))
-        out = [self._result(dict(r._mapping)) for r in rows]
+        """Every legacy clustering result, in id order (UUIDv7 ids: creation order).
+        ``LegacyRowError`` for a row whose id is not a UUID or whose dates do not parse
+        (dates are read as the database stores them, so a malformed one is named)."""
+        columns = [  # no CAST: only SQLAlchemy's own parsing of date text is switched off
+            type_coerce(c, String).label(c.name) if isinstance(c.type, DateTime | Date) else c
+            for c in self.results.c
+        ]
+        rows = self._run(select(*columns).order_by(self.results.c.id))
+        out = [self._result(dict(r._mapping), i + 1) for i, r in enumerate(rows)]
         return sorted(out, key=lambda r: r.id.bytes)
 
-    def _result(self, row: dict[str, Any]) -> LegacyResult:
-        rid = to_uuid(row.pop("id"))
+    def _result(self, row: dict[str, Any], number: int) -> LegacyResult:
+        raw_id = row.pop("id")
+        where = f"row {number} in id order (id {_shown(raw_id)})"
+        nothing = "nothing was imported"
+        problem = uuid_problem(raw_id)
+        if problem is not None:
+            raise LegacyRowError(RESULTS, where, "id", problem, nothing)
+        rid = to_uuid(raw_id)
         used: set[str] = set()
 
         def pick(names: Sequence[str]) -> Any:
             name, value = _pick(row, names)
             used.add(name or "")
+            if name in STARTED_COLUMNS + FINISHED_COLUMNS and _as_datetime(value) is None:
+                raise LegacyRowError(
+                    RESULTS, where, str(name), f"is not a date ({_shown(value)})", nothing
+                )
             return value
 
         model, algorithm, params = (
@@ -252,7 +314,15 @@ class LegacySource:
         key = self._bind(result_id)
         count = self._run(select(func.count()).where(c.clustering_result_id == key))[0][0]
         clusters = self._run(select(c.cluster_id).where(c.clustering_result_id == key).distinct())
-        return int(count), sorted((to_uuid(r[0]) for r in clusters), key=lambda u: u.bytes)
+        # a value that is not a UUID is left out here: ``check_rows`` names its row
+        valid = (to_uuid(r[0]) for r in clusters if uuid_problem(r[0]) is None)
+        return int(count), sorted(valid, key=lambda u: u.bytes)
+
+    def check_rows(self, result_id: uuid.UUID, chunk: int = CHUNK) -> int:
+        """Read every row of one result and check its ids (``LegacyRowError`` naming the
+        first bad row); returns the row count. Writes nothing: the importer calls it
+        before it writes anything of the result."""
+        return sum(len(part[0]) for part in self.iter_rows(result_id, chunk))
 
     def iter_rows(
         self, result_id: uuid.UUID, chunk: int = CHUNK
@@ -265,12 +335,26 @@ class LegacySource:
             .where(c.clustering_result_id == self._bind(result_id))
             .order_by(c.id)
         )
+        consequence = f"nothing of legacy result {result_id} was written"
+        done = 0
+
+        def row(ids: Sequence[Any]) -> Callable[[int], str]:
+            return lambda i: (
+                f"row {done + i + 1} of result {result_id} in id order (id {_shown(ids[i])})"
+            )
+
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt)
                 for part in result.partitions(chunk):
                     ids, emb, clu = zip(*part, strict=True)
-                    yield uuid_column_bytes(ids), uuid_column_bytes(emb), uuid_column_bytes(clu)
+                    where = row(ids)
+                    yield (
+                        checked_uuids(ids, ROWS, "id", where, consequence),
+                        checked_uuids(emb, ROWS, "embedding_id", where, consequence),
+                        checked_uuids(clu, ROWS, "cluster_id", where, consequence),
+                    )
+                    done += len(ids)
         except sa_exc.DBAPIError as e:
             raise EventStoreError(
                 f"reading the legacy database {self.display} failed: "

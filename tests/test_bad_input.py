@@ -16,6 +16,7 @@ have their own battery in test_clustering_parquet.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -30,11 +31,12 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
 
 from clusterstore.cli.main import cli
 from clusterstore.clustering import ClusterSettings, cluster_file
 from clusterstore.eventstore import EventStore
-from tests.conftest import BACKENDS, fresh_database
+from tests.conftest import BACKENDS, fresh_database, pg_base_url, require_pg
 from tests.contracts.support import LogSnapshot, snapshot
 from tests.test_cli_cluster import blobs
 from tests.test_cli_init import other_apps_table, shown
@@ -42,6 +44,20 @@ from tests.test_clustering_runs import FailAfter
 
 N, D = 400, 6
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
+
+
+FAISS_NORM = (
+    "faiss computes squared distances in float32 (at most 3.4e+38), so every row's Euclidean "
+    "norm must be below 4.61e+18 (a distance can reach 4x the largest squared norm); scale "
+    "the embeddings down"
+)
+
+
+NOT_UTF8 = (
+    "holds the byte 0xFF, which is not UTF-8; the store keeps names and paths as UTF-8 text: "
+    "rename the file"
+)
+NOT_UTF8_MODEL = NOT_UTF8.replace("rename the file", "give it in UTF-8")
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,22 @@ CASES: dict[str, Case] = {
     "beyond float32": Case(
         "cluster {dir}/huge.npy",
         "huge.npy row 9 contains a value outside the float32 range; embeddings must be finite",
+    ),
+    "a finite row too long for faiss (1e19, float32)": Case(
+        "cluster {dir}/long_row.npy", "long_row.npy row 11 has a norm of 2.45e+19; " + FAISS_NORM
+    ),
+    "a finite row too long for faiss (float64, spherical)": Case(
+        "cluster {dir}/long_row64.npy --spherical",
+        "long_row64.npy row 0 has a norm of 5e+18; " + FAISS_NORM,
+    ),
+    "assign: a finite row too long for faiss": Case(
+        "assign {done} {dir}/long_row.npy -q",
+        "long_row.npy row 11 has a norm of 2.45e+19; " + FAISS_NORM,
+    ),
+    "record: centroids too long for faiss": Case(
+        "record {dir}/labels.npy --ids {dir}/ids.txt --model m --algorithm a "
+        "--centroids {dir}/long_row.npy -q",
+        "centroids row 11 has a norm of 2.45e+19; " + FAISS_NORM,
     ),
     "empty array": Case("cluster {dir}/empty.npy", "empty.npy holds no embeddings (0 rows)"),
     "no columns": Case(
@@ -189,6 +221,40 @@ CASES: dict[str, Case] = {
         "0<=x<=9223372036854775807.",
         2,
     ),
+    # ---------------------------------------------------------------- not UTF-8 (argv, file names)
+    "model not UTF-8": Case(
+        "cluster {emb} --model 'm\udcff'", "the model name (--model) 'm\\xff' " + NOT_UTF8_MODEL
+    ),
+    "input path not UTF-8": Case(
+        "cluster {dir}/e\udcff.npy",
+        "the input path '{dir}/e\\xff.npy' " + NOT_UTF8 + ", or give it through a link "
+        "with a UTF-8 name",
+    ),
+    "ids path not UTF-8": Case(
+        "cluster {emb} --ids {dir}/ids\udcff.txt",
+        "params['ids_path'] '{dir}/ids\\xff.txt' " + NOT_UTF8 + ", or give it through a "
+        "link with a UTF-8 name",
+    ),
+    "assign: input path not UTF-8": Case(
+        "assign {done} {dir}/e\udcff.npy -q",
+        "the input path '{dir}/e\\xff.npy' " + NOT_UTF8 + ", or give it through a link "
+        "with a UTF-8 name",
+    ),
+    "record: algorithm not UTF-8": Case(
+        "record {dir}/labels.npy --ids {dir}/ids.txt --model m --algorithm 'a\udcff' -q",
+        "the algorithm name (--algorithm) 'a\\xff' holds the byte 0xFF, which is not UTF-8; "
+        "the store keeps names and paths as UTF-8 text: give it in UTF-8",
+    ),
+    "bench --pg-url that cannot be parsed": Case(
+        "bench --backend postgres --n 10 --pg-url 'postgresql://u:secret@[::1/x'",
+        "cannot parse the database URL postgresql://u:***@... (check its port and "
+        "percent-encode special characters of the password)",
+    ),
+    "bench --pg-url not a URL": Case(
+        "bench --backend postgres --n 10 --pg-url nope",
+        "the benchmark's PostgreSQL URL must be postgresql://USER@HOST/DATABASE (--pg-url or "
+        "$CLUSTERSTORE_BENCH_PG_URL)",
+    ),
     "blank model": Case("cluster {emb} --model ' '", "a run needs a model name (--model)"),
     "no model": Case("cluster {emb} --k 3", "Missing option '--model'.", 2, defaults=False),
     # ---------------------------------------------------------------- run ids
@@ -273,6 +339,14 @@ def write_inputs(d: Path) -> dict[str, Any]:
         x = blobs(N).astype(dtype)
         x[row, 2] = value
         save(name, x)
+    long_row = blobs(N)
+    long_row[11] = 1e19  # finite in float32; faiss aborted the process on it
+    save("long_row.npy", long_row)
+    long_row64 = blobs(N).astype(np.float64)
+    long_row64[0, 1] = 5e18
+    save("long_row64.npy", long_row64)
+    save("labels.npy", np.arange(N) % 3)
+    shutil.copy(emb, f"{d}/e\udcff.npy")  # a file name that is not UTF-8 (b"e\xff.npy")
     save("empty.npy", np.zeros((0, D), dtype=np.float32))
     save("nocols.npy", np.zeros((5, 0), dtype=np.float32))
     save("small.npy", blobs(100))
@@ -281,6 +355,7 @@ def write_inputs(d: Path) -> dict[str, Any]:
     (d / "short.txt").write_text(f"{ids[0]}\n")
     (d / "long.txt").write_text("".join(f"{u}\n" for u in ids))
     (d / "ids.txt").write_text("".join(f"{u}\n" for u in ids[:N]))
+    shutil.copy(d / "ids.txt", f"{d}/ids\udcff.txt")
     bad = [str(u) for u in ids[:N]]
     bad[4] = "not-a-uuid"
     (d / "notuuid.txt").write_text("".join(f"{u}\n" for u in bad))
@@ -403,6 +478,17 @@ def test_db_is_a_directory(tmp_path: Path, emb: str) -> None:
     assert sorted(os.listdir(tmp_path)) == listing and not os.listdir(tmp_path / "sub")
 
 
+def test_db_is_a_loop_of_symlinks(tmp_path: Path, emb: str) -> None:
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    for args in (["runs", "list"], ["cluster", emb, "--model", "m", "--k", "3"]):
+        assert_one_error_line(
+            invoke(str(tmp_path / "a.db"), args),
+            1,
+            f"{tmp_path / 'a.db'} is a loop of symbolic links; give the path of a database file",
+        )
+
+
 def test_db_is_a_file_of_another_kind(tmp_path: Path, emb: str) -> None:
     content = b"SQLite format 3"  # the header, but one byte short
     path = tmp_path / "notes.db"
@@ -439,6 +525,57 @@ def test_db_server_unreachable(emb: str) -> None:
             "cannot use the database at postgresql+psycopg://clusterstore:***@127.0.0.1:1/"
             "nowhere: connection failed: ...",
         )
+
+
+def test_db_no_such_database(emb: str) -> None:
+    """A server URL naming a database the server does not have: how to create it, for
+    commands that write and commands that read, and nothing is created."""
+    require_pg()
+    base = pg_base_url()
+    name = f"cs_missing_{uuid.uuid4().hex[:10]}"
+    url = base.set(database=name, password="s3cret").render_as_string(hide_password=False)
+    user = f" -U {base.username}" if base.username else ""
+    port = f" -p {base.port}" if base.port else ""
+    for args in (["cluster", emb, "--model", "m", "--k", "3"], ["runs", "list"], ["init"]):
+        assert_one_error_line(
+            invoke(url, args),
+            1,
+            f"no such database '{name}' on the PostgreSQL server at {base.host}:"
+            f"{base.port or 5432} (postgresql+psycopg://{base.username}:***@{base.host}"
+            f"{':' + str(base.port) if base.port else ''}/{name}); create it with "
+            f"`createdb -h {base.host}{port}{user} {name}`, or give --db a URL that names an "
+            "existing database",
+        )
+    engine = create_engine(base)
+    with engine.connect() as c:
+        assert (
+            c.execute(
+                text("SELECT count(*) FROM pg_database WHERE datname = :d"), {"d": name}
+            ).scalar()
+            == 0
+        )
+    engine.dispose()
+
+
+def test_db_location_not_utf8(tmp_path: Path, emb: str) -> None:
+    """A store at a path that is not UTF-8 can be created and read; a server URL that is
+    not UTF-8 is one line, nothing of it shown past the user name."""
+    path = f"{tmp_path}/st\udcffore.db"
+    assert cluster(path, emb).exit_code == 0
+    listed = invoke(path, ["runs", "list", "--json"])
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 1, listed.output
+    for url in (
+        "postgresql://clusterstore:s3cret@127.0.0.1:1/d\udcffb",
+        "postgresql://clusterstore:s3\udcffcret@127.0.0.1:1/db",
+    ):
+        for args in (["cluster", emb, "--model", "m", "--k", "3"], ["runs", "list"]):
+            assert_one_error_line(
+                invoke(url, args),
+                1,
+                "the database URL postgresql://clusterstore:***@... holds the byte 0xFF, which "
+                "is not UTF-8; a server's user, password, host and database names must be "
+                "UTF-8 text",
+            )
 
 
 def make_store(path: Path, emb: str) -> LogSnapshot:

@@ -217,6 +217,15 @@ def test_usage_errors_exit_2() -> None:
         ),
         ("mysql://u:secret@127.0.0.1/x", "unsupported database mysql://u:***@127.0.0.1/x: "),
         ("postgresql://u:secret@127.0.0.1:1/x?bogus=1", "database error at "),
+        (  # a password given as a query parameter is masked too
+            "postgresql://u@127.0.0.1:1/x?password=secret&sslpassword=cret",
+            "cannot use the database at postgresql+psycopg://u@127.0.0.1:1/x?password=***&"
+            "sslpassword=***: ",
+        ),
+        (  # an unclosed IPv6 bracket: unparseable, nothing shown after the user name
+            "postgresql://u:secret@[::1/x",
+            "cannot parse the database URL postgresql://u:***@... (",
+        ),
     ],
 )
 def test_a_password_is_never_printed(url: str, message: str) -> None:

@@ -237,3 +237,44 @@ def test_derived_ids_are_uuidv8_with_the_row_in_the_low_bits() -> None:
     assert as_uuids(derived_ids(digest, 1001, 1002)) == ids[1:2]
     other = hashlib.sha256(b"other").hexdigest()
     assert as_uuids(derived_ids(other, 1000, 1001))[0] != ids[0]
+
+
+# ---------------------------------------------------------------- magnitudes faiss can use
+
+
+def test_row_norms_up_to_the_faiss_limit_pass_and_beyond_it_are_refused() -> None:
+    """faiss's float32 squared distances overflow (it labels rows -1 or aborts) when a row's
+    norm nears 2^63; rows just below MAX_ROW_NORM pass, rows at it are refused, by row."""
+    from clusterstore.clustering.inputs import MAX_ROW_NORM, check_magnitudes
+
+    x = emb(30, 4)
+    unit = np.full(4, 0.5, dtype=np.float64)  # norm 1
+    x[5] = (unit * MAX_ROW_NORM * 0.999).astype(np.float32)
+    x[6] = -x[5]
+    check_magnitudes("x", 0, x)
+    scan(ArraySource(x), chunk_rows=7)
+    x[21] = (unit * MAX_ROW_NORM).astype(np.float32)
+    assert error(check_magnitudes, "x", 100, x).startswith("x row 121 has a norm of 4.61e+18;")
+    assert error(scan, ArraySource(x), chunk_rows=7).startswith(
+        "embeddings row 21 has a norm of 4.61e+18;"
+    )
+    # NaN and infinity keep their own message
+    x[3, 0] = np.nan
+    assert error(scan, ArraySource(x), chunk_rows=7) == (
+        "embeddings row 3 contains NaN; embeddings must be finite"
+    )
+
+
+def test_rows_just_below_the_limit_cluster_without_faiss_failing() -> None:
+    """The margin holds: opposite rows at 0.999 x MAX_ROW_NORM train and assign."""
+    from clusterstore.clustering.inputs import MAX_ROW_NORM
+    from clusterstore.clustering.kmeans import Assigner, train
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(64)
+    a *= MAX_ROW_NORM * 0.999 / np.linalg.norm(a)
+    x = np.concatenate([np.tile(a, (40, 1)), np.tile(-a, (40, 1)), rng.standard_normal((40, 64))])
+    x = x.astype(np.float32)
+    trained = train(x, 4, spherical=False, iterations=5, seed=1, threads=1)
+    labels, dist = Assigner(trained.centroids, spherical=False, threads=1).assign(x.copy())
+    assert labels.max() < 4 and np.isfinite(dist).all()

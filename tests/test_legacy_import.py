@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -337,3 +338,212 @@ def test_imported_runs_pass_the_audit_commands(db_url: str, legacy: Legacy, tmp_
         cli, ["--db", db_url, "runs", "compare", str(legacy.good), str(legacy.good), "--json"]
     )
     assert compare.exit_code == 0 and json.loads(compare.output)["ari"] == 1.0
+
+
+# ---------------------------------------------------------------- malformed rows, changed sources
+
+GOOD_ROWS = [
+    (
+        "01a22b4640ff7759bef1afbe9a7e6401",
+        "f8c2becf931aed15f5d3ef2d059d9f3c",
+        "01a22b4640ff7759bef1afbb2932bae1",
+    ),
+    (
+        "01a22b4640ff7759bef1afbe9a7e6402",
+        "f8c2becf931aed15f5d3ef2d059d9f3d",
+        "01a22b4640ff7759bef1afbb2932bae1",
+    ),
+]
+R1, R2 = "01a22b4640d5749e9cc3b2338add4889", "01a22b4640d5749e9cc3b2338add4890"
+ROW2 = f"row 2 of result {uuid.UUID(R1)} in id order (id '{GOOD_ROWS[1][0]}')"
+NOTHING_OF_R1 = f"nothing of legacy result {uuid.UUID(R1)} was written"
+AGAIN = "correct (or delete) the row and run the import again"
+
+MALFORMED = {
+    "NULL embedding_id": (
+        "UPDATE embeddingcluster SET embedding_id = NULL WHERE rowid = 2",
+        f"legacy table embeddingcluster, {ROW2}: column embedding_id is NULL; {NOTHING_OF_R1}",
+    ),
+    "non-UUID embedding_id": (
+        "UPDATE embeddingcluster SET embedding_id = 'zz' WHERE rowid = 2",
+        f"legacy table embeddingcluster, {ROW2}: column embedding_id is not a UUID ('zz'); "
+        f"{NOTHING_OF_R1}",
+    ),
+    "NULL cluster_id": (
+        "UPDATE embeddingcluster SET cluster_id = NULL WHERE rowid = 2",
+        f"legacy table embeddingcluster, {ROW2}: column cluster_id is NULL; {NOTHING_OF_R1}",
+    ),
+    "uneven hex ids (they add up to 32 each)": (
+        "UPDATE embeddingcluster SET embedding_id = substr(embedding_id, 1, 31) WHERE rowid = 1; "
+        "UPDATE embeddingcluster SET embedding_id = embedding_id || 'a' WHERE rowid = 2",
+        "legacy table embeddingcluster, row 1 of result "
+        f"{uuid.UUID(R1)} in id order (id '{GOOD_ROWS[0][0]}'): column embedding_id is not a "
+        f"UUID ('{GOOD_ROWS[0][1][:31]}'); {NOTHING_OF_R1}",
+    ),
+    "non-UUID row id": (
+        "UPDATE embeddingcluster SET id = 'nope' WHERE rowid = 2",
+        f"legacy table embeddingcluster, row 2 of result {uuid.UUID(R1)} in id order "
+        f"(id 'nope'): column id is not a UUID ('nope'); {NOTHING_OF_R1}",
+    ),
+    "unparsable date": (
+        "UPDATE clusteringresult SET created_at = 'garbage' WHERE rowid = 1",
+        f"legacy table clusteringresult, row 1 in id order (id '{R1}'): column created_at is "
+        "not a date ('garbage'); nothing was imported",
+    ),
+    "NULL result id": (
+        "UPDATE clusteringresult SET id = NULL WHERE rowid = 2",
+        "legacy table clusteringresult, row 1 in id order (id NULL): column id is NULL; "
+        "nothing was imported",
+    ),
+    "non-UUID result id": (
+        "UPDATE clusteringresult SET id = 'bad' WHERE rowid = 2",
+        "legacy table clusteringresult, row 2 in id order (id 'bad'): column id is not a UUID "
+        "('bad'); nothing was imported",
+    ),
+}
+
+
+def hand_made_legacy(path: Path, damage: str) -> None:
+    """A legacy database whose tables have no constraints (as some users' do): two
+    results, then the damage."""
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as c:
+        c.exec_driver_sql(
+            "CREATE TABLE clusteringresult (id TEXT, model_name TEXT, created_at DATETIME)"
+        )
+        c.exec_driver_sql(
+            "CREATE TABLE embeddingcluster "
+            "(id TEXT, embedding_id TEXT, clustering_result_id TEXT, cluster_id TEXT)"
+        )
+        c.exec_driver_sql(
+            "INSERT INTO clusteringresult VALUES (?, 'm1', '2026-11-30 07:05:54.133651'), "
+            "(?, 'm2', '2026-11-30 07:05:55')",
+            (R1, R2),
+        )
+        for row in GOOD_ROWS:
+            c.exec_driver_sql(
+                "INSERT INTO embeddingcluster VALUES (?, ?, ?, ?)", (row[0], row[1], R1, row[2])
+            )
+        c.exec_driver_sql(
+            "INSERT INTO embeddingcluster VALUES ('01a22b4640ff7759bef1afbe9a7e6403', "
+            "'f8c2becf931aed15f5d3ef2d059d9f3e', ?, '01a22b4640ff7759bef1afbb2932bae2')",
+            (R2,),
+        )
+        for statement in filter(None, (s.strip() for s in damage.split(";"))):
+            c.exec_driver_sql(statement)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_a_malformed_legacy_row_is_refused_before_its_result_is_written(
+    db_url: str, tmp_path: Path, name: str
+) -> None:
+    damage, message = MALFORMED[name]
+    src = tmp_path / "legacy.db"
+    hand_made_legacy(src, damage)
+    for args in ([], ["--dry-run"]):
+        result = CliRunner().invoke(cli, ["--db", db_url, "import-legacy", str(src), *args])
+        assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+        assert (result.exit_code, result.stdout) == (1, "")
+        assert result.stderr == f"Error: {message}; {AGAIN}\n"
+    with EventStore.open(db_url) as store:
+        assert store.runs() == []  # not even a RunStarted: nothing blocks a later import
+    hand_made_legacy(tmp_path / "fixed.db", "")
+    fixed = CliRunner().invoke(
+        cli, ["--db", db_url, "import-legacy", str(tmp_path / "fixed.db"), "-q"]
+    )
+    assert fixed.exit_code == 0, fixed.output
+    with EventStore.open(db_url) as store:
+        assert len(store.runs()) == 2
+
+
+def interrupt_import(store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Import with the 4th append failing (the good result: RunStarted and 128 of its 250
+    rows stored); returns the good run's head."""
+    real_append = store.append
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ConnectionError("the server went away")
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append", flaky)
+    with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
+        import_legacy(source, store, chunk=64)
+    monkeypatch.setattr(store, "append", real_append)
+    head = store.head(legacy.good)
+    assert 1 < head < 252
+    return head
+
+
+CHANGES = {
+    # an embedding id of a row already imported (same count and clusters)
+    "a stored row": "UPDATE embeddingcluster SET embedding_id = '{new}' WHERE id = '{first}'",
+    # a row more for the partly imported result (its RunStarted counts 250)
+    "a row added": (
+        "INSERT INTO embeddingcluster VALUES ('{new}', '{new}', '{good}', '{cluster}')"
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_source_changed_after_an_interrupted_import_is_skipped_with_a_warning(
+    store: EventStore,
+    db_url: str,
+    legacy: Legacy,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    head = interrupt_import(store, legacy, monkeypatch)
+    src = sqlite_path(legacy.url)
+    first = min(legacy.rows[legacy.good], key=lambda r: r.id.bytes)
+    engine = create_engine(legacy.url)
+    with engine.begin() as c:
+        c.exec_driver_sql(
+            CHANGES[change].format(
+                new=uuid.uuid4().hex,
+                first=first.id.hex,
+                good=legacy.good.hex,
+                cluster=first.cluster_id.hex,
+            )
+        )
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["--db", db_url, "import-legacy", src, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = 251 if change == "a row added" else 250
+    assert result.stderr == (
+        f"Warning: legacy result {legacy.good} changed after its import was interrupted "
+        f"(all-mpnet-base-v2, {rows} rows now); skipped: its partial run stays as it was (the "
+        "log is append-only); restore the source to finish it\n"
+    )
+    doc = json.loads(result.stdout)
+    assert (doc["n_source_changed"], doc["n_imported"], doc["n_resumed"]) == (1, 2, 0)
+    states = {r["run_id"]: r["before_import"] for r in doc["runs"]}
+    assert states[str(legacy.good)] == "changed"
+    assert store.head(legacy.good) == head  # nothing appended to the partial run
+    assert store.head(legacy.empty) > 0 and store.head(legacy.twice) > 0  # the rest imported
+
+
+def test_a_restored_source_finishes_the_skipped_run(
+    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    interrupt_import(store, legacy, monkeypatch)
+    src = sqlite_path(legacy.url)
+    kept = tmp_path / "kept.db"
+    shutil.copy(src, kept)
+    engine = create_engine(legacy.url)
+    with engine.begin() as c:
+        c.exec_driver_sql(
+            "UPDATE embeddingcluster SET embedding_id = ? WHERE clustering_result_id = ?",
+            (uuid.uuid4().hex, legacy.good.hex),
+        )
+    engine.dispose()
+    with LegacySource(src) as source:
+        assert len(import_legacy(source, store, chunk=64).changed) == 1
+    shutil.copy(kept, src)
+    with LegacySource(src) as source:
+        report = import_legacy(source, store, chunk=64)
+    assert (report.resumed, report.changed) == (1, [])
+    check_imported(store, legacy)
