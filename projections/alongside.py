@@ -6,7 +6,8 @@ the next one is computed, instead of the whole run being projected after the las
 Nothing about correctness changes: it is the ordinary runner (its lock, checkpoints, one
 transaction per batch), only started earlier. The block's result never depends on it: when
 the follower cannot run (another runner holds a projection) or fails, it stops quietly and
-the caller's usual catch-up after the block does the work and reports any problem.
+the caller's usual catch-up after the block does the work and reports any problem. It takes
+no follower lock and stops when a `catch-up --follow` starts, which then carries on.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def alongside(
 
     def work() -> None:
         try:
-            follow(store, poll=poll, stop=stop.is_set, on_damage=on_damage)
+            follow(store, poll=poll, stop=stop.is_set, on_damage=on_damage, yield_to_follower=True)
         except Exception:  # the caller's catch-up after the block reports it
             return
 

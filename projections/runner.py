@@ -400,16 +400,28 @@ def follow(
     stop: Callable[[], bool] | None = None,
     batch_events: int = BATCH_EVENTS,
     on_damage: DamageFn | None = None,
+    yield_to_follower: bool = False,
 ) -> None:
     """Keep the projections up to date until ``stop()`` is true (or Ctrl-C / SIGTERM in the
     CLI): catch up, then wait for new events (poll; PostgreSQL notifications wake it early).
-    Refuses if another runner holds a projection."""
+    Refuses if another follower holds a projection; waits for a one-off catch-up.
+
+    ``yield_to_follower`` (a writing command's own follower, ``alongside``): take no
+    follower lock, refuse (``DatabaseBusyError``) if any runner holds a projection, and
+    stop as soon as a follower starts (it waits for this runner's lock, then carries on),
+    so a ``catch-up --follow`` started meanwhile is never refused because of it."""
     with store.connection() as conn, ExitStack() as stack:
         ensure_tables(store, conn)
         runners: list[Runner] = []
         locks: list[RunnerLock] = []  # the main and the follower lock of each projection
+        followers: list[RunnerLock] = []  # with yield_to_follower: whose start ends this
         for p in projections_for(store, names):
             runner = Runner(store, p, conn, batch_events, on_damage)
+            if yield_to_follower:
+                runners.append(stack.enter_context(_holding(runner)))
+                locks.append(runner.lock)
+                followers.append(make_lock(store, conn, follower_lock_name(runner.name)))
+                continue
             follower = stack.enter_context(_following(runner))
             locks.append(follower)
             if not _acquire_as_follower(runner, follower, stop):
@@ -426,6 +438,8 @@ def follow(
             applied = sum(r.catch_up(on_progress) for r in runners)
             if stop is not None and stop():
                 return
+            if any(f.holder() is not None for f in followers):
+                return  # a follower started: it takes over from this runner's checkpoint
             if applied == 0:
                 waker.wait(poll)
 
