@@ -5,6 +5,7 @@ runs made here (derived ids) and imported runs (their legacy row ids), on both b
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -57,7 +58,12 @@ def uses_id_index(store: EventStore, value: object) -> bool:
     generation = _generation(store)
     if store.backend == "sqlite":
         return f"USING INDEX {id_index_name(generation)}" in found
-    return id_index_name(generation) in found and "Seq Scan on pj_ec_assignment" not in found
+    name = id_index_name(generation)
+    # partitioned by run, each partition's own index serves it (PostgreSQL names those)
+    on_partition = re.search(rf"{name.removesuffix('_id')}_p\d+_legacy_id_idx", found)
+    return (
+        name in found or on_partition is not None
+    ) and "Seq Scan on pj_ec_assignment" not in found
 
 
 def rows_of(store: EventStore, sql: str, **params: Any) -> list[tuple[Any, ...]]:

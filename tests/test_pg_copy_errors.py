@@ -57,7 +57,7 @@ def invoke(db_url: str, *args: str) -> Result:
     ("option", "message"),
     [
         ("statement_timeout=300", "the server cancelled the statement (canceling statement due"),
-        ("lock_timeout=300", "another writer keeps the database locked"),
+        ("lock_timeout=300", "the database is locked by another writer"),
     ],
 )
 def test_a_timeout_inside_the_logs_copy(
