@@ -61,8 +61,15 @@ def invoke(db_url: str, *args: str) -> Result:
     ],
 )
 def test_a_timeout_inside_the_logs_copy(
-    backend: str, db_url: str, tmp_path: Path, option: str, message: str
+    backend: str,
+    db_url: str,
+    tmp_path: Path,
+    option: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # a lock_timeout is retried like any busy database until the lock wait runs out
+    monkeypatch.setenv("CLUSTERSTORE_LOCK_WAIT", "2")
     emb = tmp_path / "emb.npy"
     np.save(emb, blobs(500))
     with EventStore.open(db_url) as store:
