@@ -20,7 +20,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUBPACKAGES = ["audit", "benchmarks", "cli", "clustering", "eventstore", "legacy", "projections"]
 
-pytestmark = pytest.mark.slow
+# pip builds in the checkout (build/, *.egg-info): one worker, one build at a time
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
 
 LEND = "zzz_lend_dependencies.pth"

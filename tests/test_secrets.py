@@ -165,6 +165,7 @@ def test_import_legacy_source_with_a_password(secret_url: str) -> None:
     assert result.stderr.startswith("Error: ") and "***" in result.stderr
 
 
+@pytest.mark.xdist_group("bench_schemas")  # makes bench_* schemas (test_cli_bench)
 def test_bench_keeps_the_password_off_output_and_child_command_lines(
     backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
