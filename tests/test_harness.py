@@ -11,7 +11,8 @@ run of the same input, or (killed before its centroids) is reported incomplete; 
 models equal a full rebuild.
 
 CI runs the short form; ``pytest -m stress`` the long one (sizes below). Each writes its
-summary to ``harness-<backend>.json`` in the test's directory and prints it (``-s``).
+summary to ``harness-<backend>.json`` in the test's directory and prints it (``-s -n 0``:
+a worker of pytest-xdist keeps its output).
 ``HARNESS_SEED=N`` picks other kill points.
 """
 
