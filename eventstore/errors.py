@@ -92,7 +92,26 @@ class DatabaseBusyError(EventStoreError):
 class DiskFullError(EventStoreError):
     """The database could not grow: its disk, file system or quota is full (SQLITE_FULL,
     PostgreSQL's disk_full). What was committed before stays; the failed transaction is
-    rolled back."""
+    rolled back. ``where``: the database; ``detail``: the driver's first line.
+    ``stopping(run_id, then)``: the same error as it stopped a run's writer, saying how
+    the run is continued once there is space."""
+
+    def __init__(self, where: str, detail: str, *, run_id: UUID | None = None, then: str = ""):
+        self.where = where
+        self.detail = detail
+        self.run_id = run_id
+        kept = (
+            "what was committed before is kept, this transaction was rolled back"
+            if run_id is None
+            else f"run {run_id} is stored up to its last complete batch"
+        )
+        super().__init__(
+            f"{where}: the database's disk is full ({detail}); {kept}; free some space, then "
+            f"{then or 'retry'}"
+        )
+
+    def stopping(self, run_id: UUID, then: str) -> DiskFullError:
+        return DiskFullError(self.where, self.detail, run_id=run_id, then=then)
 
 
 class StatementCanceledError(EventStoreError):
