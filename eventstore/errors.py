@@ -27,7 +27,8 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── ClusterNotFoundError (LookupError)   a run has no cluster with that number
     ├── EventDecodeError (ValueError)        stored bytes that cannot be decoded
     │   ├── UnknownEventTypeError            a type this code does not know
-    │   └── FutureEventVersionError          a schema version newer than this code
+    │   ├── FutureEventVersionError          a schema version newer than this code
+    │   └── UnstorableEventError             decodes, but holds a value no read model can hold
     └── InputError (ValueError)              bad input to a run (shapes, ids, NaN, k)
         └── LegacyRowError                   a legacy row that cannot be imported
 
@@ -227,6 +228,13 @@ class UnknownEventTypeError(EventDecodeError):
 
 class FutureEventVersionError(EventDecodeError):
     """The stored schema version is newer than this code can read."""
+
+
+class UnstorableEventError(EventDecodeError):
+    """An event that decodes but holds a value the read models cannot store (a NUL
+    character in a text column, an integer beyond its column's range); names the run and
+    seq. A projection meets it as it meets bytes that do not decode: it skips the run from
+    there on (``projections.dead_letter``) instead of stopping for every run."""
 
 
 class InputError(EventStoreError, ValueError):
