@@ -217,9 +217,10 @@ def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None
     or `WHERE id = ?` are index lookups instead of scans; they slow replay (catch-up and
     rebuild), so it is a choice. `on` rebuilds the read model with every row's id stored
     (unless it already has them) and builds the indexes; `off` drops them. Refused while
-    another runner (e.g. `catch-up --follow`) updates the read model.
+    another runner (e.g. `catch-up --follow`) updates the read model. Without on or off it
+    only reads, as `projections status` does: nothing is created or changed.
     """
-    store = state.open(write=True)
+    store = state.open(write=switch is not None)
     if switch is not None:
         pj.set_lookup_index(store, switch == "on")
     on = pj.lookup_index_state(store)

@@ -670,6 +670,7 @@ def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[
         ["runs", "show", run_id],
         ["runs", "verify", "--all"],
         ["export", run_id, "-o", str(out), "-q"],
+        ["projections", "lookup-index"],
     ):
         child = run_child(args)
         assert (child.returncode, child.stderr) == (0, ""), (args, child.stderr)

@@ -40,6 +40,7 @@ READ_COMMANDS: dict[str, list[str]] = {
     "which": ["which", str(uuid.UUID(int=1))],
     "datasette-metadata": ["datasette-metadata"],
     "projections status": ["projections", "status"],
+    "projections lookup-index": ["projections", "lookup-index"],  # shown, not switched
 }
 
 
@@ -196,6 +197,7 @@ def test_a_select_only_role_can_read(stored: tuple[str, str], tmp_path: Path) ->
             ["runs", "verify", "--all"],
             ["export", run, "-o", str(tmp_path / "x.csv")],
             ["projections", "status"],
+            ["projections", "lookup-index"],
         ):
             result = invoke(reader, args)
             assert result.exit_code == 0, (args, result.output)
