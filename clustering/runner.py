@@ -198,9 +198,7 @@ def cluster(
     seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
     chunk_rows = settings.chunk_rows or default_chunk_rows(source.dim)
     train_size = min(n, k * settings.train_per_centroid)
-    warnings = _size_warnings(n, k, train_size)
-    for message in warnings:
-        rep.warn(message)
+    warnings = _size_warnings(n, k, train_size)  # said once the input is accepted
     rng = np.random.default_rng(seed)
     rows = np.arange(n) if train_size == n else np.sort(rng.choice(n, train_size, replace=False))
 
@@ -221,6 +219,8 @@ def cluster(
                 )
                 digest, trained, assigning = scanned.digest, None, None
         timings = {"validate_s": time.perf_counter() - t0}
+        for message in warnings:  # not before a refusal: that is one line
+            rep.warn(message)
         if trained is None:  # trained after the check (an input read forward only)
             assert scanned.sample is not None
             with rep.stage("training", 1) as tick:

@@ -8,6 +8,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
     │   ├── NoStoreError                     a read found no store there (nothing created)
+    │   ├── NoDirectoryError                 a SQLite path in a directory that does not exist
     │   ├── NoSuchDatabaseError              the server has no database of the URL's name
     │   ├── PartitioningError                partitions refused (range, backend, existing store)
     │   └── OutputFileError                  an output path that cannot be written safely
@@ -66,6 +67,15 @@ class NoStoreError(ConfigurationError):
             f"no clusterstore database at {where}; nothing was created "
             "(`clusterstore init` creates one)"
         )
+
+
+class NoDirectoryError(ConfigurationError):
+    """A SQLite path whose directory does not exist: a store cannot be created there (a
+    command that only reads turns it into ``NoStoreError``)."""
+
+    def __init__(self, path: str, directory: str):
+        self.path = path
+        super().__init__(f"cannot create {path}: the directory {directory} does not exist")
 
 
 class NoSuchDatabaseError(ConfigurationError):

@@ -225,7 +225,9 @@ class PostgresRecorder(Recorder):
 
     @classmethod
     def check_url(cls, url: URL) -> URL:
-        if url.get_driver_name() not in ("psycopg", ""):
+        # the driver named after "+", if any; not ``get_driver_name()``, which loads the
+        # dialect of the scheme, and SQLAlchemy has none for libpq's ``postgres://``
+        if url.drivername.partition("+")[2] not in ("psycopg", ""):
             raise ConfigurationError(
                 f"{masked_url(url)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."
