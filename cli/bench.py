@@ -194,7 +194,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [render_table(head, body), ""]
     for backend, ratios in report["ratios"].items():
         shown = [f"{k.replace('_vs_', '/')} {v:.2f}x" for k, v in ratios.items() if v is not None]
-        lines.append(f"{backend}: {', '.join(shown) or 'no ratio (a step was skipped)'}")
+        skipped = any(r["skipped"] for r in report["results"] if r["backend"] == backend)
+        why = "a step was skipped" if skipped else "no two of these steps make one"
+        lines.append(f"{backend}: {', '.join(shown) or f'no ratio ({why})'}")
     m = report["machine"]
     lines.append(
         f"machine: {m['n_cpus']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "

@@ -296,3 +296,11 @@ def test_human_table(fake_steps: None) -> None:
     assert lines[3].endswith("skipped: not wired: a test plug-in")
     assert lines[5] == "sqlite: no ratio (a step was skipped)"
     assert lines[6].startswith("machine: ")
+
+
+def test_human_table_without_a_pair_of_steps(fake_steps: None) -> None:
+    result = _invoke("--backend", "sqlite", "--steps", "init", "--n", "10", "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[2].split()[:3] == ["init", "sqlite", "7"]
+    assert lines[4] == "sqlite: no ratio (no two of these steps make one)"
