@@ -29,7 +29,7 @@ from clusterstore.eventstore.errors import DatabaseUnavailableError, EventStoreE
 
 from . import databases
 from .catalog import BACKENDS, GROUPS, RATIOS, STEPS, StepSpec
-from .core import StepSkipped
+from .core import StepFailed, StepSkipped
 
 __all__ = ["BACKENDS", "GROUPS", "RATIOS", "STEPS", "BenchConfig", "StepSpec", "run_bench"]
 
@@ -62,6 +62,7 @@ class _Cell:
     rss_mb: list[float] = field(default_factory=list)
     db_mb: list[float] = field(default_factory=list)
     skipped: str | None = None
+    error: str | None = None  # the step failed: the other steps still run
     notes: list[str] = field(default_factory=list)
 
 
@@ -86,7 +87,7 @@ def _in_child(spec: StepSpec, backend: str, n: int, db_url: str) -> dict[str, An
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        raise EventStoreError(f"bench step {spec.name} on {backend} failed: {tail[0]}")
+        raise StepFailed(f"bench step {spec.name} on {backend} failed: {tail[0]}")
     out: dict[str, Any] = json.loads(lines[-1])
     if "skipped" in out:
         raise StepSkipped(out["skipped"])
@@ -161,6 +162,9 @@ def _measure(cell: _Cell, dbs: _Databases) -> str:
     except StepSkipped as e:
         cell.skipped = str(e)
         return f"skipped: {e}"
+    except StepFailed as e:  # reported in the result; the other steps' figures are kept
+        cell.error = str(e)
+        return f"failed: {e}"
     rate = out["events"] / out["seconds"] if out["seconds"] > 0 else float("inf")
     cell.rates.append(rate)
     cell.seconds.append(out["seconds"])
@@ -191,7 +195,7 @@ def run_bench(config: BenchConfig, on_progress: Progress | None = None) -> dict[
         for rep in range(config.repeat):
             for cell in cells if rep % 2 == 0 else cells[::-1]:
                 done += 1
-                if cell.skipped is not None:
+                if cell.skipped is not None or cell.error is not None:
                     continue
                 say(
                     f"[{done}/{total}] {cell.backend} {cell.spec.name} rep {rep + 1}/"
@@ -239,6 +243,7 @@ def _result(cell: _Cell) -> dict[str, Any]:
         "peak_rss_mb": round(max(cell.rss_mb), 1) if cell.rss_mb else None,
         "db_mb": round(max(cell.db_mb), 2) if cell.db_mb else None,
         "skipped": cell.skipped,
+        "error": cell.error,
         "note": "; ".join(cell.notes) or None,
     }
 
@@ -249,7 +254,7 @@ def _ratios(
     medians = {
         (c.spec.name, c.backend): statistics.median(c.cpu_rates if cpu else c.rates)
         for c in cells
-        if (c.cpu_rates if cpu else c.rates) and c.skipped is None
+        if (c.cpu_rates if cpu else c.rates) and c.skipped is None and c.error is None
     }
     out: dict[str, dict[str, float | None]] = {}
     for backend in backends:

@@ -132,6 +132,7 @@ def bench(
 
     Each repetition runs in a fresh process on a fresh database (a temporary file, or a
     scratch schema dropped afterwards), alternating steps against drift."""
+    from clusterstore.benchmarks.core import StepFailed
     from clusterstore.benchmarks.runner import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -153,6 +154,9 @@ def bench(
         echo_json(report)
     else:
         click.echo(format_report(report))
+    failed = [r["error"] for r in report["results"] if r["error"]]
+    if failed:  # after the report: the other steps' figures are not lost
+        raise StepFailed("; ".join(failed))
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -166,6 +170,12 @@ def _right(rows: list[list[str]], columns: range) -> list[list[str]]:
         for r in rows:
             r[i] = r[i].rjust(width)
     return rows
+
+
+def _why(result: dict[str, Any]) -> str:
+    if result["error"]:
+        return f"FAILED: {result['error']}"
+    return f"skipped: {result['skipped']}" if result["skipped"] else (result["note"] or "")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -183,7 +193,7 @@ def format_report(report: dict[str, Any]) -> str:
                 _num((r.get("step_seconds") or {}).get("median"), 2),
                 _num(r["peak_rss_mb"]),
                 _num(r["db_mb"], 1),
-                f"skipped: {r['skipped']}" if r["skipped"] else (r["note"] or ""),
+                _why(r),
             ]
         )
     headers = [
@@ -194,8 +204,14 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [render_table(head, body), ""]
     for backend, ratios in report["ratios"].items():
         shown = [f"{k.replace('_vs_', '/')} {v:.2f}x" for k, v in ratios.items() if v is not None]
-        skipped = any(r["skipped"] for r in report["results"] if r["backend"] == backend)
-        why = "a step was skipped" if skipped else "no two of these steps make one"
+        mine = [r for r in report["results"] if r["backend"] == backend]
+        why = (
+            "a step failed"
+            if any(r["error"] for r in mine)
+            else "a step was skipped"
+            if any(r["skipped"] for r in mine)
+            else "no two of these steps make one"
+        )
         lines.append(f"{backend}: {', '.join(shown) or f'no ratio ({why})'}")
     m = report["machine"]
     lines.append(

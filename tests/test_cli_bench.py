@@ -275,12 +275,25 @@ def test_a_fixed_step_runs_at_its_own_size(fake_steps: None) -> None:
     assert row["note"] == "fixed n 7: its own size; --n does not apply; fake"
 
 
-def test_a_failing_step_is_an_error(fake_steps: None) -> None:
-    result = _invoke("--backend", "sqlite", "--steps", "boom", "--n", "10")
+def test_a_failing_step_is_an_error_that_keeps_the_other_figures(fake_steps: None) -> None:
+    result = _invoke("--backend", "sqlite", "--steps", "append,boom", "--n", "10", "--json")
     assert result.exit_code == 1
-    assert result.output == (
+    assert result.stderr == (
         "Error: bench step boom on sqlite failed: RuntimeError: the step broke\n"
     )
+    rows = {r["name"]: r for r in json.loads(result.stdout)["results"]}
+    assert rows["append"]["events_per_s"]["median"] == 20.0  # measured all the same
+    assert (rows["append"]["error"], rows["boom"]["n_repetitions"]) == (None, 0)
+    assert rows["boom"]["error"] == "bench step boom on sqlite failed: RuntimeError: the step broke"
+    table = _invoke("--backend", "sqlite", "--steps", "boom,append", "--n", "10", "--quiet")
+    assert table.exit_code == 1
+    lines = table.stdout.splitlines()
+    assert lines[2].split()[:2] == ["boom", "sqlite"]
+    assert lines[2].endswith(
+        "FAILED: bench step boom on sqlite failed: RuntimeError: the step broke"
+    )
+    assert lines[3].split()[:3] == ["append", "sqlite", "10"]
+    assert lines[5] == "sqlite: no ratio (a step failed)"
 
 
 def test_human_table(fake_steps: None) -> None:
