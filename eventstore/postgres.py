@@ -60,6 +60,7 @@ PARTITIONS_SETTING = "clusterstore.partitions"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
+INDEX_BUILD_MEMORY = 256 * 1024 * 1024  # bytes of sort memory for a rebuild's key build
 COPY_CHUNK_ROWS = 16_384  # ~1 MB per write; one 100k stream built at once measured 15-25% slower
 
 
@@ -192,6 +193,10 @@ class PostgresRecorder(Recorder):
     # A rebuild's assignment table: COPY without the key, then one sorted key build took
     # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
     primary_key_after_load = True
+    # A rebuild's load, key build and swap in one transaction: the assignment table created
+    # in it is loaded with COPY FREEZE (no hint bits to set later, by the key build, ANALYZE
+    # or the first readers); the load took 0.8x the time (benchmarks/README.md, "Replay").
+    rebuild_in_one_transaction = True
 
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
@@ -280,10 +285,16 @@ class PostgresRecorder(Recorder):
     def upsert_statement(self, table: Table) -> Any:
         return pg_dialect.insert(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
         raw = conn.connection.driver_connection
         assert raw is not None
-        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        # FREEZE: the table was created in this transaction (the server checks it); a
+        # partitioned table cannot be loaded frozen
+        freeze = fresh and partition_count(conn, table.name) is None
+        options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
+        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN ({options})"
         with _driver_errors(sql), raw.cursor() as cur, cur.copy(sql) as copy:
             copy.write(rows_copy_stream(rows))
 
@@ -340,6 +351,16 @@ class PostgresRecorder(Recorder):
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         conn.exec_driver_sql(f"ANALYZE {name}")
+
+    def prepare_index_build(self, conn: Connection) -> None:
+        """At least ``INDEX_BUILD_MEMORY`` of sort memory for the key built after a load
+        (the default 64 MB spills a 1M-row key to disk), never less than the server's."""
+        conn.exec_driver_sql(
+            "SELECT set_config('maintenance_work_mem', "
+            "greatest(setting::bigint, %(kb)s)::text || 'kB', true) "
+            "FROM pg_settings WHERE name = 'maintenance_work_mem'",
+            {"kb": INDEX_BUILD_MEMORY // 1024},
+        )
 
     # ------------------------------------------------------------------ waiting and locks
 
