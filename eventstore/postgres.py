@@ -296,7 +296,8 @@ class PostgresRecorder(Recorder):
         options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
         sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN ({options})"
         with _driver_errors(sql), raw.cursor() as cur, cur.copy(sql) as copy:
-            copy.write(rows_copy_stream(rows))
+            for part in rows_copy_parts(rows):
+                copy.write(part)
 
     def read_assignment_rows(
         self,
@@ -644,14 +645,20 @@ _ROWS_LEGACY_DTYPE = np.dtype([*_ROWS_COPY_FIELDS, ("legacy_id", "V16")])
 def rows_copy_stream(rows: AssignmentRows) -> bytes:
     """The binary COPY stream of ``rows`` for ``rows.COLUMNS`` (rows without a legacy id
     first)."""
+    return b"".join(rows_copy_parts(rows))
+
+
+def rows_copy_parts(rows: AssignmentRows) -> list[bytes | memoryview]:
+    """``rows_copy_stream`` in parts, the tuples as views of the arrays numpy built (no
+    copy of the stream: concatenating and copying cost a 1M-row load ~0.05 s of CPU)."""
     if not rows.has_legacy.any():
-        return _COPY_HEADER + _rows_tuples(rows, _ROWS_DTYPE) + _COPY_TRAILER
+        return [_COPY_HEADER, _rows_tuples(rows, _ROWS_DTYPE), _COPY_TRAILER]
     plain = _rows_tuples(rows.take(~rows.has_legacy), _ROWS_DTYPE)
     legacy = _rows_tuples(rows.take(rows.has_legacy), _ROWS_LEGACY_DTYPE)
-    return _COPY_HEADER + plain + legacy + _COPY_TRAILER
+    return [_COPY_HEADER, plain, legacy, _COPY_TRAILER]
 
 
-def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
+def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> memoryview:
     out = np.empty(len(rows), dtype=dtype)
     out["nfields"] = len(COLUMNS)
     out["run_key_len"] = 4
@@ -669,4 +676,4 @@ def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
         out["legacy_id"] = rows.legacy_id
     else:
         out["legacy_len"] = -1
-    return out.tobytes()
+    return out.data.cast("B")
