@@ -26,9 +26,7 @@
 from __future__ import annotations
 
 import contextlib
-import queue
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -49,6 +47,7 @@ from .clusteringresult import ClusteringResultProjection
 from .dead_letter import DeadLetter
 from .embeddingcluster import EmbeddingClusterProjection
 from .locks import LOCK_TTL, RunnerLock, make_lock, row_holder
+from .prefetch import prefetched
 from .waits import follower_lock_name, refuse_second_follower, wait_for_lock
 
 BATCH_EVENTS = 100_000
@@ -189,7 +188,7 @@ class Runner:
         held. Where the database allows (``rebuild_in_one_transaction``) the generation is
         created, loaded, indexed and swapped in one transaction; an event that does not
         decode rolls that back and the rebuild starts again with a transaction per batch,
-        which isolates the event's run (``_apply``)."""
+        which isolates the event's run (``_apply``; progress is then reported again)."""
         start = time.perf_counter()
         cp = self.checkpoint()
         old = cp.generation if cp is not None else None
@@ -234,7 +233,7 @@ class Runner:
             self.projection.fresh_generation = generation
             try:
                 for blocks in self._feed_until(target, on_runner=False):
-                    cut = _damaged_blocks(self.name, blocks, set(letters))
+                    cut = dead_letter.from_blocks(self.name, blocks, set(letters))
                     todo = dead_letter.without(blocks, set(letters), cut)
                     self._apply_in(c, generation, todo, cut)
                     letters.update(cut)
@@ -290,7 +289,7 @@ class Runner:
         rolls the batch back, and the batch is applied again without that run's events from
         there on, the run recorded as skipped (``dead_letter``) in the same transaction."""
         skipped = set(self.skipped)
-        cut = _damaged_blocks(self.name, blocks, skipped)
+        cut = dead_letter.from_blocks(self.name, blocks, skipped)
         while True:
             todo = dead_letter.without(blocks, skipped, cut)
             try:
@@ -369,7 +368,7 @@ class Runner:
         if not more(first):
             yield first
             return
-        yield from _prefetched(read, first, more)
+        yield from prefetched(read, first, more)
 
     def _drop_generations(self, c: Connection, *, keep: int | None) -> None:
         """Drop every generation table of this projection except ``keep``'s."""
@@ -538,60 +537,6 @@ def status(store: EventStore) -> list[ProjectionStatus]:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _damaged_blocks(
-    name: str, blocks: list[FeedBlock], skipped: set[UUID]
-) -> dict[UUID, DeadLetter]:
-    """The first block of each run not yet ``skipped`` that the feed could not read whole
-    (``read_feed_blocks(mark_damage=True)``), as the run's dead letter."""
-    cut: dict[UUID, DeadLetter] = {}
-    for b in blocks:
-        letter = dead_letter.from_block(name, b)
-        if letter is not None and b.run_id not in skipped and b.run_id not in cut:
-            cut[b.run_id] = letter
-    return cut
-
-
-def _prefetched(
-    read: Callable[[int], list[FeedBlock]],
-    first: list[FeedBlock],
-    more: Callable[[list[FeedBlock]], bool],
-) -> Iterator[list[FeedBlock]]:
-    """``first``, then the batches a reader thread fetches one ahead of the consumer."""
-    ahead: queue.Queue[list[FeedBlock] | BaseException] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def work(position: int) -> None:
-        try:
-            while not stop.is_set():
-                blocks = read(position)
-                ahead.put(blocks)
-                if not blocks or not more(blocks):
-                    return
-                position = blocks[-1].last_position
-        except BaseException as e:  # handed to the consumer, raised there
-            ahead.put(e)
-
-    thread = threading.Thread(target=work, args=(first[-1].last_position,), daemon=True)
-    thread.start()
-    try:
-        yield first
-        while True:
-            item = ahead.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
-                return
-            yield item
-            if not more(item):
-                return
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a pending put, then let the thread end
-            with contextlib.suppress(queue.Empty):
-                ahead.get(timeout=0.05)
-        thread.join()
 
 
 def ensure_tables(store: EventStore, conn: Connection) -> None:
