@@ -10,7 +10,7 @@ The log: ``--runs`` completed runs (RunStarted, ``AssignmentRecorded`` appended 
 RunCompleted with the digest), generated batch by batch (memory stays flat for 10M).
 Replay: ``projections.rebuild(store, ["embeddingcluster"])`` timed end to end (reading the
 log, loading a new generation, its indexes, the atomic swap, dropping the old one), each
-repetition in a fresh spawned process so its peak RSS (``ru_maxrss``) is its own; the
+repetition in a fresh spawned process so its peak RSS (``VmHWM``) is its own; the
 process's RSS before the replay is reported beside it. Events/s counts every event of the
 log, as the projection reads them all.
 
@@ -34,6 +34,7 @@ The functions return numbers, so ``clusterstore bench`` can reuse them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import queue
@@ -152,6 +153,13 @@ def replay(db: str, *, batch_events: int | None = None) -> dict[str, float]:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS: Linux's ``VmHWM``, the high-water mark of the process's
+    own memory since its exec (``ru_maxrss`` of a spawned child starts at its parent's peak,
+    which holds the ceilings' prepared streams), else ``ru_maxrss``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 

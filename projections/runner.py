@@ -20,7 +20,10 @@
   creates their secondary indexes after the load, then points the public views at it and
   moves the checkpoint in one transaction; the old generation is dropped afterwards. Readers
   see the old read model until the new one is complete. It runs exactly the code catch-up
-  runs, so a rebuild equals incremental catch-up.
+  runs, so a rebuild equals incremental catch-up. Where the database allows
+  (``rebuild_in_one_transaction``, PostgreSQL) all of it up to the swap is one transaction:
+  the assignment table is loaded frozen (``COPY FREEZE``), and a rebuild that fails or is
+  killed leaves nothing behind.
 """
 
 from __future__ import annotations
