@@ -60,6 +60,7 @@ PARTITIONS_SETTING = "clusterstore.partitions"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
+INDEX_BUILD_MEMORY = 256 * 1024 * 1024  # bytes of sort memory for a rebuild's key build
 COPY_CHUNK_ROWS = 16_384  # ~1 MB per write; one 100k stream built at once measured 15-25% slower
 
 
@@ -193,6 +194,10 @@ class PostgresRecorder(Recorder):
     # A rebuild's assignment table: COPY without the key, then one sorted key build took
     # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
     primary_key_after_load = True
+    # A rebuild's load, key build and swap in one transaction: the assignment table created
+    # in it is loaded with COPY FREEZE (no hint bits to set later, by the key build, ANALYZE
+    # or the first readers); the load took 0.8x the time (benchmarks/README.md, "Replay").
+    rebuild_in_one_transaction = True
 
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
@@ -301,12 +306,19 @@ class PostgresRecorder(Recorder):
     def upsert_statement(self, table: Table) -> Any:
         return pg_dialect.insert(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
         raw = conn.connection.driver_connection
         assert raw is not None
-        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        # FREEZE: the table was created in this transaction (the server checks it); a
+        # partitioned table cannot be loaded frozen
+        freeze = fresh and partition_count(conn, table.name) is None
+        options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
+        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN ({options})"
         with _driver_errors(sql), raw.cursor() as cur, cur.copy(sql) as copy:
-            copy.write(rows_copy_stream(rows))
+            for part in rows_copy_parts(rows):
+                copy.write(part)
 
     def read_assignment_rows(
         self,
@@ -361,6 +373,16 @@ class PostgresRecorder(Recorder):
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         conn.exec_driver_sql(f"ANALYZE {name}")
+
+    def prepare_index_build(self, conn: Connection) -> None:
+        """At least ``INDEX_BUILD_MEMORY`` of sort memory for the key built after a load
+        (the default 64 MB spills a 1M-row key to disk), never less than the server's."""
+        conn.exec_driver_sql(
+            "SELECT set_config('maintenance_work_mem', "
+            "greatest(setting::bigint, %(kb)s)::text || 'kB', true) "
+            "FROM pg_settings WHERE name = 'maintenance_work_mem'",
+            {"kb": INDEX_BUILD_MEMORY // 1024},
+        )
 
     # ------------------------------------------------------------------ waiting and locks
 
@@ -644,14 +666,20 @@ _ROWS_LEGACY_DTYPE = np.dtype([*_ROWS_COPY_FIELDS, ("legacy_id", "V16")])
 def rows_copy_stream(rows: AssignmentRows) -> bytes:
     """The binary COPY stream of ``rows`` for ``rows.COLUMNS`` (rows without a legacy id
     first)."""
+    return b"".join(rows_copy_parts(rows))
+
+
+def rows_copy_parts(rows: AssignmentRows) -> list[bytes | memoryview]:
+    """``rows_copy_stream`` in parts, the tuples as views of the arrays numpy built (no
+    copy of the stream: concatenating and copying cost a 1M-row load ~0.05 s of CPU)."""
     if not rows.has_legacy.any():
-        return _COPY_HEADER + _rows_tuples(rows, _ROWS_DTYPE) + _COPY_TRAILER
+        return [_COPY_HEADER, _rows_tuples(rows, _ROWS_DTYPE), _COPY_TRAILER]
     plain = _rows_tuples(rows.take(~rows.has_legacy), _ROWS_DTYPE)
     legacy = _rows_tuples(rows.take(rows.has_legacy), _ROWS_LEGACY_DTYPE)
-    return _COPY_HEADER + plain + legacy + _COPY_TRAILER
+    return [_COPY_HEADER, plain, legacy, _COPY_TRAILER]
 
 
-def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
+def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> memoryview:
     out = np.empty(len(rows), dtype=dtype)
     out["nfields"] = len(COLUMNS)
     out["run_key_len"] = 4
@@ -669,4 +697,4 @@ def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
         out["legacy_id"] = rows.legacy_id
     else:
         out["legacy_len"] = -1
-    return out.tobytes()
+    return out.data.cast("B")

@@ -296,7 +296,9 @@ class SQLiteRecorder(Recorder):
     def upsert_statement(self, table: Table) -> Any:
         return sqlite_dialect.insert(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
         _insert_rows(conn, table, rows)
 
     def read_assignment_rows(

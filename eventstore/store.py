@@ -303,9 +303,12 @@ class EventStore:
         """The INSERT for ``table`` with ``on_conflict_do_nothing``/``..._do_update``."""
         return self.recorder.upsert_statement(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
-        """Bulk-load a batch of read-model assignment rows (the backend's fast path)."""
-        self.recorder.insert_assignment_rows(conn, table, rows)
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
+        """Bulk-load a batch of read-model assignment rows (the backend's fast path);
+        ``fresh``: into a table created in this transaction (``rebuild_in_one_transaction``)."""
+        self.recorder.insert_assignment_rows(conn, table, rows, fresh=fresh)
 
     def read_assignment_rows(
         self,
@@ -337,6 +340,14 @@ class EventStore:
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         self.recorder.analyze_table(conn, name)
+
+    def prepare_index_build(self, conn: Connection) -> None:
+        self.recorder.prepare_index_build(conn)
+
+    @property
+    def rebuild_in_one_transaction(self) -> bool:
+        """Whether a rebuild loads and swaps in its new generation in one transaction."""
+        return self.recorder.rebuild_in_one_transaction
 
     @property
     def primary_key_after_load(self) -> bool:

@@ -100,6 +100,19 @@ def from_block(projection: str, block: FeedBlock) -> DeadLetter | None:
     return _letter(projection, block.run_id, block.first_seq, block.position, block.damage)
 
 
+def from_blocks(
+    projection: str, blocks: list[FeedBlock], skipped: set[UUID]
+) -> dict[UUID, DeadLetter]:
+    """The dead letter of each run not in ``skipped`` for its first block in ``blocks``
+    the feed could not read whole."""
+    cut: dict[UUID, DeadLetter] = {}
+    for b in blocks:
+        letter = from_block(projection, b)
+        if letter is not None and b.run_id not in skipped and b.run_id not in cut:
+            cut[b.run_id] = letter
+    return cut
+
+
 def _letter(projection: str, run_id: UUID, seq: int, position: int, reason: str) -> DeadLetter:
     return DeadLetter(projection, run_id, seq, position, reason, datetime.now(UTC))
 
