@@ -47,6 +47,20 @@ DISTANCE_NORM_LIMIT = 2.0**63  # |row| + |centroid| must stay below this
 F32Array = npt.NDArray[np.float32]
 
 
+def input_file(path: str | Path) -> Path:
+    """``path``, which must be a regular file: an input is read more than once (checked,
+    then assigned; again by ``runs resume``), which a pipe cannot be."""
+    p = Path(path)
+    if not p.is_file():
+        if not p.exists():
+            raise InputError(f"{p}: no such file")
+        raise InputError(
+            f"{p} is not a regular file (a pipe, socket or device); save the data to a file "
+            "and give its path"
+        )
+    return p
+
+
 class _Stream(Protocol):
     """A binary file (``FileIO``) or a zip member (``ZipExtFile``)."""
 

@@ -193,6 +193,7 @@ class PostgresRecorder(Recorder):
     )
     concat_payloads_with_seqs_sql = "string_agg(e.payload || int8send(e.seq), ''::bytea)"
     has_session_locks = True
+    _url_wait: tuple[float | None] | None = None  # ``url_lock_timeout``, once asked
     supports_partitions = True
     # A rebuild's assignment table: COPY without the key, then one sorted key build took
     # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
@@ -201,17 +202,37 @@ class PostgresRecorder(Recorder):
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
         # a lock held by another session is waited for at most the lock wait (``waiting``)
-        settings = [f"-c lock_timeout={max(1, round(self.lock_wait * 1000))}"]
+        settings = [f"-c lock_timeout={self._lock_timeout_ms()}"]
         if self.read_only:  # the server refuses any write of this engine's sessions
             settings.append("-c default_transaction_read_only=on")
         url, connect_args["options"] = _with_options(url, *settings)
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
+    def _lock_timeout_ms(self) -> int:
+        return max(1, round(self.lock_wait * 1000))
+
+    def url_lock_timeout(self) -> float | None:
+        """The URL's ``options`` may set ``lock_timeout`` after ours (theirs wins): asked
+        of the server once, on the error path (never parsed from the options)."""
+        if self._url_wait is None:
+            try:
+                with self.engine.connect() as conn:
+                    ms = conn.execute(
+                        text("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'")
+                    ).scalar_one()
+            except sa_exc.DBAPIError:
+                return None  # the server went away: not asked yet
+            # 0: the URL turned lock_timeout off (a lock is waited for without end)
+            self._url_wait = (None if ms in (0, self._lock_timeout_ms()) else ms / 1000,)
+        return self._url_wait[0]
+
     # ------------------------------------------------------------------ URLs
 
     @classmethod
     def check_url(cls, url: URL) -> URL:
-        if url.get_driver_name() not in ("psycopg", ""):
+        # the driver named after "+", if any; not ``get_driver_name()``, which loads the
+        # dialect of the scheme, and SQLAlchemy has none for libpq's ``postgres://``
+        if url.drivername.partition("+")[2] not in ("psycopg", ""):
             raise ConfigurationError(
                 f"{masked_url(url)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."

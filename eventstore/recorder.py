@@ -388,20 +388,28 @@ class Recorder(BackendCapabilities):
             return DatabaseBusyError(f"{self.display_url}: {self.busy_reason()}")
         return convert_error(e, kind, self.display_url)
 
-    def busy_reason(self) -> str:
-        """Why a write gave up waiting for a lock, naming the bound and how to change it."""
-        return (
-            f"the database is locked by another writer; gave up waiting for it (the lock "
-            f"wait is {self.lock_wait:g} s), nothing was written (retry later, or raise the "
-            f"bound with --lock-wait or ${waiting.LOCK_WAIT_ENV})"
-        )
+    def busy_reason(self, *, retried: bool = False) -> str:
+        """Why a write gave up waiting for a lock, naming the wait that applied and how to
+        change it (``waiting.busy_reason``)."""
+        return waiting.busy_reason(self.lock_wait, self.url_lock_timeout(), retried=retried)
+
+    def url_lock_timeout(self) -> float | None:
+        """The lock timeout (seconds) the database URL sets for this store's sessions in
+        place of the lock wait, or None if the lock wait applies."""
+        return None
 
     @contextmanager
     def waiting_for_lock(self, what: str) -> Iterator[None]:
         """Around a statement that may wait for another writer's lock: announced to
         ``on_wait`` while it waits (``waiting.announced``)."""
-        with waiting.announced(self.on_wait, what, self.lock_wait):
+        with waiting.announced(self.on_wait, what, self._gives_up_after):
             yield
+
+    def _gives_up_after(self) -> float:
+        """When a retried write behind a lock gives up: the lock wait, or a longer lock
+        timeout of the URL (one try lasts that long)."""
+        url_wait = self.url_lock_timeout()
+        return self.lock_wait if url_wait is None else max(self.lock_wait, url_wait)
 
     # ------------------------------------------------------------------ schema
 
@@ -422,7 +430,7 @@ class Recorder(BackendCapabilities):
         return retrying(
             lambda: self._initialise_once(allow_existing, partitions),
             (DatabaseBusyError,),
-            lambda e: e,
+            lambda e: DatabaseBusyError(f"{self.display_url}: {self.busy_reason(retried=True)}"),
             bound=self.lock_wait,
         )
 
@@ -557,7 +565,9 @@ class Recorder(BackendCapabilities):
             lambda: self._append_once(run_id, batch, expected_seq),
             (DuplicateKeyError, DatabaseBusyError),
             lambda e: (
-                DatabaseBusyError(f"{self.display_url}: run {run_id}: {self.busy_reason()}")
+                DatabaseBusyError(
+                    f"{self.display_url}: run {run_id}: {self.busy_reason(retried=True)}"
+                )
                 if isinstance(e, DatabaseBusyError)
                 else DatabaseBusyError(
                     f"{self.display_url}: run {run_id} could not be appended to after "

@@ -36,6 +36,7 @@ from .digest import CURRENT_DIGEST_VERSION, DIGEST_V2
 from .errors import (
     ConcurrentWriterError,
     DatabaseBusyError,
+    DiskFullError,
     EventConflictError,
     EventStoreError,
     InputError,
@@ -130,6 +131,9 @@ class RunWriter:
         boundary = lifecycle.boundary
         self._checkpointed = 0 if boundary is None else boundary.rows
         self.on_progress: ProgressFn | None = None  # called with the rows of each batch
+        # how the run goes on once a full disk stopped it (``DiskFullError.stopping``), set
+        # by the code that can continue it, e.g. "`clusterstore runs resume <run>`"
+        self.continued_by = "run the command again (a new run: this one cannot be resumed)"
 
     @classmethod
     def begin(
@@ -428,6 +432,8 @@ class RunWriter:
                 raise RunInterrupted(self.run_id) from ev
         else:
             self.fail(ev)
+            if isinstance(ev, DiskFullError) and ev.run_id is None:
+                raise ev.stopping(self.run_id, self.continued_by) from ev
 
 
 def start_run(

@@ -29,7 +29,7 @@ from . import checkpoints, log_reads
 from .capabilities import Waker
 from .codec import PackedEvents, decode, encode
 from .config import make_recorder, resolve_url
-from .errors import AmbiguousRunError, RunNotFoundError
+from .errors import AmbiguousRunError, NoDirectoryError, NoStoreError, RunNotFoundError
 from .events import Event
 from .feed import FeedBlock, read_feed_blocks
 from .recorder import PAGE_SIZE, AppendResult, Recorder, RunHead, StoredEvent
@@ -72,9 +72,13 @@ class EventStore:
         ``lock_wait``: seconds a lock held by another process is waited for before a
         ``DatabaseBusyError`` (default ``$CLUSTERSTORE_LOCK_WAIT``, else 60); ``on_wait`` is
         told while such a wait lasts (``waiting``)."""
-        recorder = make_recorder(
-            resolve_url(db), read_only=not create, lock_wait=lock_wait, on_wait=on_wait
-        )
+        try:
+            url = resolve_url(db)
+        except NoDirectoryError as e:
+            if create:
+                raise
+            raise NoStoreError(e.path) from e  # a read would create nothing anyway
+        recorder = make_recorder(url, read_only=not create, lock_wait=lock_wait, on_wait=on_wait)
         try:
             if not create:
                 recorder.check_store()

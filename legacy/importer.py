@@ -42,7 +42,7 @@ import numpy as np
 
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.digest import CURRENT_DIGEST_VERSION
-from clusterstore.eventstore.errors import EventConflictError, InputError
+from clusterstore.eventstore.errors import DiskFullError, EventConflictError, InputError
 from clusterstore.eventstore.events import RunStarted
 from clusterstore.eventstore.runs import ProgressFn, RunWriter
 from clusterstore.eventstore.store import decode_stored
@@ -264,6 +264,15 @@ def _import_one(
         started = _stored_start(store, run_id)
         writer = RunWriter(store, run_id, started, head=1, batch_size=chunk)
     writer.on_progress = on_progress
+    try:
+        _write_rows(source, writer, item, chunk)
+    except DiskFullError as e:
+        raise e.stopping(run_id, "run the import again: it finishes this run") from e
+
+
+def _write_rows(source: LegacySource, writer: RunWriter, item: ImportItem, chunk: int) -> None:
+    """The result's rows, then RunCompleted or RunFailed (``_finish``)."""
+    run_id = item.run_id
     index = {u.bytes: i for i, u in enumerate(item.clusters)}
     read = 0
     for row_ids, embedding_ids, cluster_ids in source.iter_rows(run_id, chunk):

@@ -1,11 +1,14 @@
 """A damaged event isolates its run, not the read models (dead-lettered runs).
 
 When a projection meets an event it cannot decode (bytes changed around the store, a block
-of assignments that does not add up), it does not stop: it applies every event of that run
-*before* the damaged one, skips the run's damaged event and every later event of the run,
-records the run in ``pj_dead_letter`` (projection, generation, run, seq, global position,
-reason) and marks it in its own tables (``Projection.mark_damaged``: ``clusteringresult``
-shows status ``damaged`` with the reason as its error; ``embeddingcluster`` hides the run).
+of assignments that does not add up), or one that decodes but holds a value its tables
+cannot store (``UnstorableEventError``: a NUL character in a text, an integer beyond its
+column's range, written through the library's own appends), it does not stop: it applies
+every event of that run *before* the damaged one, skips the run's damaged event and every
+later event of the run, records the run in ``pj_dead_letter`` (projection, generation,
+run, seq, global position, reason) and marks it in its own tables
+(``Projection.mark_damaged``: ``clusteringresult`` shows status ``damaged`` with the reason
+as its error; ``embeddingcluster`` hides the run).
 All of it happens in the transaction of the batch that met the event, with the
 checkpoint's move, so the checkpoint keeps moving for every other run, and no healthy event
 is applied twice or skipped. Which events are applied depends only on the log (everything

@@ -192,9 +192,9 @@ def test_reimport_imports_nothing_and_changes_nothing(store: EventStore, legacy:
     assert store.max_position() == position
 
 
-def test_an_interrupted_import_is_finished_by_running_it_again(
-    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def interrupt_import(store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Import with the 4th append failing (the good result: RunStarted and 128 of its 250
+    rows stored); returns the good run's head."""
     real_append = store.append
     calls = {"n": 0}
 
@@ -208,6 +208,15 @@ def test_an_interrupted_import_is_finished_by_running_it_again(
     with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
         import_legacy(source, store, chunk=64)
     monkeypatch.setattr(store, "append", real_append)
+    head = store.head(legacy.good)
+    assert 1 < head < 252
+    return head
+
+
+def test_an_interrupted_import_is_finished_by_running_it_again(
+    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interrupt_import(store, legacy, monkeypatch)
     with LegacySource(sqlite_path(legacy.url)) as source:
         report = import_legacy(source, store, chunk=64)
     assert report.resumed == 1 and report.imported == 2
@@ -455,27 +464,6 @@ def test_a_malformed_legacy_row_is_refused_before_its_result_is_written(
     assert fixed.exit_code == 0, fixed.output
     with EventStore.open(db_url) as store:
         assert len(store.runs()) == 2
-
-
-def interrupt_import(store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Import with the 4th append failing (the good result: RunStarted and 128 of its 250
-    rows stored); returns the good run's head."""
-    real_append = store.append
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise ConnectionError("the server went away")
-        return real_append(*args, **kwargs)
-
-    monkeypatch.setattr(store, "append", flaky)
-    with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
-        import_legacy(source, store, chunk=64)
-    monkeypatch.setattr(store, "append", real_append)
-    head = store.head(legacy.good)
-    assert 1 < head < 252
-    return head
 
 
 CHANGES = {

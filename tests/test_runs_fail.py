@@ -95,7 +95,7 @@ def test_ctrl_c_during_cluster_names_the_run_and_how_to_resume(
     with EventStore.open(db_url) as store:
         (head,) = store.runs()
     run = head.run_id
-    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert (result.exit_code, result.stdout) == (130, ""), result.output  # 128 + SIGINT
     assert result.stderr == (
         f"Error: interrupted (Ctrl-C): run {run} is stored up to its last complete batch and "
         f"marked failed; `clusterstore runs resume {run}` continues it\n"
