@@ -18,6 +18,7 @@ from .recorder import Recorder, StoredEvent
 from .schema import UUIDType, commits, events
 
 _KEY_CHUNK = 2_000  # keys per statement (two parameters each)
+_ARRAY_CHUNK = 50_000  # keys per statement as two array parameters (``events_at_sql``)
 
 
 def read_events_at(
@@ -25,8 +26,19 @@ def read_events_at(
 ) -> dict[tuple[UUID, int], StoredEvent]:
     """The stored events at the given (run_id, seq) keys (missing keys are left out): the
     keys as a ``VALUES`` table joined to the log on its primary key, one point lookup each
-    (a row-value ``IN`` list is no key lookup on SQLite: it scanned the log per statement)."""
+    (a row-value ``IN`` list is no key lookup on SQLite: it scanned the log per statement),
+    or, where the backend has ``events_at_sql``, as two arrays (one parameter each: the
+    client no longer compiles and binds two parameters per key)."""
     out: dict[tuple[UUID, int], StoredEvent] = {}
+    if recorder.events_at_sql is not None:
+        for lo in range(0, len(keys), _ARRAY_CHUNK):
+            chunk = keys[lo : lo + _ARRAY_CHUNK]
+            params = {"runs": [run for run, _ in chunk], "seqs": [int(seq) for _, seq in chunk]}
+            with recorder.transaction() as conn:
+                rows = recorder.fetch_all(conn, recorder.events_at_sql, params)
+            for r in rows:
+                out[(r[0], r[1])] = StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+        return out
     e = events
     for lo in range(0, len(keys), _KEY_CHUNK):
         chunk = [(run, int(seq)) for run, seq in keys[lo : lo + _KEY_CHUNK]]

@@ -192,6 +192,13 @@ class PostgresRecorder(Recorder):
         "string_agg(e.payload || int4send((e.seq - c.first_seq)::int4), ''::bytea)"
     )
     concat_payloads_with_seqs_sql = "string_agg(e.payload || int8send(e.seq), ''::bytea)"
+    # 1,000 runs' first and last events (``runs list``): 2,000 keys as VALUES took ~0.1 s
+    # of client CPU to compile and bind; as two arrays, one index lookup per key still
+    events_at_sql = (
+        "SELECT e.run_id, e.seq, e.type, e.version, e.payload "
+        "FROM unnest(CAST(:runs AS uuid[]), CAST(:seqs AS bigint[])) AS k(run_id, seq) "
+        "JOIN cs_events e ON e.run_id = k.run_id AND e.seq = k.seq"
+    )
     has_session_locks = True
     _url_wait: tuple[float | None] | None = None  # ``url_lock_timeout``, once asked
     supports_partitions = True

@@ -9,9 +9,10 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from clusterstore.audit._log import assignment_blocks
-from clusterstore.eventstore import EventStore, pack_assignments
+from clusterstore.eventstore import EventStore, log_reads, pack_assignments
 from clusterstore.eventstore.events import AssignmentRecorded
 from clusterstore.eventstore.log_reads import in_seq_order
 from clusterstore.eventstore.rows import FIELDS, AssignmentRows
@@ -124,3 +125,20 @@ def test_read_model_rows_stored_out_of_seq_order_are_read_in_seq_order(
     for field in FIELDS:
         assert (getattr(got, field) == getattr(rows, field)).all(), field
         assert (getattr(capped, field) == getattr(rows, field)[10:60]).all(), field
+
+
+def test_events_at_keys(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point reads by (run_id, seq): the events at the keys that exist, across chunks of
+    keys (each backend's way of passing them), none for a missing key."""
+    monkeypatch.setattr(log_reads, "_KEY_CHUNK", 7)
+    monkeypatch.setattr(log_reads, "_ARRAY_CHUNK", 7)
+    payloads = _packed(40)
+    run = _store_backwards(store, payloads)
+    keys = [(run, s) for s in (40, 3, 1, 17, 0, 41, 2**62, *range(20, 31))]
+    keys.append((uuid.uuid4(), 1))
+    found = store.read_events_at(keys)
+    want = {(run, s) for s in (40, 3, 1, 17, *range(20, 31))}
+    assert set(found) == want
+    for (r, s), ev in found.items():
+        assert (ev.run_id, ev.seq, ev.type) == (r, s, AssignmentRecorded.TYPE)
+        assert ev.payload == payloads[s - 1]
