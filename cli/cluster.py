@@ -17,6 +17,7 @@ from clusterstore.clustering import (
     resume,
     run_demo,
 )
+from clusterstore.clustering.inputs import check_inputs
 from clusterstore.clustering.kmeans import MAX_SEED
 from clusterstore.clustering.runner import (
     DEFAULT_ITERATIONS,
@@ -114,6 +115,7 @@ def cluster_command(
 ) -> None:
     """Cluster EMBEDDINGS (.npy, .npz or .parquet; N x d floats) and record every
     assignment."""
+    check_inputs(embeddings, ids)  # before the store: a missing input creates nothing
     store = state.open(write=True)
     settings = ClusterSettings(
         model=model,

@@ -61,6 +61,14 @@ def input_file(path: str | Path) -> Path:
     return p
 
 
+def check_inputs(*paths: str | Path | None) -> None:
+    """Each given path is a regular file (``input_file``): checked before a command opens
+    its store, so a missing input creates nothing."""
+    for path in paths:
+        if path is not None:
+            input_file(path)
+
+
 class _Stream(Protocol):
     """A binary file (``FileIO``) or a zip member (``ZipExtFile``)."""
 

@@ -267,14 +267,16 @@ class LegacyRowError(InputError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) stopped a run's writer; RunFailed was recorded. Still a
-    ``KeyboardInterrupt``, so code that stops on Ctrl-C keeps stopping."""
+    """Ctrl-C (or SIGINT) stopped a run's writer; RunFailed was recorded. ``then``: how the
+    run goes on (``RunWriter.continued_by``). Still a ``KeyboardInterrupt``, so code that
+    stops on Ctrl-C keeps stopping."""
 
-    def __init__(self, run_id: UUID):
+    def __init__(self, run_id: UUID, then: str | None = None):
         self.run_id = run_id
+        then = f"`clusterstore runs resume {run_id}` continues it" if then is None else then
         super().__init__(
             f"interrupted (Ctrl-C): run {run_id} is stored up to its last complete batch and "
-            f"marked failed; `clusterstore runs resume {run_id}` continues it"
+            f"marked failed; {then}"
         )
 
     def __str__(self) -> str:

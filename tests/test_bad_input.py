@@ -694,3 +694,19 @@ def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[
     assert out.stat().st_size > 0
     assert sorted(os.listdir(store_dir)) == files
     assert_store_unchanged(str(path), before)
+
+
+@pytest.mark.parametrize("command", ["cluster", "assign", "import-legacy"])
+def test_a_missing_input_creates_no_store(tmp_path: Path, command: str) -> None:
+    """A writing command refused for its input leaves no database behind where none was."""
+    db = tmp_path / "new.db"
+    missing = str(tmp_path / "missing.npy")
+    args = {
+        "cluster": ["cluster", missing, "--model", "m", "--k", "3"],
+        "assign": ["assign", "0123", missing],
+        "import-legacy": ["import-legacy", str(tmp_path / "missing.db")],
+    }[command]
+    result = invoke(str(db), [*args, "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == []

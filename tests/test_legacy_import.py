@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -535,3 +536,17 @@ def test_a_restored_source_finishes_the_skipped_run(
         report = import_legacy(source, store, chunk=64)
     assert (report.resumed, report.changed) == (1, [])
     check_imported(store, legacy)
+
+
+def test_a_dry_run_only_reads(tmp_path: Path) -> None:
+    """--dry-run opens the store read-only; where there is none yet it creates nothing and
+    reports every legacy result as new (what the first import would do)."""
+    src = tmp_path / "legacy.db"
+    hand_made_legacy(src, "")
+    db = tmp_path / "new.db"
+    dry = CliRunner().invoke(cli, ["--db", str(db), "import-legacy", str(src), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert sorted(os.listdir(tmp_path)) == ["legacy.db"]
+    real = CliRunner().invoke(cli, ["--db", str(db), "import-legacy", str(src), "-q"])
+    assert real.exit_code == 0, real.output
+    assert dry.stdout.replace("Would import", "Imported") == real.stdout
