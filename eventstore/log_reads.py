@@ -35,8 +35,8 @@ def read_events_at(
             chunk = keys[lo : lo + _ARRAY_CHUNK]
             params = {"runs": [run for run, _ in chunk], "seqs": [int(seq) for _, seq in chunk]}
             with recorder.transaction() as conn:
-                rows = recorder.fetch_all(conn, recorder.events_at_sql, params)
-            for r in rows:
+                found = recorder.fetch_all(conn, recorder.events_at_sql, params)
+            for r in found:
                 out[(r[0], r[1])] = StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
         return out
     e = events
