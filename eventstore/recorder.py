@@ -172,6 +172,14 @@ class Recorder(BackendCapabilities):
     # (``e.seq - c.first_seq``, 4 bytes big-endian); the feed then puts the records in seq
     # order itself (feed.py). None: ``concat_payloads_sql``.
     concat_payloads_with_offsets_sql: ClassVar[str | None] = None
+    # Optional, for a run's block reads (log_reads.py): the payloads concatenated in
+    # whatever order the scan delivers them, each followed by its seq (``e.seq``, 8 bytes
+    # big-endian), put in seq order by the reader. None: ``concat_payloads_sql``.
+    concat_payloads_with_seqs_sql: ClassVar[str | None] = None
+    # Optional, for point reads by key (log_reads.py): a SELECT of (run_id, seq, type,
+    # version, payload) of the events at the keys given as two arrays ``:runs``, ``:seqs``.
+    # None: the keys as a VALUES table (two bound parameters per key).
+    events_at_sql: ClassVar[str | None] = None
     # ``e.payload`` as the bytes it holds (feed.py)
     payload_sql: ClassVar[str] = "e.payload"
     # whether ``try_session_lock`` and friends exist (a lock held by a connection, freed by
