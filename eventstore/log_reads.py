@@ -12,7 +12,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import BigInteger, LargeBinary, and_, cast, column, func, select, values
 
-from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH
+from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH, payloads_in_key_order
 from .events import AssignmentRecorded
 from .recorder import Recorder, StoredEvent
 from .schema import UUIDType, commits, events
@@ -191,14 +191,9 @@ def _record_width(total: int, n_fixed: int) -> int | None:
 
 
 def in_seq_order(data: bytes, width: int) -> bytes:
-    """The ``width``-byte payloads of ``data``, records of a payload and its 8-byte
-    big-endian seq in the order the database concatenated them, in seq order: as they are
-    when the scan delivered them so (checked), else sorted by seq here."""
-    record = np.dtype([("payload", f"V{width}"), ("seq", _SEQ)])
-    rec = np.frombuffer(data, dtype=record)
-    if not (np.diff(rec["seq"]) > 0).all():
-        rec = rec[np.argsort(rec["seq"], kind="stable")]
-    return rec["payload"].tobytes()
+    """Records of a payload and its 8-byte seq (``concat_payloads_with_seqs_sql``),
+    payloads in seq order."""
+    return payloads_in_key_order(data, width, ">i8")
 
 
 def _widths(total: int, n_fixed: int) -> tuple[int, int] | None:
