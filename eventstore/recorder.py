@@ -73,6 +73,8 @@ APPEND_RETRIES = 8
 WAITING_FOR_WRITE = "another writer to release the database lock"
 WAITING_FOR_RUN = "another writer of this run to commit"
 WAITING_FOR_LOG = "another writer to commit its position in the log"
+# the tables whose presence says whether (and how completely) a store is here
+_KNOWN_TABLES = schema.STORE_TABLES | schema.ADDED_TABLES
 
 
 class StoredEvent(NamedTuple):
@@ -473,12 +475,12 @@ class Recorder(BackendCapabilities):
         """Make sure a store exists here, reading only; ``NoStoreError`` if the database
         holds none (nothing is created: the commands that only read open stores this way)."""
         with self.transaction() as conn:
-            if not self._check_existing(conn, set(inspect(conn).get_table_names())):
+            if not self._check_existing(conn, schema.tables_present(conn, _KNOWN_TABLES)):
                 raise NoStoreError(self.display_url)
 
     def _initialise_once(self, allow_existing: bool, partitions: int | None = None) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
-            names = set(inspect(conn).get_table_names())
+            names = schema.tables_present(conn, _KNOWN_TABLES)
             if self._check_existing(conn, names):
                 self._check_partitioning(conn, partitions)
                 if schema.ADDED_TABLES - names:

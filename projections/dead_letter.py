@@ -34,11 +34,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, delete, inspect, select
+from sqlalchemy import Connection, delete, select
 
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.feed import FeedBlock
-from clusterstore.eventstore.schema import utc
+from clusterstore.eventstore.schema import tables_present, utc
 from clusterstore.eventstore.store import EventStore
 from clusterstore.eventstore.vocabulary import timestamp
 
@@ -191,8 +191,8 @@ def dead_letters(store: EventStore, run_id: UUID | None = None) -> list[DeadLett
     ``run_id``'s), in log order. Only reads: a store whose read models never met a damaged
     event (or were never built) has none."""
     with store.transaction() as conn:
-        tables = set(inspect(conn).get_table_names())
-        if schema.dead_letters.name not in tables or schema.checkpoints.name not in tables:
+        wanted = {schema.dead_letters.name, schema.checkpoints.name}
+        if tables_present(conn, wanted) != wanted:
             return []
         cp = schema.checkpoints
         out: list[DeadLetter] = []

@@ -42,6 +42,7 @@ from sqlalchemy import Connection, inspect, update
 from clusterstore.eventstore.errors import DatabaseBusyError, EventDecodeError, SchemaError
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.runs import ProgressFn
+from clusterstore.eventstore.schema import tables_present
 from clusterstore.eventstore.store import EventStore
 
 from . import dead_letter, schema
@@ -519,7 +520,7 @@ def status(store: EventStore) -> list[ProjectionStatus]:
     head = store.max_position()
     out = []
     with store.transaction() as c:
-        names = set(inspect(c).get_table_names())
+        names = tables_present(c, {schema.checkpoints.name, schema.locks.name})
         for name in NAMES:
             cp = read_checkpoint(c, name) if schema.checkpoints.name in names else None
             if store.has_session_locks:
