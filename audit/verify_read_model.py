@@ -35,7 +35,7 @@ class ReadModelCheck:
     # embeddingcluster is not past the run or holds no row for it}``.
     projected: Callable[[EventStore, UUID], dict[str, Any] | None] | None = None
     # ``damaged(store, run_id)``: (seq, reason) when the read models skip the run from an
-    # event that did not decode (a dead letter), else None.
+    # event that did not decode or that they cannot store (a dead letter), else None.
     damaged: Callable[[EventStore, UUID], tuple[int, str] | None] | None = None
 
 
@@ -47,8 +47,8 @@ def _report_damage(checker: _Checker, damage: tuple[int, str], *, repaired: bool
     seq, reason = damage
     if repaired:
         message = (
-            f"the read models skip the run from this event on (it did not decode: {reason}), "
-            f"but the log reads whole now (repaired?); {_REPAIR}, the run included"
+            f"the read models skip the run from this event on ({reason}), but the log reads "
+            f"whole now (repaired?); {_REPAIR}, the run included"
         )
     else:
         message = (

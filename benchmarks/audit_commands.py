@@ -15,13 +15,19 @@ imports. Events/s counts the assignments the command reads:
 - ``verify_crowded``: ``runs verify RUN`` as ``verify`` does, with ``OTHER_RUNS`` other runs
   of n assignments in the store (half recorded before RUN, half after), n: per-run reads
   use the keys, so its ratio to ``verify`` (``verify_crowded_vs_verify``) stays near 1.
+- ``runs_events``: ``runs events RUN`` with standard output sent to a file (as
+  ``> run.ndjson`` does: the lines are streamed, not held), the run not projected; the
+  events are the lines written (n + 2).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import numpy as np
@@ -65,7 +71,17 @@ def _cli(db_url: str, *args: str) -> str:
     result = CliRunner().invoke(cli, ["--db", db_url, *args], catch_exceptions=False)
     if result.exit_code != 0:
         raise AssertionError(f"{' '.join(args[:2])} exited {result.exit_code}: {result.output}")
-    return result.output
+    return result.stdout
+
+
+def _timed_json(db_url: str, *args: str) -> tuple[Clock, Any]:
+    """One ``--json`` invocation on the clock (the CLI's modules imported off it); the clock
+    and the parsed document, for the step to check what the command did."""
+    _cli(db_url, "--help")
+    clock = Clock()
+    with clock.running():
+        out = _cli(db_url, *args, "--json")
+    return clock, json.loads(out)
 
 
 def _timed(db_url: str, events: int, *args: str) -> Measurement:
@@ -142,3 +158,22 @@ def runs_list(backend: str, n: int, db_url: str) -> Measurement:
     m = _timed(db_url, RUNS, "runs", "list", "--quiet")
     m.note = f"{RUNS:,} runs of {per_run:,} assignments; {m.note}"
     return m
+
+
+def runs_events(backend: str, n: int, db_url: str) -> Measurement:
+    from clusterstore.cli.main import cli
+
+    with EventStore.open(db_url) as store:
+        run = str(_record(store, assignment_batches(n), n))
+    _cli(db_url, "--help")
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "run.ndjson"
+        with path.open("w") as out, contextlib.redirect_stdout(out), clock.running():
+            cli.main(["--db", db_url, "runs", "events", run], standalone_mode=False)
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    if lines != n + 2:
+        raise AssertionError(f"runs events wrote {lines} lines, expected {n + 2}")
+    return clock.measurement(lines, f"{size / 1e6:,.1f} MB of NDJSON")

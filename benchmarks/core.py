@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from clusterstore.eventstore.errors import EventStoreError
+
 BATCH = 100_000  # events per append / per transaction, on every path that batches
+
+
+class StepFailed(EventStoreError):
+    """A step's process failed; the report says so in the step's ``error`` and the other
+    steps still run (their figures are kept), then the command exits 1."""
 
 
 class StepSkipped(Exception):

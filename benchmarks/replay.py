@@ -10,7 +10,7 @@ The log: ``--runs`` completed runs (RunStarted, ``AssignmentRecorded`` appended 
 RunCompleted with the digest), generated batch by batch (memory stays flat for 10M).
 Replay: ``projections.rebuild(store, ["embeddingcluster"])`` timed end to end (reading the
 log, loading a new generation, its indexes, the atomic swap, dropping the old one), each
-repetition in a fresh spawned process so its peak RSS (``ru_maxrss``) is its own; the
+repetition in a fresh spawned process so its peak RSS (``VmHWM``) is its own; the
 process's RSS before the replay is reported beside it. Events/s counts every event of the
 log, as the projection reads them all.
 
@@ -23,7 +23,10 @@ clock: how a rebuild loads, ``primary_key_after_load``); (b)
 the same in the legacy SQLModel shape (id uuid primary key, embedding_id,
 clustering_result_id, cluster_id); (c) the legacy shape the way a competent user writes it
 (psycopg 3 binary COPY, ``Copy.write_row`` per row of UUID objects), the ceiling
-definition of the append benchmark.
+definition of the append benchmark. Every ceiling ends with ``ANALYZE`` of its table on
+the clock, as the replay does before its swap. Each repetition times the replay and then
+every ceiling once (the reverse order every other repetition), so load drift on the
+shared machine hits both alike.
 
 The functions return numbers, so ``clusterstore bench`` can reuse them.
 """
@@ -31,6 +34,7 @@ The functions return numbers, so ``clusterstore bench`` can reuse them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import queue
@@ -39,7 +43,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +153,13 @@ def replay(db: str, *, batch_events: int | None = None) -> dict[str, float]:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS: Linux's ``VmHWM``, the high-water mark of the process's
+    own memory since its exec (``ru_maxrss`` of a spawned child starts at its parent's peak,
+    which holds the ceilings' prepared streams), else ``ru_maxrss``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
@@ -192,31 +203,38 @@ def measure_replay(
     ceiling: bool = False,
 ) -> dict[str, Any]:
     """Build one log, replay it ``repeat`` times (each in a fresh process); with
-    ``ceiling`` (PostgreSQL) also time the raw binary COPY ceilings on the same rows."""
+    ``ceiling`` (PostgreSQL) also time the raw binary COPY ceilings on the same rows, each
+    repetition of every ceiling next to a replay (replay first, then the ceilings, in
+    reverse order every other repetition), so load drift hits both alike."""
     with database_with_log(backend, events, pg_url=pg_url, directory=directory) as db:
-        runs = [replay_in_child(db) for _ in range(repeat)]
+        ceilings = _ceiling_jobs(db) if ceiling and backend == "postgres" else {}
+        runs: list[dict[str, float]] = []
+        rates_of: dict[str, list[float]] = {name: [] for name in ceilings}
+        names = ["replay", *ceilings]
+        for r in range(repeat):
+            for name in names if r % 2 == 0 else reversed(names):
+                if name == "replay":
+                    runs.append(replay_in_child(db))
+                else:
+                    rates_of[name].append(ceilings[name]())
         rates = [r["events_per_s"] for r in runs]
         totals = [r["events_per_s_total"] for r in runs]
         out: dict[str, Any] = {
             "backend": backend,
             "events": int(runs[0]["events"]),
-            "events_per_s": {
-                "median": statistics.median(rates),
-                "min": min(rates),
-                "max": max(rates),
-            },
+            "events_per_s": _spread(rates),
             "runs": rates,
-            "events_per_s_total": {
-                "median": statistics.median(totals),
-                "min": min(totals),
-                "max": max(totals),
-            },
+            "events_per_s_total": _spread(totals),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             "rss_before_mb": max(r["rss_before_mb"] for r in runs),
         }
-        if ceiling and backend == "postgres":
-            out["ceilings"] = pg_ceilings(db, repeat=repeat)
+        if ceilings:
+            out["ceilings"] = {name: _spread(v) for name, v in rates_of.items()}
         return out
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 # ---------------------------------------------------------------- PostgreSQL ceilings
@@ -306,7 +324,9 @@ def _copy_rate(
 ) -> float:
     """Rows/s COPYing ``streams`` (binary COPY streams, or lists of row tuples written with
     ``Copy.write_row``) in one transaction each into a new table made by ``ddl``, then
-    running ``after`` (e.g. adding the primary key) on the clock."""
+    running ``after`` (e.g. adding the primary key) and ``ANALYZE`` on the clock (the
+    replay refreshes its tables' statistics before the swap too: with autovacuum off,
+    nothing else would)."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -338,7 +358,8 @@ def _copy_rate(
             conn.commit()
         if after:
             conn.execute(after.format(t=table))
-            conn.commit()
+        conn.execute(f"ANALYZE {table}")
+        conn.commit()
         seconds = time.perf_counter() - t0
         conn.execute(f"DROP TABLE {table}")
         conn.commit()
@@ -347,41 +368,34 @@ def _copy_rate(
     return rows / seconds
 
 
-def pg_ceilings(db: str, *, repeat: int = REPEAT) -> dict[str, dict[str, float]]:
-    """Rows/s of raw binary COPY of the read model's rows, median/min/max of ``repeat``."""
+def _ceiling_jobs(db: str) -> dict[str, Callable[[], float]]:
+    """Each ceiling as a job returning rows/s, its streams prepared now (off the clock)."""
     same, legacy, total = _streams(db)
     tuples = [_uuid_tuples(stream) for stream in legacy]
-    out = {}
     same_columns = "run_key, seq, embedding_id, cluster, distance, legacy_id"
-    for name, ddl, columns, streams in (
-        ("copy_same_rows", _SAME_ROWS, same_columns, same),
-        (
-            "copy_legacy_rows",
-            _LEGACY_ROWS,
-            "id, embedding_id, clustering_result_id, cluster_id",
-            legacy,
-        ),
-        (
-            "write_row_legacy_rows",
-            _LEGACY_ROWS,
-            "id, embedding_id, clustering_result_id, cluster_id",
-            tuples,
-        ),
-    ):
-        rates = [_copy_rate(db, ddl, columns, streams, total) for _ in range(repeat)]
-        out[name] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+    legacy_columns = "id, embedding_id, clustering_result_id, cluster_id"
     # the same rows loaded the way a rebuild loads them: the key added after the COPYs
     keyless = _SAME_ROWS.replace(", PRIMARY KEY (run_key, seq))", ")")
     add_key = "ALTER TABLE {t} ADD PRIMARY KEY (run_key, seq)"
-    rates = [
-        _copy_rate(db, keyless, same_columns, same, total, after=add_key) for _ in range(repeat)
-    ]
-    out["copy_same_rows_key_after"] = {
-        "median": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
+    return {
+        "copy_same_rows": lambda: _copy_rate(db, _SAME_ROWS, same_columns, same, total),
+        "copy_legacy_rows": lambda: _copy_rate(db, _LEGACY_ROWS, legacy_columns, legacy, total),
+        "write_row_legacy_rows": lambda: _copy_rate(
+            db, _LEGACY_ROWS, legacy_columns, tuples, total
+        ),
+        "copy_same_rows_key_after": lambda: _copy_rate(
+            db, keyless, same_columns, same, total, after=add_key
+        ),
     }
-    return out
+
+
+def pg_ceilings(db: str, *, repeat: int = REPEAT) -> dict[str, dict[str, float]]:
+    """Rows/s of raw binary COPY of the read model's rows, median/min/max of ``repeat``
+    (each ceiling's repetitions in a row; ``measure_replay`` interleaves them with
+    replays)."""
+    return {
+        name: _spread([job() for _ in range(repeat)]) for name, job in _ceiling_jobs(db).items()
+    }
 
 
 # ---------------------------------------------------------------- command line

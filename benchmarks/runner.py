@@ -28,116 +28,12 @@ from typing import Any
 from clusterstore.eventstore.errors import DatabaseUnavailableError, EventStoreError
 
 from . import databases
-from .core import StepSkipped
-from .legacy import CAP as LEGACY_CAP
+from .catalog import BACKENDS, GROUPS, RATIOS, STEPS, StepSpec
+from .core import StepFailed, StepSkipped
+
+__all__ = ["BACKENDS", "GROUPS", "RATIOS", "STEPS", "BenchConfig", "StepSpec", "run_bench"]
 
 
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    target: str  # "module:function", imported in the child
-    summary: str
-    cap: int | None = None  # the largest n the step is run with
-    requires: tuple[str, ...] = ()  # packages checked before any child is started
-
-
-STEPS: dict[str, StepSpec] = {
-    s.name: s
-    for s in (
-        StepSpec(
-            "legacy",
-            "clusterstore.benchmarks.legacy:run",
-            "SQLModel ORM, uuid7 key per row, flush every 1,000, one commit",
-            cap=LEGACY_CAP,
-            requires=("sqlmodel",),
-        ),
-        StepSpec(
-            "append",
-            "clusterstore.benchmarks.steps:append",
-            "EventStore.append, PackedEvents x 100k",
-        ),
-        StepSpec(
-            "ceiling",
-            "clusterstore.benchmarks.ceiling:run",
-            "raw driver, pre-encoded rows: sqlite3 executemany / psycopg COPY write_row",
-        ),
-        StepSpec(
-            "ceiling_replay",
-            "clusterstore.benchmarks.ceiling:run_read_model",
-            "raw driver, embeddingcluster-shaped rows",
-        ),
-        StepSpec(
-            "replay",
-            "clusterstore.benchmarks.plugins:replay",
-            "projections.catch_up_all on a fresh read model",
-        ),
-        StepSpec(
-            "end_to_end",
-            "clusterstore.benchmarks.plugins:end_to_end",
-            "cluster + record + project, 384-d, k=100",
-            requires=("clustering",),
-        ),
-        StepSpec(
-            "record",
-            "clusterstore.benchmarks.api_steps:record",
-            "Store.record of labels made elsewhere (5% noise) + catch-up",
-        ),
-        StepSpec(
-            "assign",
-            "clusterstore.benchmarks.api_steps:assign",
-            "Store.assign to a run's 100 centroids (384-d) + catch-up",
-            requires=("clustering",),
-        ),
-        StepSpec(
-            "report",
-            "clusterstore.benchmarks.audit_steps:report",
-            "audit.write_report of one run (k=100): verify, statistics, members, history",
-        ),
-        StepSpec(
-            "which",
-            "clusterstore.benchmarks.audit_steps:which",
-            "projections.which x 200 with the lookup index (events = lookups)",
-            requires=("projections",),
-        ),
-        *(
-            StepSpec(
-                name, f"clusterstore.benchmarks.audit_commands:{name}", summary, requires=tuple(r)
-            )
-            for name, summary, *r in (
-                ("verify", "runs verify RUN: log checks and the read-model check"),
-                ("compare", "runs compare A B, two runs of n (events = 2n)"),
-                ("export_csv", "export RUN -o run.csv"),
-                ("export_npy", "export RUN -o run.npy"),
-                ("export_parquet", "export RUN -o run.parquet", "pyarrow"),
-                ("runs_list", "runs list with 1,000 runs in the store (events = runs)"),
-                ("runs_show", "runs show RUN: what its RunCompleted recorded, no verify pass"),
-                ("verify_crowded", "runs verify RUN with 10 other runs of n in the store"),
-            )
-        ),
-    )
-}
-# --steps NAME also takes a group: the steps it names
-GROUPS = {
-    "audit": (
-        "verify",
-        "compare",
-        "export_csv",
-        "export_npy",
-        "export_parquet",
-        "runs_list",
-        "runs_show",
-    ),
-    # per-run reads against the size of the store: verify alone and among 10 other runs
-    "isolation": ("verify", "verify_crowded"),
-}
-BACKENDS = ("sqlite", "postgres")
-# name -> (numerator step, denominator step), computed on the medians, per backend
-RATIOS = {
-    "append_vs_legacy": ("append", "legacy"),
-    "append_vs_ceiling": ("append", "ceiling"),
-    "replay_vs_ceiling_replay": ("replay", "ceiling_replay"),
-    "verify_crowded_vs_verify": ("verify_crowded", "verify"),
-}
 PACKAGES = ("sqlalchemy", "sqlmodel", "psycopg", "numpy", "msgspec", "uuid-utils", "faiss-cpu")
 
 Progress = Callable[[str, bool], None]  # (text, finished): a line starts, then ends
@@ -166,6 +62,7 @@ class _Cell:
     rss_mb: list[float] = field(default_factory=list)
     db_mb: list[float] = field(default_factory=list)
     skipped: str | None = None
+    error: str | None = None  # the step failed: the other steps still run
     notes: list[str] = field(default_factory=list)
 
 
@@ -190,7 +87,7 @@ def _in_child(spec: StepSpec, backend: str, n: int, db_url: str) -> dict[str, An
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        raise EventStoreError(f"bench step {spec.name} on {backend} failed: {tail[0]}")
+        raise StepFailed(f"bench step {spec.name} on {backend} failed: {tail[0]}")
     out: dict[str, Any] = json.loads(lines[-1])
     if "skipped" in out:
         raise StepSkipped(out["skipped"])
@@ -229,16 +126,19 @@ def _plan(config: BenchConfig) -> list[_Cell]:
     for name in config.steps:
         spec = STEPS[name]
         n = min(config.n, spec.cap) if spec.cap else config.n
+        if spec.fixed is not None:
+            n = spec.fixed
         for backend in config.backends:
             cell = _Cell(spec, backend, n)
             missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
             if missing:
                 names = " and ".join(missing)
                 cell.skipped = f"{names} {'is' if len(missing) == 1 else 'are'} not installed"
-            if n < config.n:
-                cell.notes.append(
-                    f"n capped at {n:,} of {config.n:,} (slow ORM path); not extrapolated"
-                )
+            if spec.fixed is not None:
+                cell.notes.append(f"fixed n {n:,}: {spec.fixed_why}; --n does not apply")
+            elif n < config.n:
+                why = f" ({spec.cap_why})" if spec.cap_why else ""
+                cell.notes.append(f"n capped at {n:,} of {config.n:,}{why}; not extrapolated")
             cells.append(cell)
     return cells
 
@@ -262,6 +162,9 @@ def _measure(cell: _Cell, dbs: _Databases) -> str:
     except StepSkipped as e:
         cell.skipped = str(e)
         return f"skipped: {e}"
+    except StepFailed as e:  # reported in the result; the other steps' figures are kept
+        cell.error = str(e)
+        return f"failed: {e}"
     rate = out["events"] / out["seconds"] if out["seconds"] > 0 else float("inf")
     cell.rates.append(rate)
     cell.seconds.append(out["seconds"])
@@ -292,7 +195,7 @@ def run_bench(config: BenchConfig, on_progress: Progress | None = None) -> dict[
         for rep in range(config.repeat):
             for cell in cells if rep % 2 == 0 else cells[::-1]:
                 done += 1
-                if cell.skipped is not None:
+                if cell.skipped is not None or cell.error is not None:
                     continue
                 say(
                     f"[{done}/{total}] {cell.backend} {cell.spec.name} rep {rep + 1}/"
@@ -340,6 +243,7 @@ def _result(cell: _Cell) -> dict[str, Any]:
         "peak_rss_mb": round(max(cell.rss_mb), 1) if cell.rss_mb else None,
         "db_mb": round(max(cell.db_mb), 2) if cell.db_mb else None,
         "skipped": cell.skipped,
+        "error": cell.error,
         "note": "; ".join(cell.notes) or None,
     }
 
@@ -350,7 +254,7 @@ def _ratios(
     medians = {
         (c.spec.name, c.backend): statistics.median(c.cpu_rates if cpu else c.rates)
         for c in cells
-        if (c.cpu_rates if cpu else c.rates) and c.skipped is None
+        if (c.cpu_rates if cpu else c.rates) and c.skipped is None and c.error is None
     }
     out: dict[str, dict[str, float | None]] = {}
     for backend in backends:

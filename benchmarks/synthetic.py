@@ -68,3 +68,18 @@ def embeddings(n: int, *, dim: int = DIM, k: int = K, seed: int = SEED) -> npt.N
 def embedding_ids(n: int) -> npt.NDArray[np.void]:
     """The ids of rows 0..n-1 (the assignments' ids), as one array."""
     return np.concatenate([b.ids for b in assignment_batches(n)]) if n else np.empty(0, "V16")
+
+
+def write_embeddings(path: str, n: int, *, dim: int = DIM, k: int = K, seed: int = SEED) -> None:
+    """A ``.npy`` of n x dim float32 vectors around k random centres, as ``embeddings`` makes
+    them but written a batch at a time (batch b from its own seed): the step never holds
+    the whole input, as a user's file of 1M x 384 (1.5 GB) is not held either."""
+    centres = np.random.default_rng(seed).standard_normal((k, dim), dtype=np.float32) * 4.0
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    for lo, hi in batches(n, BATCH):
+        rng = np.random.default_rng([seed, lo // BATCH])
+        block = rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        block += centres[rng.integers(0, k, size=hi - lo)]
+        out[lo:hi] = block
+    out.flush()
+    del out

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from clusterstore.clustering.inputs import check_inputs
 from clusterstore.eventstore.runs import DEFAULT_BATCH_SIZE
 
 from ._context import pass_store
@@ -52,6 +53,7 @@ def assign_command(
 ) -> None:
     """Label EMBEDDINGS (.npy, .npz or .parquet) with RUN's centroids (no retraining, RUN's
     metric) and record them as a new run that names RUN as its parent."""
+    check_inputs(embeddings, ids)  # before the store: a missing input creates nothing
     files = {"npz_key": npz_key, "embeddings_column": embeddings_column, "id_column": id_column}
     child = state.api(write=True).assign(
         run,

@@ -33,10 +33,28 @@ STEPS = (
     "runs_list",
     "runs_show",
     "verify_crowded",
+    "runs_events",
+    "runs_resume",
+    "catch_up",
+    "rebuild",
+    "lookup_index",
+    "projections_status",
+    "datasette_metadata",
+    "init",
+    "demo",
+    "import_legacy",
 )
-GROUPS = {  # --steps audit: the audit commands; isolation: verify alone and among others
-    "audit": STEPS[-8:-1],
-    "isolation": ("verify", "verify_crowded"),
+_AUDIT = ("verify", "compare", "export_csv", "export_npy", "export_parquet", "runs_list")
+GROUPS = {
+    "audit": (*_AUDIT, "runs_show"),  # the audit commands
+    "isolation": ("verify", "verify_crowded"),  # verify alone and among other runs
+    "runs": ("runs_list", "runs_show", "runs_events", "verify", "compare", "runs_resume"),
+    "projections": ("replay", "catch_up", "rebuild", "lookup_index", "projections_status"),
+    "commands": (  # at least one step for every command of the CLI
+        *("end_to_end", "record", "assign", "report", "which", *_AUDIT, "runs_show"),
+        *("runs_events", "runs_resume", "catch_up", "rebuild", "lookup_index"),
+        *("projections_status", "datasette_metadata", "init", "demo", "import_legacy"),
+    ),
 }
 LEGACY_CAP = 200_000
 PG_ENV = "CLUSTERSTORE_BENCH_PG_URL"
@@ -54,7 +72,7 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     if unknown or not given:
         raise click.BadParameter(
             f"unknown step {', '.join(unknown) or '(none given)'}; choose from "
-            f"{', '.join(known)} or the group {', '.join(runner.GROUPS)}"
+            f"{', '.join(known)} or a group {', '.join(runner.GROUPS)}"
         )
     return tuple(dict.fromkeys(n for s in given for n in runner.GROUPS.get(s, (s,))))
 
@@ -66,7 +84,12 @@ def _count(name: str, default: int, help: str) -> Any:
 
 
 @click.command()
-@_count("--n", 1_000_000, f"Assignments per step (the legacy ORM step: at most {LEGACY_CAP:,}).")
+@_count(
+    "--n",
+    1_000_000,
+    f"Assignments per step (the legacy ORM step: at most {LEGACY_CAP:,}; init and demo have "
+    "sizes of their own).",
+)
 @click.option(
     "--backend",
     type=click.Choice([*BACKENDS, "all"]),
@@ -80,8 +103,11 @@ def _count(name: str, default: int, help: str) -> Any:
     "--steps",
     callback=_steps,
     metavar="NAME,...",
-    help=f"Only these steps (default: all of {', '.join(STEPS)}); the group 'audit' names "
-    f"{', '.join(GROUPS['audit'])}; 'isolation' names {', '.join(GROUPS['isolation'])}.",
+    help=f"Only these steps (default: all of {', '.join(STEPS)}); or a group: "
+    + "; ".join(f"'{g}' names {', '.join(s)}" for g, s in GROUPS.items() if g != "commands")
+    + "; 'commands' names a step for every command of this CLI (all but "
+    + ", ".join(s for s in STEPS if s not in GROUPS["commands"])
+    + ").",
 )
 @click.option(
     "--pg-url",
@@ -101,10 +127,12 @@ def bench(
     quiet: bool,
 ) -> None:
     """Measure events/s, peak RSS and size on disk of the legacy ORM pattern, clusterstore's
-    append, the raw-driver ceiling, replay and end to end, on SQLite and PostgreSQL.
+    append, the raw-driver ceiling, replay, end to end and every command of this CLI, on
+    SQLite and PostgreSQL.
 
     Each repetition runs in a fresh process on a fresh database (a temporary file, or a
     scratch schema dropped afterwards), alternating steps against drift."""
+    from clusterstore.benchmarks.core import StepFailed
     from clusterstore.benchmarks.runner import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -126,6 +154,9 @@ def bench(
         echo_json(report)
     else:
         click.echo(format_report(report))
+    failed = [r["error"] for r in report["results"] if r["error"]]
+    if failed:  # after the report: the other steps' figures are not lost
+        raise StepFailed("; ".join(failed))
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -139,6 +170,12 @@ def _right(rows: list[list[str]], columns: range) -> list[list[str]]:
         for r in rows:
             r[i] = r[i].rjust(width)
     return rows
+
+
+def _why(result: dict[str, Any]) -> str:
+    if result["error"]:
+        return f"FAILED: {result['error']}"
+    return f"skipped: {result['skipped']}" if result["skipped"] else (result["note"] or "")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -156,7 +193,7 @@ def format_report(report: dict[str, Any]) -> str:
                 _num((r.get("step_seconds") or {}).get("median"), 2),
                 _num(r["peak_rss_mb"]),
                 _num(r["db_mb"], 1),
-                f"skipped: {r['skipped']}" if r["skipped"] else (r["note"] or ""),
+                _why(r),
             ]
         )
     headers = [
@@ -167,7 +204,15 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [render_table(head, body), ""]
     for backend, ratios in report["ratios"].items():
         shown = [f"{k.replace('_vs_', '/')} {v:.2f}x" for k, v in ratios.items() if v is not None]
-        lines.append(f"{backend}: {', '.join(shown) or 'no ratio (a step was skipped)'}")
+        mine = [r for r in report["results"] if r["backend"] == backend]
+        why = (
+            "a step failed"
+            if any(r["error"] for r in mine)
+            else "a step was skipped"
+            if any(r["skipped"] for r in mine)
+            else "no two of these steps make one"
+        )
+        lines.append(f"{backend}: {', '.join(shown) or f'no ratio ({why})'}")
     m = report["machine"]
     lines.append(
         f"machine: {m['n_cpus']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "

@@ -17,6 +17,7 @@ from clusterstore.clustering import (
     resume,
     run_demo,
 )
+from clusterstore.clustering.inputs import check_inputs
 from clusterstore.clustering.kmeans import MAX_SEED
 from clusterstore.clustering.runner import (
     DEFAULT_ITERATIONS,
@@ -114,6 +115,7 @@ def cluster_command(
 ) -> None:
     """Cluster EMBEDDINGS (.npy, .npz or .parquet; N x d floats) and record every
     assignment."""
+    check_inputs(embeddings, ids)  # before the store: a missing input creates nothing
     store = state.open(write=True)
     settings = ClusterSettings(
         model=model,
@@ -138,7 +140,7 @@ def cluster_command(
             id_column=id_column,
             reporter=CliReporter(quiet or as_json),
         )
-    refresh_after_write(store, quiet=quiet or as_json, heard=heard)
+    refresh_after_write(store, quiet=quiet or as_json, heard=heard, written=_stored(result))
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -169,7 +171,7 @@ def resume_command(
         result = resume(
             store, run, embeddings=embeddings, ids=ids, reporter=CliReporter(quiet or as_json)
         )
-    refresh_after_write(store, quiet=quiet or as_json, heard=heard)
+    refresh_after_write(store, quiet=quiet or as_json, heard=heard, written=_stored(result))
     _print_result(result, as_json=as_json, quiet=quiet)
 
 
@@ -188,6 +190,10 @@ def demo_command(ctx: click.Context, as_json: bool, quiet: bool) -> None:
         echo_json({"db_url": store.display_url, "runs": [r.to_dict() for r in results]})
         return
     ctx.invoke(list_runs, status=None, model=None, as_json=False, quiet=quiet)
+
+
+def _stored(result: ClusterResult) -> str:
+    return f"run {result.run_id} is {result.status} and stored"
 
 
 def _print_result(result: ClusterResult, *, as_json: bool, quiet: bool) -> None:

@@ -11,6 +11,7 @@ from clusterstore import audit
 from clusterstore.audit.export import Format
 from clusterstore.audit.summary import STATUS_LABELS
 
+from ._interrupt import output_left, says_on_interrupt
 from ._options import output_options
 from ._output import echo_json, progress
 
@@ -80,7 +81,10 @@ def export(
     store = state.open()
     run_id = store.resolve_run(run)
     t0 = time.perf_counter()
-    with progress("exporting", store.head(run_id), quiet=quiet or as_json) as bar:
+    with (
+        says_on_interrupt(output_left(output)),
+        progress("exporting", store.head(run_id), quiet=quiet or as_json) as bar,
+    ):
         result = audit.export_run(
             store,
             run_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from clusterstore.eventstore import EventStore, NoStoreError
 from clusterstore.legacy import LegacySource, import_legacy, plan
 
 from ._context import StoreContext, pass_store, warn
@@ -25,14 +26,14 @@ def import_legacy_command(
     Each legacy clustering result becomes a run with the same id; running it again
     imports nothing new.
     """
-    store = state.open(write=True)
-    with LegacySource(source) as legacy:
+    with LegacySource(source) as legacy:  # first: a missing source creates no store
+        store = _dry_run_store(state) if dry_run else state.open(write=True)
         todo = sum(i.rows for i in plan(legacy, store) if i.state in ("new", "partial"))
         with progress("importing", todo, quiet=quiet or dry_run or as_json) as bar:
             report = import_legacy(legacy, store, dry_run=dry_run, on_progress=bar.update)
     for message in report.warnings():
         warn(message)
-    if not dry_run:
+    if store is not None and not dry_run:
         refresh_after_write(store, quiet=quiet or as_json)
     if as_json:
         echo_json(report.as_dict())
@@ -63,3 +64,12 @@ def import_legacy_command(
         "skipped), "
         f"{report.assignments:,} assignments."
     )
+
+
+def _dry_run_store(state: StoreContext) -> EventStore | None:
+    """A dry run only reads: the store opened read-only, or None where there is none yet
+    (every legacy result would then be imported as new)."""
+    try:
+        return state.open()
+    except NoStoreError:
+        return None

@@ -2,7 +2,8 @@
 
 Every command parses its options, opens the store, calls one library function and prints.
 Library errors (``EventStoreError``) become ``Error: ...`` with exit code 1, converted here
-in one place; click's usage errors exit with 2.
+in one place; click's usage errors exit with 2; Ctrl-C is one ``Error:`` line with exit
+code 130 (``_interrupt``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import Any
 
 import click
 
-from clusterstore.eventstore import EventStoreError, RunInterrupted, __version__
+from clusterstore.eventstore import EventStoreError, __version__
 from clusterstore.eventstore.config import ENV_VAR
 from clusterstore.eventstore.schema import MAX_PARTITIONS, MIN_PARTITIONS
 from clusterstore.eventstore.waiting import DEFAULT_LOCK_WAIT, LOCK_WAIT_ENV, MAX_LOCK_WAIT
 
 from ._context import StoreContext, pass_store, warn
+from ._interrupt import interrupted
 from ._options import json_option
 from ._output import echo_json
 from .assign import assign_command
@@ -39,8 +41,8 @@ class StoreGroup(click.Group):
             return super().invoke(ctx)
         except EventStoreError as e:
             raise click.ClickException(str(e)) from e
-        except RunInterrupted as e:  # Ctrl-C while writing: say which run and how to resume
-            raise click.ClickException(str(e)) from e
+        except KeyboardInterrupt as e:  # a run stopped mid-write says how to resume it
+            raise interrupted(e) from e
 
 
 @click.group(cls=StoreGroup, context_settings={"help_option_names": ["-h", "--help"]})

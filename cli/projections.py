@@ -27,6 +27,7 @@ from clusterstore.eventstore import EventStore, EventStoreError
 from clusterstore.projections.dead_letter import REPAIR, DeadLetter, by_run
 
 from ._context import StoreContext, pass_store
+from ._interrupt import INTERRUPTED, Interrupted
 from ._options import json_option, output_options
 from ._output import echo_json, progress, render_table
 
@@ -86,15 +87,26 @@ def warn_if_behind(store: EventStore) -> None:
 
 
 def refresh_after_write(
-    store: EventStore, *, quiet: bool, heard: list[DeadLetter] | None = None
+    store: EventStore,
+    *,
+    quiet: bool,
+    heard: list[DeadLetter] | None = None,
+    written: str = "what this command wrote to the log is stored",
 ) -> None:
     """``bring_up_to_date`` at the end of a command that wrote to the log: what it wrote is
     committed whatever happens here, so a read model that cannot be updated now (a damaged
     event, a busy runner, a lost connection) is a warning, not a failed command. ``heard``:
-    runs a follower alongside the write started to skip, warned about first."""
+    runs a follower alongside the write started to skip, warned about first. Ctrl-C here
+    says that ``written`` is stored and how to bring the read models up to date."""
     warn_damaged(heard or [])
     try:
         bring_up_to_date(store, quiet=quiet)
+    except KeyboardInterrupt as e:
+        raise Interrupted(
+            f"{INTERRUPTED} while the read models were brought up to date: {written}, but "
+            "the read models are behind it; `clusterstore projections catch-up` brings them "
+            "up to date"
+        ) from e
     except EventStoreError as e:
         click.echo(
             f"Warning: the log is written, but the read models are not up to date: {e}; "
@@ -130,6 +142,11 @@ def catch_up(
             click.echo(f"following {store.display_url} (Ctrl-C to stop)", err=True)
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C stops at once
             pj.follow(store, names, stop=stopping.is_set, on_damage=lambda d: warn_damaged([d]))
+        if stopping.signum == signal.SIGINT:  # SIGTERM, a supervisor's stop, exits 0
+            raise Interrupted(
+                f"{INTERRUPTED}: stopped following {store.display_url}; the read models keep "
+                "every batch applied before it (`clusterstore projections status` shows them)"
+            )
         return
     heard: list[DeadLetter] = []
     applied = bring_up_to_date(store, names, quiet=quiet or as_json, heard=heard)
@@ -200,9 +217,10 @@ def lookup_index(state: StoreContext, switch: str | None, as_json: bool) -> None
     or `WHERE id = ?` are index lookups instead of scans; they slow replay (catch-up and
     rebuild), so it is a choice. `on` rebuilds the read model with every row's id stored
     (unless it already has them) and builds the indexes; `off` drops them. Refused while
-    another runner (e.g. `catch-up --follow`) updates the read model.
+    another runner (e.g. `catch-up --follow`) updates the read model. Without on or off it
+    only reads, as `projections status` does: nothing is created or changed.
     """
-    store = state.open(write=True)
+    store = state.open(write=switch is not None)
     if switch is not None:
         pj.set_lookup_index(store, switch == "on")
     on = pj.lookup_index_state(store)
@@ -273,16 +291,31 @@ def status(state: StoreContext, as_json: bool) -> None:
         click.echo(behind.line())
 
 
-def _stop_on_signals() -> threading.Event:
+class _Stopping:
+    """Set by the first SIGTERM or Ctrl-C; ``signum`` is the last signal received."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signum: int | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def receive(self, signum: int) -> None:
+        self.signum = signum
+        if self._event.is_set():
+            raise KeyboardInterrupt
+        self._event.set()
+
+
+def _stop_on_signals() -> _Stopping:
     """SIGTERM and Ctrl-C end ``--follow`` between batches (never in the middle of a query or
     a transaction, so locks and connections are released cleanly); a second one stops at
     once."""
-    stopping = threading.Event()
+    stopping = _Stopping()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if stopping.is_set():
-            raise KeyboardInterrupt
-        stopping.set()
+        stopping.receive(signum)
 
     if sys.platform != "win32":
         signal.signal(signal.SIGTERM, handler)

@@ -9,6 +9,7 @@ import click
 from clusterstore import audit
 from clusterstore.audit.report import MEMBERS
 
+from ._interrupt import output_left, says_on_interrupt
 from ._options import output_options, texts_options
 from ._output import echo_json, progress
 
@@ -64,7 +65,10 @@ def report(
     other = store.resolve_run(compare_to) if compare_to else None
     source = audit.TextsSource(texts, id_column, text_column) if texts else None
     total = store.head(run_id) * 2 + (store.head(other) if other else 0)
-    with progress("writing the report", total, quiet=quiet or as_json) as bar:
+    with (
+        says_on_interrupt(output_left(output)),
+        progress("writing the report", total, quiet=quiet or as_json) as bar,
+    ):
         result = audit.write_report(
             store,
             run_id,

@@ -40,7 +40,7 @@ from .projections import warn_if_behind
 if TYPE_CHECKING:
     from ._context import StoreContext
 
-STATUS_CHOICES = ["running", "incomplete", "completed", "failed"]
+STATUS_CHOICES = ["running", "incomplete", "completed", "failed", "damaged"]
 # verify and show compare the log with the embeddingcluster read model (the audit itself
 # never imports projections: the check is handed to it here)
 READ_MODEL_CHECK = audit.ReadModelCheck(
@@ -55,7 +55,8 @@ READ_MODEL_CHECK = audit.ReadModelCheck(
 @click.option(
     "--status",
     type=click.Choice(STATUS_CHOICES, case_sensitive=False),
-    help="Only runs with this status (incomplete = running: no RunCompleted or RunFailed yet).",
+    help="Only runs with this status (incomplete = running: no RunCompleted or RunFailed yet; "
+    "damaged = the read models skip it from a damaged event on, whatever its log status).",
 )
 @click.option("--model", metavar="MODEL", help="Only runs of this embedding model.")
 @output_options
@@ -65,9 +66,11 @@ def list_runs(
 ) -> None:
     """Runs, newest first."""
     store = state.open()
-    wanted = audit.parse_status(status) if status else None
+    wanted = audit.parse_status(status) if status and status != "damaged" else None
     runs = audit.list_runs(store, status=wanted, model=model)
     damaged = first_by_run(projections.dead_letters(store))
+    if status == "damaged":
+        runs = [r for r in runs if r.run_id in damaged]
     if as_json:
         echo_json([{**r.to_json(), "damage": damage_json(damaged.get(r.run_id))} for r in runs])
         warn_if_behind(store)

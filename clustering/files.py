@@ -12,7 +12,7 @@ from pathlib import Path
 from clusterstore.eventstore.errors import InputError
 
 from .ids import IdArray, load_array_ids
-from .inputs import EmbeddingSource, NpyStreamSource
+from .inputs import EmbeddingSource, NpyStreamSource, input_file
 from .parquet import ParquetSource, load_parquet_ids
 
 
@@ -21,9 +21,7 @@ def load_ids(
 ) -> IdArray:
     """The ids in ``path`` (``column`` of a ``.parquet`` file): exactly ``n`` of them (one
     per row of ``rows_of``), all valid and unique."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
+    p = input_file(path)
     if column is not None or p.suffix.lower() == ".parquet":
         if column is None:
             raise InputError(f"{p.name}: name the ids column with --id-column")
@@ -37,9 +35,7 @@ def open_source(
     """The embeddings in ``path`` (``.npy``; ``.npz`` with ``npz_key`` unless it holds a
     single array; ``.parquet`` with ``column`` unless it has a single list column); checks
     format, dtype and shape, reads no data."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
+    p = input_file(path)
     suffix = p.suffix.lower()
     if column is not None and suffix != ".parquet":
         raise InputError(f"{p.name}: --embeddings-column only applies to .parquet files")

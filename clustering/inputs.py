@@ -47,6 +47,28 @@ DISTANCE_NORM_LIMIT = 2.0**63  # |row| + |centroid| must stay below this
 F32Array = npt.NDArray[np.float32]
 
 
+def input_file(path: str | Path) -> Path:
+    """``path``, which must be a regular file: an input is read more than once (checked,
+    then assigned; again by ``runs resume``), which a pipe cannot be."""
+    p = Path(path)
+    if not p.is_file():
+        if not p.exists():
+            raise InputError(f"{p}: no such file")
+        raise InputError(
+            f"{p} is not a regular file (a pipe, socket or device); save the data to a file "
+            "and give its path"
+        )
+    return p
+
+
+def check_inputs(*paths: str | Path | None) -> None:
+    """Each given path is a regular file (``input_file``): checked before a command opens
+    its store, so a missing input creates nothing."""
+    for path in paths:
+        if path is not None:
+            input_file(path)
+
+
 class _Stream(Protocol):
     """A binary file (``FileIO``) or a zip member (``ZipExtFile``)."""
 

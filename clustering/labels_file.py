@@ -22,6 +22,7 @@ import numpy.typing as npt
 from clusterstore.eventstore.errors import InputError
 
 from .ids import IdArray, as_ids
+from .inputs import input_file
 
 LABEL_COLUMNS = ("label", "cluster")
 
@@ -40,9 +41,7 @@ def load_labels_file(
     id_column: str | None = None,
     distance_column: str | None = None,
 ) -> LabelsFile:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
+    p = input_file(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
         if label_column or id_column or distance_column:
@@ -68,9 +67,7 @@ def load_labels_file(
 
 
 def load_npy(path: str | Path, what: str) -> npt.NDArray[Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
+    p = input_file(path)
     try:
         return np.load(p, allow_pickle=False)  # type: ignore[no-any-return]
     except (ValueError, OSError, EOFError) as e:

@@ -65,9 +65,9 @@ class ParquetSource(EmbeddingSource):
     """The embeddings column of a ``.parquet`` file."""
 
     def __init__(self, path: Path, column: str | None):
+        pf = _open(path)  # first: without pyarrow, the error that names the extra
         import pyarrow as pa
 
-        pf = _open(path)
         schema = pf.schema_arrow
         if column is None:
             candidates = _list_columns(schema)
@@ -171,9 +171,9 @@ def load_parquet_ids(
     path: Path, column: str, n: int, *, rows_of: str = "the embeddings"
 ) -> IdArray:
     """The ids in ``column`` of ``path``: exactly ``n``, valid and unique."""
+    pf = _open(path)  # first: without pyarrow, the error that names the extra
     import pyarrow as pa
 
-    pf = _open(path)
     if column not in pf.schema_arrow.names:
         raise InputError(
             f"{path.name} has no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})"

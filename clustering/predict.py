@@ -45,6 +45,7 @@ from .runner import (
     _ids_for,
     _load_ids,
     _result,
+    _resumable,
 )
 
 METRICS = {"squared_l2": False, "cosine": True}  # params["distance"] -> spherical
@@ -145,6 +146,7 @@ def assign(
     )
     with writer:
         writer.record_centroids(centroids)
+        _resumable(writer, source, id_array, ids_path)
         assigner = Assigner(centroids, spherical=spherical, threads=threads)
         timings.update(
             assign_and_write(

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -197,9 +198,7 @@ def cluster(
     seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
     chunk_rows = settings.chunk_rows or default_chunk_rows(source.dim)
     train_size = min(n, k * settings.train_per_centroid)
-    warnings = _size_warnings(n, k, train_size)
-    for message in warnings:
-        rep.warn(message)
+    warnings = _size_warnings(n, k, train_size)  # said once the input is accepted
     rng = np.random.default_rng(seed)
     rows = np.arange(n) if train_size == n else np.sort(rng.choice(n, train_size, replace=False))
 
@@ -220,6 +219,8 @@ def cluster(
                 )
                 digest, trained, assigning = scanned.digest, None, None
         timings = {"validate_s": time.perf_counter() - t0}
+        for message in warnings:  # not before a refusal: that is one line
+            rep.warn(message)
         if trained is None:  # trained after the check (an input read forward only)
             assert scanned.sample is not None
             with rep.stage("training", 1) as tick:
@@ -264,6 +265,7 @@ def cluster(
                 iterations=trained.iterations,
                 train_seconds=round(trained.seconds, 3),
             )
+            _resumable(writer, source, id_array, ids_path)
             if assigning is None:
                 assigner = Assigner(
                     trained.centroids, spherical=settings.spherical, threads=settings.threads
@@ -469,6 +471,7 @@ def resume(
     start_row = progress.rows_done
     batch_size = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
     writer.resume(input_digest=digest, batch_size=batch_size)
+    writer.continued_by = _resume_command(run_id, embeddings=embeddings, ids=ids)
     with writer:
         centroids = np.frombuffer(progress.centroids.centroids, dtype="<f4").reshape(
             progress.centroids.k, progress.centroids.dim
@@ -497,6 +500,27 @@ def resume(
         warnings=list(params.get("warnings") or []),
         resumed_from=start_row,
     )
+
+
+def _resumable(
+    writer: RunWriter, source: EmbeddingSource, id_array: IdArray | None, ids_path: Path | None
+) -> None:
+    """Once the centroids are recorded, a run stopped by a full disk is resumed: its error
+    says how (``RunWriter.continued_by``), with placeholders for an input given in memory."""
+    writer.continued_by = _resume_command(
+        writer.run_id,
+        embeddings=None if source.path is not None else "PATH",
+        ids=None if id_array is None or ids_path is not None else "PATH",
+    )
+
+
+def _resume_command(run_id: UUID, *, embeddings: str | Path | None, ids: str | Path | None) -> str:
+    """How a run stopped by a full disk goes on (``RunWriter.continued_by``): the resume,
+    with the input and ids paths it must be given (None: the ones the run recorded)."""
+    words = ["clusterstore", "runs", "resume", str(run_id)]
+    words += [] if embeddings is None else ["--embeddings", str(embeddings)]
+    words += [] if ids is None else ["--ids", str(ids)]
+    return f"`{shlex.join(words)}`"
 
 
 def _resume_ids(

@@ -46,14 +46,25 @@ class BackendCapabilities(ABC):
     # per row; a duplicate row then fails the key's creation instead of the load). SQLite:
     # no (a WITHOUT ROWID table is its primary key).
     primary_key_after_load: ClassVar[bool] = False
+    # Whether a rebuild loads its new generation in the transaction that creates it and
+    # swaps it in (one commit): a long write transaction must not block the log's writers,
+    # and a load into tables created in the same transaction may be written frozen
+    # (``insert_assignment_rows(fresh=True)``). SQLite: no (its one writer would hold off
+    # every append for the whole rebuild).
+    rebuild_in_one_transaction: ClassVar[bool] = False
 
     @abstractmethod
     def upsert_statement(self, table: Table) -> Any:
         """The INSERT for ``table`` with ``on_conflict_do_nothing``/``on_conflict_do_update``."""
 
     @abstractmethod
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
-        """Bulk-load ``rows`` into ``table`` (columns ``rows.COLUMNS``): the fast path."""
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
+        """Bulk-load ``rows`` into ``table`` (columns ``rows.COLUMNS``): the fast path.
+        ``fresh``: ``table`` was created in this transaction and nobody else can see it yet
+        (``rebuild_in_one_transaction``), so the rows may be written as already visible to
+        every later transaction where the database can (PostgreSQL's ``COPY FREEZE``)."""
 
     @abstractmethod
     def read_assignment_rows(
@@ -99,6 +110,11 @@ class BackendCapabilities(ABC):
         """Point the view ``name`` at ``select_sql`` (readers switch when the txn commits)."""
         conn.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
         conn.exec_driver_sql(f"CREATE VIEW {name} AS {select_sql}")
+
+    def prepare_index_build(self, conn: Connection) -> None:
+        """Before building the keys and indexes of a freshly loaded generation, in the
+        caller's transaction (e.g. more sort memory for it): by default nothing."""
+        return None
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         """Refresh the planner's statistics of a freshly loaded table (if it keeps any)."""

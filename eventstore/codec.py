@@ -337,3 +337,17 @@ def is_canonical_assignment(payload: bytes) -> bool:
         )
         and payload[24] == 0xCA
     )
+
+
+def payloads_in_key_order(data: bytes, width: int, key: str) -> bytes:
+    """The ``width``-byte payloads of ``data`` in key order, from records of a payload and
+    its big-endian integer key (numpy type ``key``: ``">i4"`` a seq offset, ``">i8"`` a
+    seq) in the order the database concatenated them: as delivered when the scan kept the
+    order (checked), else sorted here. ``b""`` when ``data`` is not whole records."""
+    record = np.dtype([("payload", f"V{width}"), ("key", key)])
+    if len(data) % record.itemsize:
+        return b""
+    rec = np.frombuffer(data, dtype=record)
+    if not (np.diff(rec["key"]) > 0).all():
+        rec = rec[np.argsort(rec["key"], kind="stable")]
+    return rec["payload"].tobytes()

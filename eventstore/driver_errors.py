@@ -65,10 +65,7 @@ def convert_error(e: sa_exc.DBAPIError, kind: DriverError | None, where: str) ->
         case DriverError.UNAVAILABLE:
             return DatabaseUnavailableError(f"cannot use the database at {where}: {first}")
         case DriverError.DISK_FULL:
-            return DiskFullError(
-                f"{where}: the database's disk is full ({first}); what was committed before "
-                "is kept, this transaction was rolled back; free some space and retry"
-            )
+            return DiskFullError(where, first)
         case DriverError.CANCELED:
             return StatementCanceledError(
                 f"{where}: the server cancelled the statement ({first}); a statement_timeout "

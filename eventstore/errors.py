@@ -8,6 +8,7 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     │   ├── NotADatabaseError                the file is not a SQLite database
     │   ├── ForeignDatabaseError             a database that holds tables of another app
     │   ├── NoStoreError                     a read found no store there (nothing created)
+    │   ├── NoDirectoryError                 a SQLite path in a directory that does not exist
     │   ├── NoSuchDatabaseError              the server has no database of the URL's name
     │   ├── PartitioningError                partitions refused (range, backend, existing store)
     │   └── OutputFileError                  an output path that cannot be written safely
@@ -27,7 +28,8 @@ driver exceptions (they are converted in ``recorder.Recorder.transaction``).
     ├── ClusterNotFoundError (LookupError)   a run has no cluster with that number
     ├── EventDecodeError (ValueError)        stored bytes that cannot be decoded
     │   ├── UnknownEventTypeError            a type this code does not know
-    │   └── FutureEventVersionError          a schema version newer than this code
+    │   ├── FutureEventVersionError          a schema version newer than this code
+    │   └── UnstorableEventError             decodes, but holds a value no read model can hold
     └── InputError (ValueError)              bad input to a run (shapes, ids, NaN, k)
         └── LegacyRowError                   a legacy row that cannot be imported
 
@@ -67,6 +69,15 @@ class NoStoreError(ConfigurationError):
         )
 
 
+class NoDirectoryError(ConfigurationError):
+    """A SQLite path whose directory does not exist: a store cannot be created there (a
+    command that only reads turns it into ``NoStoreError``)."""
+
+    def __init__(self, path: str, directory: str):
+        self.path = path
+        super().__init__(f"cannot create {path}: the directory {directory} does not exist")
+
+
 class NoSuchDatabaseError(ConfigurationError):
     """The server answers, but has no database of the name the URL gives."""
 
@@ -92,7 +103,26 @@ class DatabaseBusyError(EventStoreError):
 class DiskFullError(EventStoreError):
     """The database could not grow: its disk, file system or quota is full (SQLITE_FULL,
     PostgreSQL's disk_full). What was committed before stays; the failed transaction is
-    rolled back."""
+    rolled back. ``where``: the database; ``detail``: the driver's first line.
+    ``stopping(run_id, then)``: the same error as it stopped a run's writer, saying how
+    the run is continued once there is space."""
+
+    def __init__(self, where: str, detail: str, *, run_id: UUID | None = None, then: str = ""):
+        self.where = where
+        self.detail = detail
+        self.run_id = run_id
+        kept = (
+            "what was committed before is kept, this transaction was rolled back"
+            if run_id is None
+            else f"run {run_id} is stored up to its last complete batch"
+        )
+        super().__init__(
+            f"{where}: the database's disk is full ({detail}); {kept}; free some space, then "
+            f"{then or 'retry'}"
+        )
+
+    def stopping(self, run_id: UUID, then: str) -> DiskFullError:
+        return DiskFullError(self.where, self.detail, run_id=run_id, then=then)
 
 
 class StatementCanceledError(EventStoreError):
@@ -210,6 +240,13 @@ class FutureEventVersionError(EventDecodeError):
     """The stored schema version is newer than this code can read."""
 
 
+class UnstorableEventError(EventDecodeError):
+    """An event that decodes but holds a value the read models cannot store (a NUL
+    character in a text column, an integer beyond its column's range); names the run and
+    seq. A projection meets it as it meets bytes that do not decode: it skips the run from
+    there on (``projections.dead_letter``) instead of stopping for every run."""
+
+
 class InputError(EventStoreError, ValueError):
     """Input to a run is unusable; raised before anything is written."""
 
@@ -230,14 +267,16 @@ class LegacyRowError(InputError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) stopped a run's writer; RunFailed was recorded. Still a
-    ``KeyboardInterrupt``, so code that stops on Ctrl-C keeps stopping."""
+    """Ctrl-C (or SIGINT) stopped a run's writer; RunFailed was recorded. ``then``: how the
+    run goes on (``RunWriter.continued_by``). Still a ``KeyboardInterrupt``, so code that
+    stops on Ctrl-C keeps stopping."""
 
-    def __init__(self, run_id: UUID):
+    def __init__(self, run_id: UUID, then: str | None = None):
         self.run_id = run_id
+        then = f"`clusterstore runs resume {run_id}` continues it" if then is None else then
         super().__init__(
             f"interrupted (Ctrl-C): run {run_id} is stored up to its last complete batch and "
-            f"marked failed; `clusterstore runs resume {run_id}` continues it"
+            f"marked failed; {then}"
         )
 
     def __str__(self) -> str:

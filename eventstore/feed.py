@@ -19,7 +19,7 @@ import numpy.typing as npt
 from sqlalchemy import BigInteger, Connection, column, func, select, text
 
 from . import schema
-from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH
+from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH, payloads_in_key_order
 from .errors import EventDecodeError
 from .events import AssignmentRecorded
 from .recorder import PAGE_SIZE, Recorder, StoredEvent
@@ -137,16 +137,10 @@ def read_feed_blocks(
 
 
 def _in_seq_order(data: bytes, width: int) -> bytes:
-    """The ``width``-byte payloads of ``data`` in seq order, from records of a payload and
-    its 4-byte big-endian seq offset in the order the database concatenated them
-    (``Recorder.concat_payloads_with_offsets_sql``)."""
-    record = np.dtype([("payload", f"V{width}"), ("offset", ">i4")])
-    if len(data) % record.itemsize:
-        return b""  # does not add up: the caller reports the commit
-    rec = np.frombuffer(data, dtype=record)
-    if not (np.diff(rec["offset"]) > 0).all():
-        rec = rec[np.argsort(rec["offset"], kind="stable")]
-    return rec["payload"].tobytes()
+    """Records of a payload and its 4-byte seq offset
+    (``Recorder.concat_payloads_with_offsets_sql``), payloads in seq order; ``b""`` when
+    they do not add up (the caller reports the commit)."""
+    return payloads_in_key_order(data, width, ">i4")
 
 
 def _feed_ranges(conn: Connection, after: int, max_events: int) -> list[tuple[int, FeedBlock]]:

@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from typing import NamedTuple
 from uuid import UUID
 
+import numpy as np
 from sqlalchemy import BigInteger, LargeBinary, and_, cast, column, func, select, values
 
-from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH
+from .codec import ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH, payloads_in_key_order
 from .events import AssignmentRecorded
 from .recorder import Recorder, StoredEvent
 from .schema import UUIDType, commits, events
 
 _KEY_CHUNK = 2_000  # keys per statement (two parameters each)
+_ARRAY_CHUNK = 50_000  # keys per statement as two array parameters (``events_at_sql``)
 
 
 def read_events_at(
@@ -24,8 +26,19 @@ def read_events_at(
 ) -> dict[tuple[UUID, int], StoredEvent]:
     """The stored events at the given (run_id, seq) keys (missing keys are left out): the
     keys as a ``VALUES`` table joined to the log on its primary key, one point lookup each
-    (a row-value ``IN`` list is no key lookup on SQLite: it scanned the log per statement)."""
+    (a row-value ``IN`` list is no key lookup on SQLite: it scanned the log per statement),
+    or, where the backend has ``events_at_sql``, as two arrays (one parameter each: the
+    client no longer compiles and binds two parameters per key)."""
     out: dict[tuple[UUID, int], StoredEvent] = {}
+    if recorder.events_at_sql is not None:
+        for lo in range(0, len(keys), _ARRAY_CHUNK):
+            chunk = keys[lo : lo + _ARRAY_CHUNK]
+            params = {"runs": [run for run, _ in chunk], "seqs": [int(seq) for _, seq in chunk]}
+            with recorder.transaction() as conn:
+                found = recorder.fetch_all(conn, recorder.events_at_sql, params)
+            for r in found:
+                out[(r[0], r[1])] = StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+        return out
     e = events
     for lo in range(0, len(keys), _KEY_CHUNK):
         chunk = [(run, int(seq)) for run, seq in keys[lo : lo + _KEY_CHUNK]]
@@ -101,15 +114,18 @@ _FIXED = (
     f"AND length(x.payload) IN ({ASSIGNMENT_WIDTH}, {LEGACY_ASSIGNMENT_WIDTH})"
 )
 # one range scan: the fixed-width payloads (NULL for the other events, which an aggregate
-# skips) concatenated in seq order, and the counts that tell whether others must be read.
-# Their widths follow from the concatenation's length (each is 29 or 47 bytes long: all
-# are 29 iff it is 29 x their count, all 47 iff 47 x), cheaper than min/max aggregates.
+# skips) concatenated, and the counts that tell whether others must be read. Their widths
+# follow from the concatenation's length (each is 29 or 47 bytes long: all are 29 iff it is
+# 29 x their count, all 47 iff 47 x), cheaper than min/max aggregates. In seq order
+# (``concat_payloads_sql`` over the ordered range), or where the backend has
+# ``concat_payloads_with_seqs_sql`` in scan order, each payload followed by its seq.
 _BLOCK = (
     "SELECT count(*), min(e.seq), max(e.seq), count(e.payload), {concat} "
     f"FROM (SELECT x.seq, CASE WHEN {_FIXED} THEN x.payload END AS payload "
-    "FROM cs_events x WHERE x.run_id = :run AND x.seq > :after AND x.seq <= :until "
-    "ORDER BY x.seq) e"
+    "FROM cs_events x WHERE x.run_id = :run AND x.seq > :after AND x.seq <= :until"
+    "{order}) e"
 )
+_SEQ = np.dtype(">i8")  # the seq after each payload (``concat_payloads_with_seqs_sql``)
 
 
 def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: int) -> StreamBlock:
@@ -128,17 +144,29 @@ def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: in
         )
         .order_by(e.c.seq)
     )
-    sql = _BLOCK.format(concat=recorder.concat_payloads_sql)
+    unordered = recorder.concat_payloads_with_seqs_sql
     with recorder.transaction() as conn:
-        run = UUIDType().process_bind_param(run_id, conn.dialect)
-        (row,) = recorder.fetch_all(conn, sql, {"run": run, "after": after, "until": until})
+        params = {
+            "run": UUIDType().process_bind_param(run_id, conn.dialect),
+            "after": after,
+            "until": until,
+        }
+        sql = _BLOCK.format(concat=unordered, order="") if unordered else _ordered_block(recorder)
+        (row,) = recorder.fetch_all(conn, sql, params)
         n_rows, n_fixed = int(row[0]), int(row[3])
+        data = bytes(row[4]) if n_fixed else b""
+        if unordered and n_fixed:
+            width = _record_width(len(data), n_fixed)
+            if width is None:  # both widths (never written by clusterstore): in seq order
+                (row,) = recorder.fetch_all(conn, _ordered_block(recorder), params)
+                data = bytes(row[4])
+            else:
+                data = in_seq_order(data, width)
         others = []
         if n_rows > n_fixed:
             others = [
                 StoredEvent(run_id, r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(others_q)
             ]
-    data = bytes(row[4]) if n_fixed else b""
     return StreamBlock(
         n_rows,
         (int(row[1]), int(row[2])) if n_rows else None,
@@ -147,6 +175,25 @@ def read_stream_block(recorder: Recorder, run_id: UUID, *, after: int, until: in
         data,
         others,
     )
+
+
+def _ordered_block(recorder: Recorder) -> str:
+    return _BLOCK.format(concat=recorder.concat_payloads_sql, order=" ORDER BY x.seq")
+
+
+def _record_width(total: int, n_fixed: int) -> int | None:
+    """The payload width shared by ``n_fixed`` records of a payload and its 8-byte seq that
+    add up to ``total`` bytes (None: both widths occur)."""
+    for width in (ASSIGNMENT_WIDTH, LEGACY_ASSIGNMENT_WIDTH):
+        if total == n_fixed * (width + _SEQ.itemsize):
+            return width
+    return None
+
+
+def in_seq_order(data: bytes, width: int) -> bytes:
+    """Records of a payload and its 8-byte seq (``concat_payloads_with_seqs_sql``),
+    payloads in seq order."""
+    return payloads_in_key_order(data, width, ">i8")
 
 
 def _widths(total: int, n_fixed: int) -> tuple[int, int] | None:

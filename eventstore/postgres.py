@@ -60,6 +60,7 @@ PARTITIONS_SETTING = "clusterstore.partitions"
 _COPY_EVENTS = "COPY cs_events (run_id, seq, type, version, payload) FROM STDIN (FORMAT BINARY)"
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
+INDEX_BUILD_MEMORY = 256 * 1024 * 1024  # bytes of sort memory for a rebuild's key build
 COPY_CHUNK_ROWS = 16_384  # ~1 MB per write; one 100k stream built at once measured 15-25% slower
 
 
@@ -165,16 +166,20 @@ def _driver_errors(sql: str) -> Iterator[None]:
 
 
 _ROW_DTYPES = (np.int64, np.int64, "V16", np.int64, np.float32, "V16", np.bool_)
-# one read-model row as ``read_assignment_rows`` reads it (53 bytes, big-endian, unpadded)
+# one read-model row as ``read_assignment_rows`` reads it (36 bytes, big-endian, unpadded),
+# and a kept legacy id with its seq
 _ROW_RECORD = np.dtype(
-    [
-        ("seq", ">i8"),
-        ("embedding_id", "V16"),
-        ("cluster", ">i8"),
-        ("distance", ">f4"),
-        ("legacy_id", "V16"),
-        ("has_legacy", "u1"),
-    ]
+    [("seq", ">i8"), ("embedding_id", "V16"), ("cluster", ">i8"), ("distance", ">f4")]
+)
+_LEGACY_RECORD = np.dtype([("seq", ">i8"), ("legacy_id", "V16")])
+_ROWS_SQL = (
+    "SELECT count(*), string_agg(int8send(seq) || uuid_send(embedding_id) || "
+    "int8send(cluster::int8) || float4send(coalesce(distance, 'NaN')::real), ''::bytea), "
+    "count(legacy_id) FROM {source} WHERE {where}"
+)
+_LEGACY_SQL = (
+    "SELECT string_agg(int8send(seq) || uuid_send(legacy_id), ''::bytea) FROM {table} "
+    "WHERE {where} AND legacy_id IS NOT NULL"
 )
 
 
@@ -187,26 +192,59 @@ class PostgresRecorder(Recorder):
     concat_payloads_with_offsets_sql = (
         "string_agg(e.payload || int4send((e.seq - c.first_seq)::int4), ''::bytea)"
     )
+    concat_payloads_with_seqs_sql = "string_agg(e.payload || int8send(e.seq), ''::bytea)"
+    # 1,000 runs' first and last events (``runs list``): 2,000 keys as VALUES took ~0.1 s
+    # of client CPU to compile and bind; as two arrays, one index lookup per key still
+    events_at_sql = (
+        "SELECT e.run_id, e.seq, e.type, e.version, e.payload "
+        "FROM unnest(CAST(:runs AS uuid[]), CAST(:seqs AS bigint[])) AS k(run_id, seq) "
+        "JOIN cs_events e ON e.run_id = k.run_id AND e.seq = k.seq"
+    )
     has_session_locks = True
+    _url_wait: tuple[float | None] | None = None  # ``url_lock_timeout``, once asked
     supports_partitions = True
     # A rebuild's assignment table: COPY without the key, then one sorted key build took
     # 0.7x the time of COPY into the keyed table (benchmarks/README.md, "Replay").
     primary_key_after_load = True
+    # A rebuild's load, key build and swap in one transaction: the assignment table created
+    # in it is loaded with COPY FREEZE (no hint bits to set later, by the key build, ANALYZE
+    # or the first readers); the load took 0.8x the time (benchmarks/README.md, "Replay").
+    rebuild_in_one_transaction = True
 
     def _create_engine(self, url: URL) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "clusterstore"}
         # a lock held by another session is waited for at most the lock wait (``waiting``)
-        settings = [f"-c lock_timeout={max(1, round(self.lock_wait * 1000))}"]
+        settings = [f"-c lock_timeout={self._lock_timeout_ms()}"]
         if self.read_only:  # the server refuses any write of this engine's sessions
             settings.append("-c default_transaction_read_only=on")
         url, connect_args["options"] = _with_options(url, *settings)
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
+    def _lock_timeout_ms(self) -> int:
+        return max(1, round(self.lock_wait * 1000))
+
+    def url_lock_timeout(self) -> float | None:
+        """The URL's ``options`` may set ``lock_timeout`` after ours (theirs wins): asked
+        of the server once, on the error path (never parsed from the options)."""
+        if self._url_wait is None:
+            try:
+                with self.engine.connect() as conn:
+                    ms = conn.execute(
+                        text("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'")
+                    ).scalar_one()
+            except sa_exc.DBAPIError:
+                return None  # the server went away: not asked yet
+            # 0: the URL turned lock_timeout off (a lock is waited for without end)
+            self._url_wait = (None if ms in (0, self._lock_timeout_ms()) else ms / 1000,)
+        return self._url_wait[0]
+
     # ------------------------------------------------------------------ URLs
 
     @classmethod
     def check_url(cls, url: URL) -> URL:
-        if url.get_driver_name() not in ("psycopg", ""):
+        # the driver named after "+", if any; not ``get_driver_name()``, which loads the
+        # dialect of the scheme, and SQLAlchemy has none for libpq's ``postgres://``
+        if url.drivername.partition("+")[2] not in ("psycopg", ""):
             raise ConfigurationError(
                 f"{masked_url(url)}: only the psycopg (3) driver is "
                 "supported; use postgresql+psycopg://..."
@@ -280,12 +318,19 @@ class PostgresRecorder(Recorder):
     def upsert_statement(self, table: Table) -> Any:
         return pg_dialect.insert(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
         raw = conn.connection.driver_connection
         assert raw is not None
-        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        # FREEZE: the table was created in this transaction (the server checks it); a
+        # partitioned table cannot be loaded frozen
+        freeze = fresh and partition_count(conn, table.name) is None
+        options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
+        sql = f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN ({options})"
         with _driver_errors(sql), raw.cursor() as cur, cur.copy(sql) as copy:
-            copy.write(rows_copy_stream(rows))
+            for part in rows_copy_parts(rows):
+                copy.write(part)
 
     def read_assignment_rows(
         self,
@@ -297,36 +342,41 @@ class PostgresRecorder(Recorder):
         limit: int,
         until: int | None = None,
     ) -> AssignmentRows:
-        # each row as one fixed-width big-endian record, concatenated in seq order by one
-        # aggregate (one sort of presorted input, not one per column), fetched in binary
-        sql = (
-            "SELECT count(*), string_agg(int8send(seq) || uuid_send(embedding_id) || "
-            "int8send(cluster::int8) || float4send(coalesce(distance, 'NaN')::real) || "
-            "coalesce(uuid_send(legacy_id), '\\x00000000000000000000000000000000'::bytea) || "
-            "CASE WHEN legacy_id IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END, "
-            "''::bytea ORDER BY seq) "
-            f"FROM (SELECT * FROM {table.name} WHERE run_key = :key AND seq > :after "
-            "AND seq <= :until ORDER BY seq LIMIT :limit) a"
-        )
-        params = {
-            "key": run_key,
-            "after": after,
-            "until": LAST_SEQ if until is None else until,
-            "limit": limit,
-        }
-        (row,) = self.fetch_all(conn, sql, params)
+        # each row as one fixed-width big-endian record, concatenated by one aggregate in
+        # scan order and put in seq order here (an ordered aggregate sorts its input even
+        # when the scan delivers it sorted: 2x the server's time); legacy ids, only where
+        # the rows have any, by a second read of the same range
+        upper = LAST_SEQ if until is None else until
+        where = "run_key = :key AND seq > :after AND seq <= :until"
+        source = table.name
+        if upper - after > limit:  # the range may hold more rows than asked for
+            source = f"(SELECT * FROM {table.name} WHERE {where} ORDER BY seq LIMIT :limit) a"
+        params = {"key": run_key, "after": after, "until": upper, "limit": limit}
+        (row,) = self.fetch_all(conn, _ROWS_SQL.format(source=source, where=where), params)
         n = int(row[0])
         if not n:
             return AssignmentRows(*(np.empty(0, dtype=d) for d in _ROW_DTYPES))
         rec = np.frombuffer(row[1], dtype=_ROW_RECORD)
+        if not (np.diff(rec["seq"]) > 0).all():
+            rec = rec[np.argsort(rec["seq"], kind="stable")]
+        seq = rec["seq"].astype(np.int64)
+        legacy, has_legacy = np.zeros(n, dtype="V16"), np.zeros(n, dtype=np.bool_)
+        if row[2]:
+            params["until"] = int(seq[-1])
+            sql = _LEGACY_SQL.format(table=table.name, where=where)
+            (kept,) = self.fetch_all(conn, sql, params)
+            ids = np.frombuffer(kept[0] or b"", dtype=_LEGACY_RECORD)
+            at = np.minimum(np.searchsorted(seq, ids["seq"].astype(np.int64)), n - 1)
+            found = seq[at] == ids["seq"]  # a row committed between the reads is not one read
+            legacy[at[found]], has_legacy[at[found]] = ids["legacy_id"][found], True
         return AssignmentRows(
             np.full(n, run_key, dtype=np.int64),
-            rec["seq"].astype(np.int64),
+            seq,
             rec["embedding_id"].copy(),
             rec["cluster"].astype(np.int64),
             rec["distance"].astype(np.float32),
-            rec["legacy_id"].copy(),
-            rec["has_legacy"].astype(np.bool_),
+            legacy,
+            has_legacy,
         )
 
     def sql_uuid_text(self, expr: str, *, nullable: bool = False) -> str:
@@ -340,6 +390,16 @@ class PostgresRecorder(Recorder):
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         conn.exec_driver_sql(f"ANALYZE {name}")
+
+    def prepare_index_build(self, conn: Connection) -> None:
+        """At least ``INDEX_BUILD_MEMORY`` of sort memory for the key built after a load
+        (the default 64 MB spills a 1M-row key to disk), never less than the server's."""
+        conn.exec_driver_sql(
+            "SELECT set_config('maintenance_work_mem', "
+            "greatest(setting::bigint, %(kb)s)::text || 'kB', true) "
+            "FROM pg_settings WHERE name = 'maintenance_work_mem'",
+            {"kb": INDEX_BUILD_MEMORY // 1024},
+        )
 
     # ------------------------------------------------------------------ waiting and locks
 
@@ -623,14 +683,20 @@ _ROWS_LEGACY_DTYPE = np.dtype([*_ROWS_COPY_FIELDS, ("legacy_id", "V16")])
 def rows_copy_stream(rows: AssignmentRows) -> bytes:
     """The binary COPY stream of ``rows`` for ``rows.COLUMNS`` (rows without a legacy id
     first)."""
+    return b"".join(rows_copy_parts(rows))
+
+
+def rows_copy_parts(rows: AssignmentRows) -> list[bytes | memoryview]:
+    """``rows_copy_stream`` in parts, the tuples as views of the arrays numpy built (no
+    copy of the stream: concatenating and copying cost a 1M-row load ~0.05 s of CPU)."""
     if not rows.has_legacy.any():
-        return _COPY_HEADER + _rows_tuples(rows, _ROWS_DTYPE) + _COPY_TRAILER
+        return [_COPY_HEADER, _rows_tuples(rows, _ROWS_DTYPE), _COPY_TRAILER]
     plain = _rows_tuples(rows.take(~rows.has_legacy), _ROWS_DTYPE)
     legacy = _rows_tuples(rows.take(rows.has_legacy), _ROWS_LEGACY_DTYPE)
-    return _COPY_HEADER + plain + legacy + _COPY_TRAILER
+    return [_COPY_HEADER, plain, legacy, _COPY_TRAILER]
 
 
-def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
+def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> memoryview:
     out = np.empty(len(rows), dtype=dtype)
     out["nfields"] = len(COLUMNS)
     out["run_key_len"] = 4
@@ -648,4 +714,4 @@ def _rows_tuples(rows: AssignmentRows, dtype: np.dtype[Any]) -> bytes:
         out["legacy_id"] = rows.legacy_id
     else:
         out["legacy_len"] = -1
-    return out.tobytes()
+    return out.data.cast("B")

@@ -73,6 +73,8 @@ APPEND_RETRIES = 8
 WAITING_FOR_WRITE = "another writer to release the database lock"
 WAITING_FOR_RUN = "another writer of this run to commit"
 WAITING_FOR_LOG = "another writer to commit its position in the log"
+# the tables whose presence says whether (and how completely) a store is here
+_KNOWN_TABLES = schema.STORE_TABLES | schema.ADDED_TABLES
 
 
 class StoredEvent(NamedTuple):
@@ -172,6 +174,14 @@ class Recorder(BackendCapabilities):
     # (``e.seq - c.first_seq``, 4 bytes big-endian); the feed then puts the records in seq
     # order itself (feed.py). None: ``concat_payloads_sql``.
     concat_payloads_with_offsets_sql: ClassVar[str | None] = None
+    # Optional, for a run's block reads (log_reads.py): the payloads concatenated in
+    # whatever order the scan delivers them, each followed by its seq (``e.seq``, 8 bytes
+    # big-endian), put in seq order by the reader. None: ``concat_payloads_sql``.
+    concat_payloads_with_seqs_sql: ClassVar[str | None] = None
+    # Optional, for point reads by key (log_reads.py): a SELECT of (run_id, seq, type,
+    # version, payload) of the events at the keys given as two arrays ``:runs``, ``:seqs``.
+    # None: the keys as a VALUES table (two bound parameters per key).
+    events_at_sql: ClassVar[str | None] = None
     # ``e.payload`` as the bytes it holds (feed.py)
     payload_sql: ClassVar[str] = "e.payload"
     # whether ``try_session_lock`` and friends exist (a lock held by a connection, freed by
@@ -384,20 +394,28 @@ class Recorder(BackendCapabilities):
             return DatabaseBusyError(f"{self.display_url}: {self.busy_reason()}")
         return convert_error(e, kind, self.display_url)
 
-    def busy_reason(self) -> str:
-        """Why a write gave up waiting for a lock, naming the bound and how to change it."""
-        return (
-            f"the database is locked by another writer; gave up waiting for it (the lock "
-            f"wait is {self.lock_wait:g} s), nothing was written (retry later, or raise the "
-            f"bound with --lock-wait or ${waiting.LOCK_WAIT_ENV})"
-        )
+    def busy_reason(self, *, retried: bool = False) -> str:
+        """Why a write gave up waiting for a lock, naming the wait that applied and how to
+        change it (``waiting.busy_reason``)."""
+        return waiting.busy_reason(self.lock_wait, self.url_lock_timeout(), retried=retried)
+
+    def url_lock_timeout(self) -> float | None:
+        """The lock timeout (seconds) the database URL sets for this store's sessions in
+        place of the lock wait, or None if the lock wait applies."""
+        return None
 
     @contextmanager
     def waiting_for_lock(self, what: str) -> Iterator[None]:
         """Around a statement that may wait for another writer's lock: announced to
         ``on_wait`` while it waits (``waiting.announced``)."""
-        with waiting.announced(self.on_wait, what, self.lock_wait):
+        with waiting.announced(self.on_wait, what, self._gives_up_after):
             yield
+
+    def _gives_up_after(self) -> float:
+        """When a retried write behind a lock gives up: the lock wait, or a longer lock
+        timeout of the URL (one try lasts that long)."""
+        url_wait = self.url_lock_timeout()
+        return self.lock_wait if url_wait is None else max(self.lock_wait, url_wait)
 
     # ------------------------------------------------------------------ schema
 
@@ -418,7 +436,7 @@ class Recorder(BackendCapabilities):
         return retrying(
             lambda: self._initialise_once(allow_existing, partitions),
             (DatabaseBusyError,),
-            lambda e: e,
+            lambda e: DatabaseBusyError(f"{self.display_url}: {self.busy_reason(retried=True)}"),
             bound=self.lock_wait,
         )
 
@@ -457,12 +475,12 @@ class Recorder(BackendCapabilities):
         """Make sure a store exists here, reading only; ``NoStoreError`` if the database
         holds none (nothing is created: the commands that only read open stores this way)."""
         with self.transaction() as conn:
-            if not self._check_existing(conn, set(inspect(conn).get_table_names())):
+            if not self._check_existing(conn, schema.tables_present(conn, _KNOWN_TABLES)):
                 raise NoStoreError(self.display_url)
 
     def _initialise_once(self, allow_existing: bool, partitions: int | None = None) -> bool:
         with self.transaction() as conn:  # the usual case reads only: no write lock taken
-            names = set(inspect(conn).get_table_names())
+            names = schema.tables_present(conn, _KNOWN_TABLES)
             if self._check_existing(conn, names):
                 self._check_partitioning(conn, partitions)
                 if schema.ADDED_TABLES - names:
@@ -553,7 +571,9 @@ class Recorder(BackendCapabilities):
             lambda: self._append_once(run_id, batch, expected_seq),
             (DuplicateKeyError, DatabaseBusyError),
             lambda e: (
-                DatabaseBusyError(f"{self.display_url}: run {run_id}: {self.busy_reason()}")
+                DatabaseBusyError(
+                    f"{self.display_url}: run {run_id}: {self.busy_reason(retried=True)}"
+                )
                 if isinstance(e, DatabaseBusyError)
                 else DatabaseBusyError(
                     f"{self.display_url}: run {run_id} could not be appended to after "

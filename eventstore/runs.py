@@ -36,6 +36,7 @@ from .digest import CURRENT_DIGEST_VERSION, DIGEST_V2
 from .errors import (
     ConcurrentWriterError,
     DatabaseBusyError,
+    DiskFullError,
     EventConflictError,
     EventStoreError,
     InputError,
@@ -57,6 +58,9 @@ from .store import EventStore, decode_stored
 from .text import check_fields
 
 DEFAULT_BATCH_SIZE = 100_000
+# how a run goes on after a full disk or Ctrl-C stopped it, unless the code that started it
+# knows how to resume it (``RunWriter.continued_by``)
+NOT_RESUMABLE = "run the command again (a new run: this one cannot be resumed)"
 ProgressFn = Callable[[int], None]  # called with how many more items are done
 
 
@@ -130,6 +134,9 @@ class RunWriter:
         boundary = lifecycle.boundary
         self._checkpointed = 0 if boundary is None else boundary.rows
         self.on_progress: ProgressFn | None = None  # called with the rows of each batch
+        # how the run goes on once a full disk stopped it (``DiskFullError.stopping``), set
+        # by the code that can continue it, e.g. "`clusterstore runs resume <run>`"
+        self.continued_by = NOT_RESUMABLE
 
     @classmethod
     def begin(
@@ -413,6 +420,12 @@ class RunWriter:
         self._batch_size = batch_size
         return event
 
+    def interrupted_then(self) -> str:
+        """How the run goes on, in the Ctrl-C message (``RunInterrupted``)."""
+        if self.continued_by == NOT_RESUMABLE:
+            return NOT_RESUMABLE
+        return f"{self.continued_by} continues it"
+
     def __enter__(self) -> RunWriter:
         return self
 
@@ -425,9 +438,11 @@ class RunWriter:
         elif isinstance(ev, KeyboardInterrupt):
             self.fail("interrupted (Ctrl-C)")
             if not isinstance(ev, RunInterrupted):
-                raise RunInterrupted(self.run_id) from ev
+                raise RunInterrupted(self.run_id, self.interrupted_then()) from ev
         else:
             self.fail(ev)
+            if isinstance(ev, DiskFullError) and ev.run_id is None:
+                raise ev.stopping(self.run_id, self.continued_by) from ev
 
 
 def start_run(

@@ -47,7 +47,7 @@ from sqlalchemy.engine import URL
 from . import schema, waiting
 from .codec import Batch, PackedEvents
 from .driver_errors import DriverError
-from .errors import ConfigurationError, NoStoreError, NotADatabaseError
+from .errors import ConfigurationError, NoDirectoryError, NoStoreError, NotADatabaseError
 from .recorder import WAITING_FOR_WRITE, Recorder, next_position
 from .rows import LAST_SEQ, AssignmentRows
 from .waiting import WaitNotifier
@@ -161,9 +161,7 @@ def _path_url(path: Path) -> URL:
         if header and header != SQLITE_HEADER:
             raise NotADatabaseError(f"{path} is not a SQLite database; it was left untouched")
     elif not path.parent.exists():
-        raise ConfigurationError(
-            f"cannot create {path}: the directory {path.parent} does not exist"
-        )
+        raise NoDirectoryError(str(path), str(path.parent))
     return URL.create("sqlite+pysqlite", database=str(path))
 
 
@@ -298,7 +296,9 @@ class SQLiteRecorder(Recorder):
     def upsert_statement(self, table: Table) -> Any:
         return sqlite_dialect.insert(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
         _insert_rows(conn, table, rows)
 
     def read_assignment_rows(

@@ -29,7 +29,7 @@ from . import checkpoints, log_reads
 from .capabilities import Waker
 from .codec import PackedEvents, decode, encode
 from .config import make_recorder, resolve_url
-from .errors import AmbiguousRunError, RunNotFoundError
+from .errors import AmbiguousRunError, NoDirectoryError, NoStoreError, RunNotFoundError
 from .events import Event
 from .feed import FeedBlock, read_feed_blocks
 from .recorder import PAGE_SIZE, AppendResult, Recorder, RunHead, StoredEvent
@@ -72,9 +72,13 @@ class EventStore:
         ``lock_wait``: seconds a lock held by another process is waited for before a
         ``DatabaseBusyError`` (default ``$CLUSTERSTORE_LOCK_WAIT``, else 60); ``on_wait`` is
         told while such a wait lasts (``waiting``)."""
-        recorder = make_recorder(
-            resolve_url(db), read_only=not create, lock_wait=lock_wait, on_wait=on_wait
-        )
+        try:
+            url = resolve_url(db)
+        except NoDirectoryError as e:
+            if create:
+                raise
+            raise NoStoreError(e.path) from e  # a read would create nothing anyway
+        recorder = make_recorder(url, read_only=not create, lock_wait=lock_wait, on_wait=on_wait)
         try:
             if not create:
                 recorder.check_store()
@@ -299,9 +303,12 @@ class EventStore:
         """The INSERT for ``table`` with ``on_conflict_do_nothing``/``..._do_update``."""
         return self.recorder.upsert_statement(table)
 
-    def insert_assignment_rows(self, conn: Connection, table: Table, rows: AssignmentRows) -> None:
-        """Bulk-load a batch of read-model assignment rows (the backend's fast path)."""
-        self.recorder.insert_assignment_rows(conn, table, rows)
+    def insert_assignment_rows(
+        self, conn: Connection, table: Table, rows: AssignmentRows, *, fresh: bool = False
+    ) -> None:
+        """Bulk-load a batch of read-model assignment rows (the backend's fast path);
+        ``fresh``: into a table created in this transaction (``rebuild_in_one_transaction``)."""
+        self.recorder.insert_assignment_rows(conn, table, rows, fresh=fresh)
 
     def read_assignment_rows(
         self,
@@ -333,6 +340,14 @@ class EventStore:
 
     def analyze_table(self, conn: Connection, name: str) -> None:
         self.recorder.analyze_table(conn, name)
+
+    def prepare_index_build(self, conn: Connection) -> None:
+        self.recorder.prepare_index_build(conn)
+
+    @property
+    def rebuild_in_one_transaction(self) -> bool:
+        """Whether a rebuild loads and swaps in its new generation in one transaction."""
+        return self.recorder.rebuild_in_one_transaction
 
     @property
     def primary_key_after_load(self) -> bool:

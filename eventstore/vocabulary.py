@@ -183,8 +183,9 @@ _KEYS: list[tuple[str, str, str, tuple[str, ...]]] = [
     (
         "error",
         "string",
-        "why the run failed (RunFailed), or why an event did not decode",
-        ("runs list", "runs show", "runs events"),
+        "why the run failed (RunFailed), why an event did not decode, or why a bench step "
+        "failed (null: it did not)",
+        ("runs list", "runs show", "runs events", "bench"),
     ),
     ("error_type", "string", "the exception type RunFailed recorded", ("runs show",)),
     (

@@ -8,6 +8,9 @@
 - **The deadline** (``deadline``): a call that retries (an append, ``initialise``) waits at
   most the bound in all, not the bound per try: its tries share one deadline, and the
   driver's own wait (SQLite's busy timeout) is cut to what is left of it (``remaining``).
+- **The URL's own wait**: a PostgreSQL URL may set its sessions' ``lock_timeout`` itself (in
+  its ``options``, as an administrator would for a role); the server then applies it instead
+  of the bound, to each statement. ``busy_reason`` names whichever wait gave up.
 - **The notice** (``announced``): while a wait lasts longer than ``GRACE`` seconds, a
   ``WaitNotifier`` is told what is waited for and for how long (from a timer thread, since
   the waiting thread is blocked inside the driver). The CLI prints it on a terminal only.
@@ -19,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
@@ -53,6 +56,27 @@ def lock_wait_seconds(value: float | str | None = None) -> float:
             f"got {value!r}"
         )
     return seconds
+
+
+def busy_reason(bound: float, url_wait: float | None, *, retried: bool) -> str:
+    """Why a write gave up waiting for another writer's lock, naming the wait that applied
+    and how to change it. ``url_wait``: the lock timeout the database URL sets for its
+    sessions in place of the bound (None: the bound's own). ``retried``: the write was
+    tried again until the bound had passed (an append), so a shorter URL wait did not end
+    it."""
+    if url_wait is None or (retried and url_wait <= bound):
+        return (
+            f"the database is locked by another writer; gave up waiting for it (the lock "
+            f"wait is {bound:g} s), nothing was written (retry later, or raise the bound "
+            f"with --lock-wait or ${LOCK_WAIT_ENV})"
+        )
+    return (
+        f"the database is locked by another writer; gave up waiting for it after "
+        f"{url_wait:g} s, the lock_timeout set in the database URL's options (it overrides "
+        f"the lock wait of {bound:g} s), nothing was written (retry later, or raise "
+        f"lock_timeout in the URL's options, or remove it to wait as long as --lock-wait or "
+        f"${LOCK_WAIT_ENV} says)"
+    )
 
 
 class WaitNotifier(Protocol):
@@ -92,9 +116,12 @@ def expired() -> bool:
 
 
 @contextmanager
-def announced(notifier: WaitNotifier | None, what: str, bound: float) -> Iterator[None]:
+def announced(
+    notifier: WaitNotifier | None, what: str, bound: float | Callable[[], float]
+) -> Iterator[None]:
     """Run the block; if it takes longer than ``GRACE`` seconds, tell ``notifier`` every
-    ``EVERY`` seconds that ``what`` is waited for, and ``done()`` when the block ends."""
+    ``EVERY`` seconds that ``what`` is waited for, and ``done()`` when the block ends.
+    ``bound``: when the wait gives up (a callable is asked once, when first announced)."""
     if notifier is None:
         yield
         return
@@ -105,8 +132,9 @@ def announced(notifier: WaitNotifier | None, what: str, bound: float) -> Iterato
         if stop.wait(GRACE):
             return
         try:
+            limit = bound() if callable(bound) else bound
             while True:
-                notifier.waiting(what, time.monotonic() - start, bound)
+                notifier.waiting(what, time.monotonic() - start, limit)
                 if stop.wait(EVERY):
                     return
         finally:

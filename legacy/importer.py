@@ -42,7 +42,7 @@ import numpy as np
 
 from clusterstore.eventstore import EventStore
 from clusterstore.eventstore.digest import CURRENT_DIGEST_VERSION
-from clusterstore.eventstore.errors import EventConflictError, InputError
+from clusterstore.eventstore.errors import DiskFullError, EventConflictError, InputError
 from clusterstore.eventstore.events import RunStarted
 from clusterstore.eventstore.runs import ProgressFn, RunWriter
 from clusterstore.eventstore.store import decode_stored
@@ -134,22 +134,23 @@ class ImportReport:
         }
 
 
-def plan(source: LegacySource, store: EventStore) -> list[ImportItem]:
-    """What importing ``source`` would do, result by result (reads only)."""
+def plan(source: LegacySource, store: EventStore | None) -> list[ImportItem]:
+    """What importing ``source`` would do, result by result (reads only). ``store`` None:
+    there is no store yet (a dry run before the first import), so every result is new."""
     items = []
     for result in source.list_results():
         rows, clusters = source.result_stats(result.id)
-        head = store.head(result.id)
+        head = 0 if store is None else store.head(result.id)
         final = rows + 2
         state: State
         if head == 0:
             state = "new"
-        elif not _is_import_of(store, result.id):
+        elif store is None or not _is_import_of(store, result.id):
             state = "conflict"
         else:
             state = "imported" if head >= final else "partial"
         item = ImportItem(result, rows, clusters, state)
-        if state == "partial" and not _same_start(store, source, item):
+        if state == "partial" and store is not None and not _same_start(store, source, item):
             item = dataclasses.replace(item, state="changed")
         items.append(item)
     return items
@@ -195,13 +196,17 @@ def run_started(source: LegacySource, item: ImportItem) -> RunStarted:
 
 def import_legacy(
     source: LegacySource,
-    store: EventStore,
+    store: EventStore | None,
     *,
     dry_run: bool = False,
     on_progress: ProgressFn | None = None,
     chunk: int = CHUNK,
 ) -> ImportReport:
-    """Import every legacy result not yet in the store. Idempotent."""
+    """Import every legacy result not yet in the store. Idempotent. ``store`` None: only
+    with ``dry_run``, where there is no store yet."""
+    target = None if dry_run else store  # where rows are written
+    if target is None and not dry_run:
+        raise ValueError("import_legacy needs a store unless it is a dry run")
     items = plan(source, store)
     conflicts = [i.run_id for i in items if i.state == "conflict"]
     if conflicts:
@@ -214,16 +219,16 @@ def import_legacy(
         if item.state == "imported":
             report.skipped += 1
             continue
-        if item.state == "partial" and not dry_run:
+        if item.state == "partial" and target is not None:
             try:
-                _import_one(source, store, item, on_progress, chunk)
+                _import_one(source, target, item, on_progress, chunk)
             except _RowsChanged:
                 item = items[n] = dataclasses.replace(item, state="changed")
         elif item.state == "new":
-            if dry_run:
+            if target is None:
                 source.check_rows(item.run_id, chunk)
             else:
-                _import_one(source, store, item, on_progress, chunk)
+                _import_one(source, target, item, on_progress, chunk)
         if item.state == "changed":
             report.changed.append(item)
             continue
@@ -264,6 +269,15 @@ def _import_one(
         started = _stored_start(store, run_id)
         writer = RunWriter(store, run_id, started, head=1, batch_size=chunk)
     writer.on_progress = on_progress
+    try:
+        _write_rows(source, writer, item, chunk)
+    except DiskFullError as e:
+        raise e.stopping(run_id, "run the import again: it finishes this run") from e
+
+
+def _write_rows(source: LegacySource, writer: RunWriter, item: ImportItem, chunk: int) -> None:
+    """The result's rows, then RunCompleted or RunFailed (``_finish``)."""
+    run_id = item.run_id
     index = {u.bytes: i for i, u in enumerate(item.clusters)}
     read = 0
     for row_ids, embedding_ids, cluster_ids in source.iter_rows(run_id, chunk):

@@ -30,6 +30,9 @@ class Projection(ABC):
 
     def __init__(self, store: EventStore):
         self.store = store  # how this database loads rows, upserts and replaces views
+        # the generation created in the transaction that is loading it (a rebuild in one
+        # transaction, ``rebuild_in_one_transaction``): its bulk tables may be loaded frozen
+        self.fresh_generation: int | None = None
 
     @abstractmethod
     def tables(self, generation: int) -> list[Table]:
@@ -76,6 +79,7 @@ class Projection(ABC):
             self.create_indexes(conn, generation)
 
     def create_indexes(self, conn: Connection, generation: int) -> None:
+        self.store.prepare_index_build(conn)
         if self.store.primary_key_after_load:
             for table in self.bulk_tables(generation):
                 if not inspect(conn).get_pk_constraint(table.name)["constrained_columns"]:

@@ -4,7 +4,8 @@ Columns: ``id`` (the run id, or for a run imported from a legacy database the le
 clustering-result id from ``RunStarted.legacy_id``, so old SQL keeps finding it),
 ``run_id`` (always the store's run id), model, algorithm, params, k, n_embeddings,
 n_assignments, status (``running``, ``completed``, ``failed``, or ``damaged``: the run is
-skipped from an event that does not decode on, ``dead_letter``), error, started_at,
+skipped from an event that does not decode, or that the row cannot hold (``unstorable``),
+on, ``dead_letter``), error, started_at,
 finished_at, duration (seconds), n_noise (the assignments labelled -1, noise, from
 ``RunCompleted``; NULL until the run completes).
 
@@ -23,11 +24,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy import Connection, Table, inspect, select, update
+from sqlalchemy import BigInteger, Connection, Integer, Table, inspect, select, update
 
 from clusterstore.eventstore import EventStore, StoredEvent
+from clusterstore.eventstore.errors import UnstorableEventError
 from clusterstore.eventstore.events import (
     AssignmentRecorded,
+    Event,
     RunCompleted,
     RunResumed,
     RunStarted,
@@ -132,6 +135,9 @@ class ClusteringResultProjection(Projection):
 
     def _apply_event(self, conn: Connection, t: Table, ev: StoredEvent) -> None:
         event = decode_stored(ev)
+        problem = unstorable(event)
+        if problem is not None:  # the run is skipped from here (``dead_letter``)
+            raise UnstorableEventError(ev.run_id, ev.seq, problem)
         values: dict[str, Any]
         match event:
             case RunStarted():
@@ -166,6 +172,32 @@ class ClusteringResultProjection(Projection):
     def _duration(conn: Connection, t: Table, run_id: UUID, end: datetime) -> float | None:
         started = conn.execute(select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
         return duration_s(started, end)  # the vocabulary's one definition
+
+
+def unstorable(event: Event) -> str | None:
+    """Why the row cannot hold a field of ``event`` that it stores in a column of the same
+    name, or None: a NUL character in text (PostgreSQL refuses it) or an integer beyond the
+    column's range (PostgreSQL refuses it; SQLite's driver overflows past 64 bits). Judged
+    by the declared column, so every backend skips the same runs."""
+    columns = cr_tables(1).results.c  # every generation's columns are the same
+    for name in event.__struct_fields__:
+        if name not in columns or name == "params":  # JSON escapes any text
+            continue
+        value = getattr(event, name)
+        kind = columns[name].type
+        if isinstance(value, str) and "\x00" in value:
+            return (
+                f"{event.NAME} {name} holds a NUL character (U+0000), which the read models "
+                "cannot store"
+            )
+        if isinstance(value, int) and isinstance(kind, Integer):
+            bits = 64 if isinstance(kind, BigInteger) else 32
+            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                return (
+                    f"{event.NAME} {name} {value} is beyond the {bits}-bit integers the read "
+                    "models store"
+                )
+    return None
 
 
 CHECKED = ("id", "model", "k", "status", "n_assignments", "n_noise")  # what verify compares

@@ -1,11 +1,14 @@
 """A damaged event isolates its run, not the read models (dead-lettered runs).
 
 When a projection meets an event it cannot decode (bytes changed around the store, a block
-of assignments that does not add up), it does not stop: it applies every event of that run
-*before* the damaged one, skips the run's damaged event and every later event of the run,
-records the run in ``pj_dead_letter`` (projection, generation, run, seq, global position,
-reason) and marks it in its own tables (``Projection.mark_damaged``: ``clusteringresult``
-shows status ``damaged`` with the reason as its error; ``embeddingcluster`` hides the run).
+of assignments that does not add up), or one that decodes but holds a value its tables
+cannot store (``UnstorableEventError``: a NUL character in a text, an integer beyond its
+column's range, written through the library's own appends), it does not stop: it applies
+every event of that run *before* the damaged one, skips the run's damaged event and every
+later event of the run, records the run in ``pj_dead_letter`` (projection, generation,
+run, seq, global position, reason) and marks it in its own tables
+(``Projection.mark_damaged``: ``clusteringresult`` shows status ``damaged`` with the reason
+as its error; ``embeddingcluster`` hides the run).
 All of it happens in the transaction of the batch that met the event, with the
 checkpoint's move, so the checkpoint keeps moving for every other run, and no healthy event
 is applied twice or skipped. Which events are applied depends only on the log (everything
@@ -31,11 +34,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, delete, inspect, select
+from sqlalchemy import Connection, delete, select
 
 from clusterstore.eventstore.errors import EventDecodeError
 from clusterstore.eventstore.feed import FeedBlock
-from clusterstore.eventstore.schema import utc
+from clusterstore.eventstore.schema import tables_present, utc
 from clusterstore.eventstore.store import EventStore
 from clusterstore.eventstore.vocabulary import timestamp
 
@@ -95,6 +98,19 @@ def from_block(projection: str, block: FeedBlock) -> DeadLetter | None:
     if block.damage is None:
         return None
     return _letter(projection, block.run_id, block.first_seq, block.position, block.damage)
+
+
+def from_blocks(
+    projection: str, blocks: list[FeedBlock], skipped: set[UUID]
+) -> dict[UUID, DeadLetter]:
+    """The dead letter of each run not in ``skipped`` for its first block in ``blocks``
+    the feed could not read whole."""
+    cut: dict[UUID, DeadLetter] = {}
+    for b in blocks:
+        letter = from_block(projection, b)
+        if letter is not None and b.run_id not in skipped and b.run_id not in cut:
+            cut[b.run_id] = letter
+    return cut
 
 
 def _letter(projection: str, run_id: UUID, seq: int, position: int, reason: str) -> DeadLetter:
@@ -175,8 +191,8 @@ def dead_letters(store: EventStore, run_id: UUID | None = None) -> list[DeadLett
     ``run_id``'s), in log order. Only reads: a store whose read models never met a damaged
     event (or were never built) has none."""
     with store.transaction() as conn:
-        tables = set(inspect(conn).get_table_names())
-        if schema.dead_letters.name not in tables or schema.checkpoints.name not in tables:
+        wanted = {schema.dead_letters.name, schema.checkpoints.name}
+        if tables_present(conn, wanted) != wanted:
             return []
         cp = schema.checkpoints
         out: list[DeadLetter] = []

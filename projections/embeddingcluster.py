@@ -139,7 +139,8 @@ class EmbeddingClusterProjection(Projection):
             rows = Rows.concat(parts)
             if lookup_index_enabled(conn):  # the lookup by id reads the stored id
                 rows = _with_ids(rows, {key: run for run, key in keys.items()})
-            self.store.insert_assignment_rows(conn, t.assignments, rows)
+            fresh = generation == self.fresh_generation
+            self.store.insert_assignment_rows(conn, t.assignments, rows, fresh=fresh)
             self._add_sizes(conn, t, rows)
         for block in blocks:
             for ev in block.others:

@@ -20,15 +20,16 @@
   creates their secondary indexes after the load, then points the public views at it and
   moves the checkpoint in one transaction; the old generation is dropped afterwards. Readers
   see the old read model until the new one is complete. It runs exactly the code catch-up
-  runs, so a rebuild equals incremental catch-up.
+  runs, so a rebuild equals incremental catch-up. Where the database allows
+  (``rebuild_in_one_transaction``, PostgreSQL) all of it up to the swap is one transaction:
+  the assignment table is loaded frozen (``COPY FREEZE``), and a rebuild that fails or is
+  killed leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -41,6 +42,7 @@ from sqlalchemy import Connection, inspect, update
 from clusterstore.eventstore.errors import DatabaseBusyError, EventDecodeError, SchemaError
 from clusterstore.eventstore.feed import FeedBlock
 from clusterstore.eventstore.runs import ProgressFn
+from clusterstore.eventstore.schema import tables_present
 from clusterstore.eventstore.store import EventStore
 
 from . import dead_letter, schema
@@ -49,6 +51,7 @@ from .clusteringresult import ClusteringResultProjection
 from .dead_letter import DeadLetter
 from .embeddingcluster import EmbeddingClusterProjection
 from .locks import LOCK_TTL, RunnerLock, make_lock, row_holder
+from .prefetch import prefetched
 from .waits import follower_lock_name, refuse_second_follower, wait_for_lock
 
 BATCH_EVENTS = 100_000
@@ -186,37 +189,95 @@ class Runner:
 
     def rebuild(self, on_progress: ProgressFn | None = None) -> RebuildResult:
         """Replay the whole log into a new generation and swap it in. Call with the lock
-        held."""
+        held. Where the database allows (``rebuild_in_one_transaction``) the generation is
+        created, loaded, indexed and swapped in one transaction; an event that does not
+        decode rolls that back and the rebuild starts again with a transaction per batch,
+        which isolates the event's run (``_apply``; progress is then reported again)."""
         start = time.perf_counter()
         cp = self.checkpoint()
         old = cp.generation if cp is not None else None
         generation = (old or 0) + 1
         target = self.store.max_position()
-        with self.store.transaction(write=True, conn=self.conn) as c:
-            self.lock.check(c)
-            self._drop_generations(c, keep=old)
-            self.projection.create(c, generation, indexes=False)
-        self.generation, self.skipped = generation, {}
-        position = 0
-        while position < target:
-            before = position
-            for blocks in self._batches(after=position, until=target):
-                self._apply(generation, blocks)
-                if on_progress is not None:
-                    on_progress(blocks[-1].last_position - position)
-                position = blocks[-1].last_position
-            if position == before:
-                break
-        with self.store.transaction(write=True, conn=self.conn) as c:
-            self.lock.check(c)
-            self.projection.create_indexes(c, generation)
-            if old is None:
-                _refuse_foreign_names(c, self.projection)
-            self._publish(c, generation, position)
+        position = None
+        if self.store.rebuild_in_one_transaction:
+            with contextlib.suppress(EventDecodeError):
+                position = self._rebuild_in_one_transaction(old, generation, target, on_progress)
+        if position is None:
+            position = self._rebuild_in_batches(old, generation, target, on_progress)
         live = time.perf_counter() - start
         with self.store.transaction(write=True, conn=self.conn) as c:
             self._drop_generations(c, keep=generation)
         return RebuildResult(generation, position, live, time.perf_counter() - start)
+
+    def _rebuild_in_batches(
+        self, old: int | None, generation: int, target: int, on_progress: ProgressFn | None
+    ) -> int:
+        with self.store.transaction(write=True, conn=self.conn) as c:
+            self._create_generation(c, old, generation)
+        position = 0
+        for blocks in self._feed_until(target):
+            self._apply(generation, blocks)
+            if on_progress is not None:
+                on_progress(blocks[-1].last_position - position)
+            position = blocks[-1].last_position
+        with self.store.transaction(write=True, conn=self.conn) as c:
+            self._swap_in(c, old, generation, position)
+        return position
+
+    def _rebuild_in_one_transaction(
+        self, old: int | None, generation: int, target: int, on_progress: ProgressFn | None
+    ) -> int:
+        """The new generation created, loaded (its bulk tables frozen), indexed and
+        published in one transaction on the runner's connection; the log is read on
+        others. Raises ``EventDecodeError`` (nothing changed) if an event does not decode."""
+        letters: dict[UUID, DeadLetter] = {}
+        position = 0
+        with self.store.transaction(write=True, conn=self.conn) as c:
+            self._create_generation(c, old, generation)
+            self.projection.fresh_generation = generation
+            try:
+                for blocks in self._feed_until(target, on_runner=False):
+                    cut = dead_letter.from_blocks(self.name, blocks, set(letters))
+                    todo = dead_letter.without(blocks, set(letters), cut)
+                    self._apply_in(c, generation, todo, cut)
+                    letters.update(cut)
+                    if on_progress is not None:
+                        on_progress(blocks[-1].last_position - position)
+                    position = blocks[-1].last_position
+            finally:
+                self.projection.fresh_generation = None
+            self._swap_in(c, old, generation, position)
+        self.skipped = letters
+        if self.on_damage is not None:
+            for letter in letters.values():
+                self.on_damage(letter)
+        return position
+
+    def _create_generation(self, c: Connection, old: int | None, generation: int) -> None:
+        """Drop any generation but the current one, create ``generation`` without indexes."""
+        self.lock.check(c)
+        self._drop_generations(c, keep=old)
+        self.projection.create(c, generation, indexes=False)
+        self.generation, self.skipped = generation, {}
+
+    def _swap_in(self, c: Connection, old: int | None, generation: int, position: int) -> None:
+        """Index the loaded ``generation`` and point the views and the checkpoint at it."""
+        self.lock.check(c)
+        self.projection.create_indexes(c, generation)
+        if old is None:
+            _refuse_foreign_names(c, self.projection)
+        self._publish(c, generation, position)
+
+    def _feed_until(self, target: int, *, on_runner: bool = True) -> Iterator[list[FeedBlock]]:
+        """The feed from the start up to ``target`` in batches (``_batches``)."""
+        position = 0
+        while position < target:
+            before = position
+            for blocks in self._batches(after=position, until=target, on_runner=on_runner):
+                yield blocks
+                position = blocks[-1].last_position
+            if position == before:
+                return
 
     def _load_skipped(self, generation: int) -> None:
         if self.generation != generation:
@@ -232,26 +293,12 @@ class Runner:
         rolls the batch back, and the batch is applied again without that run's events from
         there on, the run recorded as skipped (``dead_letter``) in the same transaction."""
         skipped = set(self.skipped)
-        cut: dict[UUID, DeadLetter] = {}
-        for b in blocks:
-            letter = dead_letter.from_block(self.name, b)
-            if letter is not None and b.run_id not in skipped and b.run_id not in cut:
-                cut[b.run_id] = letter
+        cut = dead_letter.from_blocks(self.name, blocks, skipped)
         while True:
             todo = dead_letter.without(blocks, skipped, cut)
             try:
                 with self._batch_transaction() as c:
-                    if todo:
-                        self.projection.apply(c, generation, todo)
-                    for letter in cut.values():
-                        dead_letter.record(c, generation, letter)
-                        self.projection.mark_damaged(
-                            c,
-                            generation,
-                            letter.run_id,
-                            letter.position,
-                            f"damaged at seq {letter.seq}: {letter.reason}",
-                        )
+                    self._apply_in(c, generation, todo, cut)
                     if advance is not None:
                         self._advance(c, generation, *advance)
             except EventDecodeError as e:
@@ -267,6 +314,26 @@ class Runner:
             for letter in cut.values():
                 self.on_damage(letter)
 
+    def _apply_in(
+        self,
+        c: Connection,
+        generation: int,
+        todo: list[FeedBlock],
+        cut: dict[UUID, DeadLetter],
+    ) -> None:
+        """Apply ``todo`` and record the runs ``cut`` skips, in the caller's transaction."""
+        if todo:
+            self.projection.apply(c, generation, todo)
+        for letter in cut.values():
+            dead_letter.record(c, generation, letter)
+            self.projection.mark_damaged(
+                c,
+                generation,
+                letter.run_id,
+                letter.position,
+                f"damaged at seq {letter.seq}: {letter.reason}",
+            )
+
     @contextmanager
     def _batch_transaction(self) -> Iterator[Connection]:
         """The write transaction of one batch, under this runner's lock. It commits without
@@ -277,10 +344,14 @@ class Runner:
             self.lock.check(c)
             yield c
 
-    def _batches(self, *, after: int, until: int | None = None) -> Iterator[list[FeedBlock]]:
+    def _batches(
+        self, *, after: int, until: int | None = None, on_runner: bool = True
+    ) -> Iterator[list[FeedBlock]]:
         """The feed after ``after`` in batches (until a short batch, or ``until``). While one
         batch is applied, a thread reads the next on its own connection (the log is
-        immutable, so reading ahead is safe); at most three batches are in memory."""
+        immutable, so reading ahead is safe); at most three batches are in memory. The
+        first batch is read on the runner's connection unless ``on_runner`` is False (the
+        runner's connection is inside a transaction the read must not end)."""
 
         def read(position: int, conn: Connection | None = None) -> list[FeedBlock]:
             return self.store.read_feed_blocks(
@@ -295,13 +366,13 @@ class Runner:
             full = blocks[-1].last_position - blocks[0].position + 1 >= self.batch_events
             return full and (until is None or blocks[-1].last_position < until)
 
-        first = read(after, self.conn)
+        first = read(after, self.conn if on_runner else None)
         if not first:
             return
         if not more(first):
             yield first
             return
-        yield from _prefetched(read, first, more)
+        yield from prefetched(read, first, more)
 
     def _drop_generations(self, c: Connection, *, keep: int | None) -> None:
         """Drop every generation table of this projection except ``keep``'s."""
@@ -449,7 +520,7 @@ def status(store: EventStore) -> list[ProjectionStatus]:
     head = store.max_position()
     out = []
     with store.transaction() as c:
-        names = set(inspect(c).get_table_names())
+        names = tables_present(c, {schema.checkpoints.name, schema.locks.name})
         for name in NAMES:
             cp = read_checkpoint(c, name) if schema.checkpoints.name in names else None
             if store.has_session_locks:
@@ -470,47 +541,6 @@ def status(store: EventStore) -> list[ProjectionStatus]:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _prefetched(
-    read: Callable[[int], list[FeedBlock]],
-    first: list[FeedBlock],
-    more: Callable[[list[FeedBlock]], bool],
-) -> Iterator[list[FeedBlock]]:
-    """``first``, then the batches a reader thread fetches one ahead of the consumer."""
-    ahead: queue.Queue[list[FeedBlock] | BaseException] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def work(position: int) -> None:
-        try:
-            while not stop.is_set():
-                blocks = read(position)
-                ahead.put(blocks)
-                if not blocks or not more(blocks):
-                    return
-                position = blocks[-1].last_position
-        except BaseException as e:  # handed to the consumer, raised there
-            ahead.put(e)
-
-    thread = threading.Thread(target=work, args=(first[-1].last_position,), daemon=True)
-    thread.start()
-    try:
-        yield first
-        while True:
-            item = ahead.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
-                return
-            yield item
-            if not more(item):
-                return
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a pending put, then let the thread end
-            with contextlib.suppress(queue.Empty):
-                ahead.get(timeout=0.05)
-        thread.join()
 
 
 def ensure_tables(store: EventStore, conn: Connection) -> None:

@@ -170,6 +170,21 @@ CASES: dict[str, Case] = {
         "(lines 1 and 400); ids must be unique within a run",
     ),
     "ids file missing": Case("cluster {emb} --ids {dir}/nope.txt", "{dir}/nope.txt: no such file"),
+    "embeddings from a pipe": Case(
+        "cluster {dir}/fifo.npy",
+        "{dir}/fifo.npy is not a regular file (a pipe, socket or device); save the data to a "
+        "file and give its path",
+    ),
+    "ids from a pipe": Case(
+        "cluster {emb} --ids {dir}/fifo.npy",
+        "{dir}/fifo.npy is not a regular file (a pipe, socket or device); save the data to a "
+        "file and give its path",
+    ),
+    "labels from a pipe": Case(
+        "record {dir}/fifo.npy --model m --algorithm a",
+        "{dir}/fifo.npy is not a regular file (a pipe, socket or device); save the data to a "
+        "file and give its path",
+    ),
     # ---------------------------------------------------------------- options
     "k = 0": Case(
         "cluster {emb} --k 0", "Invalid value for '--k': 0 is not in the range 1<=x<=2147483647.", 2
@@ -325,6 +340,7 @@ def write_inputs(d: Path) -> dict[str, Any]:
     (d / "cut_header.npy").write_bytes(full[:40])
     (d / "text.npy").write_text("hello, this is not numpy\n")
     (d / "x.csv").write_text("1,2\n3,4\n")
+    os.mkfifo(d / "fifo.npy")  # e.g. bash's <(...): never opened, so nothing blocks
     (d / "bad.npz").write_bytes(b"PK\x03\x04 but not really a zip")
     save("str.npy", np.array([["a", "bcd"], ["e", "f"]]))
     save("obj.npy", np.array([[1.0, None]], dtype=object), allow_pickle=True)
@@ -670,6 +686,7 @@ def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[
         ["runs", "show", run_id],
         ["runs", "verify", "--all"],
         ["export", run_id, "-o", str(out), "-q"],
+        ["projections", "lookup-index"],
     ):
         child = run_child(args)
         assert (child.returncode, child.stderr) == (0, ""), (args, child.stderr)
@@ -677,3 +694,19 @@ def test_db_on_a_read_only_mount(tmp_path: Path, emb: str, subprocess_env: dict[
     assert out.stat().st_size > 0
     assert sorted(os.listdir(store_dir)) == files
     assert_store_unchanged(str(path), before)
+
+
+@pytest.mark.parametrize("command", ["cluster", "assign", "import-legacy"])
+def test_a_missing_input_creates_no_store(tmp_path: Path, command: str) -> None:
+    """A writing command refused for its input leaves no database behind where none was."""
+    db = tmp_path / "new.db"
+    missing = str(tmp_path / "missing.npy")
+    args = {
+        "cluster": ["cluster", missing, "--model", "m", "--k", "3"],
+        "assign": ["assign", "0123", missing],
+        "import-legacy": ["import-legacy", str(tmp_path / "missing.db")],
+    }[command]
+    result = invoke(str(db), [*args, "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == []

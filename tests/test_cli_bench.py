@@ -1,4 +1,5 @@
-"""``clusterstore bench``: the shape of its output on both backends, skips, errors.
+"""``clusterstore bench``: the shape of its output on both backends, skips, errors, and a
+step for every command of the CLI.
 
 No timing thresholds: only that every step that ran reported a positive rate.
 """
@@ -12,10 +13,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from clusterstore.benchmarks import runner
+from clusterstore.benchmarks import catalog, runner
+from clusterstore.cli import bench as cli_bench
 from clusterstore.cli.main import cli
 
 from .conftest import pg_base_url, require_pg
+from .test_json_vocabulary import check_document, leaf_commands
 
 NAMES = {
     "legacy",
@@ -36,6 +39,16 @@ NAMES = {
     "runs_list",
     "runs_show",
     "verify_crowded",
+    "runs_events",
+    "runs_resume",
+    "catch_up",
+    "rebuild",
+    "lookup_index",
+    "projections_status",
+    "datasette_metadata",
+    "init",
+    "demo",
+    "import_legacy",
 }
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -85,6 +98,29 @@ def _check_shape(report: dict[str, Any], backends: list[str], n: int) -> None:
     assert machine["n_cpus"] >= 1
     assert machine["sqlite"] and machine["python"]
     assert machine["packages"]["clusterstore"]
+    assert check_document("bench", report) == []
+
+
+def _check_command_steps(report: dict[str, Any], n: int) -> None:
+    """What the steps of the commands (beyond the audit ones) say they measured."""
+    rows = {r["name"]: r for r in report["results"]}
+    for name in ("runs_events", "catch_up", "rebuild", "lookup_index", "import_legacy"):
+        assert rows[name]["n_events"] == n and rows[name]["events_per_s"]["median"] > 0, name
+    assert rows["runs_events"]["note"].endswith(" MB of NDJSON")
+    assert rows["catch_up"]["note"] == f"on top of a projected run of {n:,}"
+    assert rows["projections_status"]["note"].endswith(f"; lag {n + 2:,} events")
+    assert rows["datasette_metadata"]["note"].startswith("median ")
+    assert rows["init"]["n_events"] == 1
+    assert rows["init"]["note"] == "fixed n 1: one call on a new database; --n does not apply"
+    for name, note in (
+        ("demo", f"fixed n {catalog.DEMO_N:,}: the demo's own three models"),
+        ("runs_resume", f"resumed at row {n // 2:,} of {n:,}; input re-read"),
+    ):
+        if not rows[name]["skipped"]:  # the clustering package is an extra
+            assert rows[name]["note"].startswith(note), rows[name]
+    for ratios in report["ratios"].values():
+        assert ratios["catch_up_vs_replay"] > 0
+        assert ratios["rebuild_vs_replay"] > 0
 
 
 @pytest.mark.slow
@@ -103,6 +139,7 @@ def test_bench_json_on_each_backend(backend: str) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     _check_shape(report, [backend], 2000)
+    _check_command_steps(report, 2000)
     if backend == "postgres":
         assert report["machine"]["postgres"]
         assert _bench_schemas() <= before  # every scratch schema was dropped
@@ -112,6 +149,24 @@ def test_unknown_step_is_a_usage_error() -> None:
     result = _invoke("--steps", "append,nope")
     assert result.exit_code == 2
     assert "unknown step nope; choose from legacy, append, ceiling" in result.output
+
+
+def test_every_command_of_the_cli_has_a_step() -> None:
+    """The project's rule: a command added without a step fails here."""
+    commands = {name for name, _ in leaf_commands(cli)} - {"bench"}
+    assert set(catalog.COMMANDS) == commands
+    measured = [s for steps in catalog.COMMANDS.values() for s in steps]
+    assert set(measured) <= set(runner.STEPS)
+    assert set(runner.GROUPS["commands"]) == set(measured)
+    assert list(runner.GROUPS["commands"]) == [s for s in runner.STEPS if s in measured]
+
+
+def test_the_groups_expand_in_order() -> None:
+    given = cli_bench._steps(None, None, "runs,init,projections,replay")  # type: ignore[arg-type]
+    assert given == (
+        "runs_list", "runs_show", "runs_events", "verify", "compare", "runs_resume", "init",
+        "replay", "catch_up", "rebuild", "lookup_index", "projections_status",
+    )  # fmt: skip
 
 
 def test_the_audit_group_names_the_audit_commands() -> None:
@@ -177,6 +232,9 @@ def fake_steps(monkeypatch: pytest.MonkeyPatch) -> None:
             "end_to_end", "tests.bench_fakes:fixed", "fake", requires=("no_such_package_x",)
         ),
         "boom": runner.StepSpec("boom", "tests.bench_fakes:boom", "fake"),
+        "init": runner.StepSpec(
+            "init", "tests.bench_fakes:fixed", "fake", fixed=7, fixed_why="its own size"
+        ),
     }
     monkeypatch.setattr(runner, "STEPS", fakes)
 
@@ -202,6 +260,8 @@ def test_runner_report_skips_caps_and_ratios(fake_steps: None) -> None:
             "append_vs_ceiling": None,
             "replay_vs_ceiling_replay": None,
             "verify_crowded_vs_verify": None,
+            "catch_up_vs_replay": None,
+            "rebuild_vs_replay": None,
         }
     }
     assert rows["append"]["events_per_cpu_s"] is None  # the fake step measures no CPU time
@@ -210,12 +270,33 @@ def test_runner_report_skips_caps_and_ratios(fake_steps: None) -> None:
     assert started == ["legacy", "append", "replay", "append", "legacy"]
 
 
-def test_a_failing_step_is_an_error(fake_steps: None) -> None:
-    result = _invoke("--backend", "sqlite", "--steps", "boom", "--n", "10")
+def test_a_fixed_step_runs_at_its_own_size(fake_steps: None) -> None:
+    report = runner.run_bench(runner.BenchConfig(n=1000, backends=["sqlite"], steps=["init"]))
+    (row,) = report["results"]
+    assert row["n_events"] == 7
+    assert row["events_per_s"]["median"] == 14.0  # the child was given n = 7
+    assert row["note"] == "fixed n 7: its own size; --n does not apply; fake"
+
+
+def test_a_failing_step_is_an_error_that_keeps_the_other_figures(fake_steps: None) -> None:
+    result = _invoke("--backend", "sqlite", "--steps", "append,boom", "--n", "10", "--json")
     assert result.exit_code == 1
-    assert result.output == (
+    assert result.stderr == (
         "Error: bench step boom on sqlite failed: RuntimeError: the step broke\n"
     )
+    rows = {r["name"]: r for r in json.loads(result.stdout)["results"]}
+    assert rows["append"]["events_per_s"]["median"] == 20.0  # measured all the same
+    assert (rows["append"]["error"], rows["boom"]["n_repetitions"]) == (None, 0)
+    assert rows["boom"]["error"] == "bench step boom on sqlite failed: RuntimeError: the step broke"
+    table = _invoke("--backend", "sqlite", "--steps", "boom,append", "--n", "10", "--quiet")
+    assert table.exit_code == 1
+    lines = table.stdout.splitlines()
+    assert lines[2].split()[:2] == ["boom", "sqlite"]
+    assert lines[2].endswith(
+        "FAILED: bench step boom on sqlite failed: RuntimeError: the step broke"
+    )
+    assert lines[3].split()[:3] == ["append", "sqlite", "10"]
+    assert lines[5] == "sqlite: no ratio (a step failed)"
 
 
 def test_human_table(fake_steps: None) -> None:
@@ -231,3 +312,11 @@ def test_human_table(fake_steps: None) -> None:
     assert lines[3].endswith("skipped: not wired: a test plug-in")
     assert lines[5] == "sqlite: no ratio (a step was skipped)"
     assert lines[6].startswith("machine: ")
+
+
+def test_human_table_without_a_pair_of_steps(fake_steps: None) -> None:
+    result = _invoke("--backend", "sqlite", "--steps", "init", "--n", "10", "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[2].split()[:3] == ["init", "sqlite", "7"]
+    assert lines[4] == "sqlite: no ratio (no two of these steps make one)"

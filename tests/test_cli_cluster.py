@@ -103,6 +103,20 @@ def test_too_few_points_per_cluster_is_a_warning_on_stderr(db_url: str, emb: Pat
     )
 
 
+def test_a_refused_small_input_is_the_error_alone(db_url: str, tmp_path: Path) -> None:
+    """The few-points warning is said once the input is accepted, never before a refusal
+    (a refusal is one line)."""
+    x = blobs(40, d=2)
+    x[7, 1] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    result = run(db_url, "cluster", tmp_path / "nan.npy", "--model", "m", "--k", 2)
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: nan.npy row 7 contains NaN; embeddings must be finite\n",
+    )
+
+
 def test_demo_makes_three_completed_runs_and_prints_the_table(
     store: EventStore, db_url: str
 ) -> None:

@@ -215,6 +215,14 @@ def test_usage_errors_exit_2() -> None:
             "postgresql+asyncpg://u:secret@127.0.0.1/x",
             "postgresql+asyncpg://u:***@127.0.0.1/x: only the psycopg (3) driver is supported",
         ),
+        (  # postgres://, libpq's other scheme, is PostgreSQL too
+            "postgres://u:secret@127.0.0.1:1/x",
+            "cannot use the database at postgresql+psycopg://u:***@127.0.0.1:1/x: ",
+        ),
+        (
+            "postgres+asyncpg://u:secret@127.0.0.1/x",
+            "postgres+asyncpg://u:***@127.0.0.1/x: only the psycopg (3) driver is supported",
+        ),
         ("mysql://u:secret@127.0.0.1/x", "unsupported database mysql://u:***@127.0.0.1/x: "),
         ("postgresql://u:secret@127.0.0.1:1/x?bogus=1", "database error at "),
         (  # a password given as a query parameter is masked too

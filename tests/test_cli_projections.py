@@ -200,6 +200,8 @@ def test_a_damaged_run_is_skipped_reported_and_brought_back(store: EventStore, d
         str(b): {"seq": 5, "position": 18, "reason": reason},
         str(c): None,
     }
+    only = json.loads(run_cli(db_url, "runs", "list", "--status", "damaged", "--json")[1])
+    assert [r["run_id"] for r in only] == [str(b)]
     code, out, _ = run_cli(db_url, "runs", "show", str(b))
     assert code == 0
     assert f"damaged    run {b} is damaged at seq 5 (log position 18)" in out

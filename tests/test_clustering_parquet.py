@@ -4,6 +4,7 @@ as the same numbers given as .npy."""
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -178,4 +179,31 @@ def test_bad_parquet_input_is_one_line_and_writes_nothing(
         "Error: junk.parquet is not a readable parquet file"
     )
     assert len(junk.output.splitlines()) == 1
+    assert log_snapshot(store) == before
+
+
+def test_parquet_input_without_pyarrow_names_the_extra(
+    store: EventStore,
+    db_url: str,
+    tmp_path: Path,
+    data: tuple[np.ndarray, list[uuid.UUID]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An install without the parquet extra: one line naming it (it was a traceback for
+    parquet embeddings; record's labels and export already said so), nothing written."""
+    x, ids = data
+    path = tmp_path / "emb.parquet"
+    write_parquet(path, x, ids, fixed=True, binary_ids=False)
+    np.save(tmp_path / "emb.npy", x)
+    parent = run(db_url, tmp_path / "emb.npy", "--model", "m", "--k", 2, "--seed", 1, "-q")
+    assert parent.exit_code == 0, parent.output
+    before = log_snapshot(store)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    needs = "Error: reading .parquet files needs pyarrow: pip install 'clusterstore[parquet]'\n"
+    for args in (
+        ["cluster", path, "--model", "m", "--k", 2],
+        ["assign", parent.stdout.strip(), path],
+    ):
+        result = CliRunner().invoke(cli, ["--db", db_url, *map(str, args)])
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", needs), args
     assert log_snapshot(store) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -192,9 +193,9 @@ def test_reimport_imports_nothing_and_changes_nothing(store: EventStore, legacy:
     assert store.max_position() == position
 
 
-def test_an_interrupted_import_is_finished_by_running_it_again(
-    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def interrupt_import(store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Import with the 4th append failing (the good result: RunStarted and 128 of its 250
+    rows stored); returns the good run's head."""
     real_append = store.append
     calls = {"n": 0}
 
@@ -208,6 +209,15 @@ def test_an_interrupted_import_is_finished_by_running_it_again(
     with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
         import_legacy(source, store, chunk=64)
     monkeypatch.setattr(store, "append", real_append)
+    head = store.head(legacy.good)
+    assert 1 < head < 252
+    return head
+
+
+def test_an_interrupted_import_is_finished_by_running_it_again(
+    store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interrupt_import(store, legacy, monkeypatch)
     with LegacySource(sqlite_path(legacy.url)) as source:
         report = import_legacy(source, store, chunk=64)
     assert report.resumed == 1 and report.imported == 2
@@ -457,27 +467,6 @@ def test_a_malformed_legacy_row_is_refused_before_its_result_is_written(
         assert len(store.runs()) == 2
 
 
-def interrupt_import(store: EventStore, legacy: Legacy, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Import with the 4th append failing (the good result: RunStarted and 128 of its 250
-    rows stored); returns the good run's head."""
-    real_append = store.append
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise ConnectionError("the server went away")
-        return real_append(*args, **kwargs)
-
-    monkeypatch.setattr(store, "append", flaky)
-    with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
-        import_legacy(source, store, chunk=64)
-    monkeypatch.setattr(store, "append", real_append)
-    head = store.head(legacy.good)
-    assert 1 < head < 252
-    return head
-
-
 CHANGES = {
     # an embedding id of a row already imported (same count and clusters)
     "a stored row": "UPDATE embeddingcluster SET embedding_id = '{new}' WHERE id = '{first}'",
@@ -547,3 +536,17 @@ def test_a_restored_source_finishes_the_skipped_run(
         report = import_legacy(source, store, chunk=64)
     assert (report.resumed, report.changed) == (1, [])
     check_imported(store, legacy)
+
+
+def test_a_dry_run_only_reads(tmp_path: Path) -> None:
+    """--dry-run opens the store read-only; where there is none yet it creates nothing and
+    reports every legacy result as new (what the first import would do)."""
+    src = tmp_path / "legacy.db"
+    hand_made_legacy(src, "")
+    db = tmp_path / "new.db"
+    dry = CliRunner().invoke(cli, ["--db", str(db), "import-legacy", str(src), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert sorted(os.listdir(tmp_path)) == ["legacy.db"]
+    real = CliRunner().invoke(cli, ["--db", str(db), "import-legacy", str(src), "-q"])
+    assert real.exit_code == 0, real.output
+    assert dry.stdout.replace("Would import", "Imported") == real.stdout

@@ -28,6 +28,7 @@ from clusterstore.projections.locks import RunnerLock, make_lock
 from clusterstore.projections.waits import follower_lock_name
 from tests.contracts.support import assignments
 from tests.pj_util import make_run
+from tests.test_pg_copy_errors import with_option
 
 PATIENCE = 120.0  # how long a case waits for something that must happen (never asserted)
 WHAT = {  # what a writer behind a held log lock says it waits for
@@ -85,6 +86,35 @@ def test_a_writer_behind_a_held_lock_gives_up_after_the_bound(db_url: str) -> No
         assert WHAT[store.backend] in notices.told
         assert store.head(run) == 0
         assert store.append(run, assignments(5).packed(), expected_seq=0).head == 5
+
+
+@pytest.mark.postgres_only
+def test_a_lock_timeout_in_the_url_is_the_wait_the_message_names(db_url: str) -> None:
+    """The URL's own ``lock_timeout`` (in its options, as an administrator sets it for a
+    role) overrides the lock wait on the server. Before: the message quoted the lock wait
+    (1 s) although the URL's 2 s had applied, and told to raise --lock-wait, which could
+    not help."""
+    EventStore.open(db_url).close()
+    told: list[float] = []
+
+    class Bounds(Notices):
+        def waiting(self, what: str, waited: float, bound: float) -> None:
+            told.append(bound)
+
+    url = with_option(db_url, "lock_timeout=2000")
+    with EventStore.open(url, lock_wait=1, on_wait=Bounds()) as store:
+        run = uuid.uuid4()
+        with log_lock_held(db_url), pytest.raises(DatabaseBusyError) as info:
+            store.append(run, assignments(5).packed(), expected_seq=0)
+        assert str(info.value) == (
+            f"{store.display_url}: run {run}: the database is locked by another writer; gave "
+            "up waiting for it after 2 s, the lock_timeout set in the database URL's options "
+            "(it overrides the lock wait of 1 s), nothing was written (retry later, or raise "
+            "lock_timeout in the URL's options, or remove it to wait as long as --lock-wait "
+            "or $CLUSTERSTORE_LOCK_WAIT says)"
+        )
+        assert told and set(told) == {2.0}  # the notice gives the same bound
+        assert store.head(run) == 0
 
 
 def test_the_cli_takes_the_lock_wait_from_the_environment(db_url: str, tmp_path: Path) -> None:

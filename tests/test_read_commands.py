@@ -40,6 +40,7 @@ READ_COMMANDS: dict[str, list[str]] = {
     "which": ["which", str(uuid.UUID(int=1))],
     "datasette-metadata": ["datasette-metadata"],
     "projections status": ["projections", "status"],
+    "projections lookup-index": ["projections", "lookup-index"],  # shown, not switched
 }
 
 
@@ -74,6 +75,22 @@ def test_read_command_on_a_missing_store_creates_nothing(
     assert sorted(os.listdir(tmp_path)) == listing and not os.listdir(out)
     if "://" in db_url:
         assert tables(db_url) == []
+
+
+@pytest.mark.parametrize("name", list(READ_COMMANDS))
+def test_read_command_in_a_missing_directory_finds_no_store(tmp_path: Path, name: str) -> None:
+    """Not "cannot create ...": a command that reads would create nothing anyway."""
+    path = tmp_path / "nope" / "x.db"
+    result = invoke(str(path), args_of(name, tmp_path))
+    assert_one_error_line(
+        result,
+        1,
+        f"no clusterstore database at {path}; nothing was created "
+        "(`clusterstore init` creates one)",
+    )
+    assert sorted(os.listdir(tmp_path)) == []
+    with pytest.raises(NoStoreError):
+        EventStore.open(path, create=False)
 
 
 def test_an_empty_file_is_no_store_and_stays_empty(tmp_path: Path) -> None:
@@ -196,6 +213,7 @@ def test_a_select_only_role_can_read(stored: tuple[str, str], tmp_path: Path) ->
             ["runs", "verify", "--all"],
             ["export", run, "-o", str(tmp_path / "x.csv")],
             ["projections", "status"],
+            ["projections", "lookup-index"],
         ):
             result = invoke(reader, args)
             assert result.exit_code == 0, (args, result.output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,8 +96,47 @@ def test_ctrl_c_during_cluster_names_the_run_and_how_to_resume(
     with EventStore.open(db_url) as store:
         (head,) = store.runs()
     run = head.run_id
-    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert (result.exit_code, result.stdout) == (130, ""), result.output  # 128 + SIGINT
     assert result.stderr == (
         f"Error: interrupted (Ctrl-C): run {run} is stored up to its last complete batch and "
         f"marked failed; `clusterstore runs resume {run}` continues it\n"
+    )
+
+
+def test_ctrl_c_during_record_says_it_is_recorded_again(
+    db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorded run (labels from elsewhere) cannot be resumed: the line says to run the
+    command again, not `runs resume`."""
+    from click.testing import CliRunner
+
+    from clusterstore.cli.main import cli
+
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(400, dtype=np.int32) % 3)
+    np.save(tmp_path / "ids.npy", np.array([str(uuid.UUID(int=i + 1)) for i in range(400)]))
+    calls = {"n": 0}
+    real = EventStore.append
+
+    def append(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+        result = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # RunStarted, then the first batch of assignments
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        return result
+
+    monkeypatch.setattr(EventStore, "append", append)
+    args = ["--db", db_url, "record", str(labels), "--model", "m", "--algorithm", "hdbscan"]
+    args += ["--ids", str(tmp_path / "ids.npy")]
+    result = CliRunner().invoke(cli, [*args, "--quiet"])
+    with EventStore.open(db_url) as store:
+        (head,) = store.runs()
+        last = list(store.read(head.run_id))[-1]
+    run = head.run_id
+    assert isinstance(last.event, RunFailed), last
+    assert (result.exit_code, result.stdout) == (130, ""), result.output
+    assert result.stderr == (
+        f"Error: interrupted (Ctrl-C): run {run} is stored up to its last complete batch and "
+        "marked failed; run the command again (a new run: this one cannot be resumed)\n"
     )

@@ -232,7 +232,7 @@ def test_verify_names_a_run_the_read_models_skip(one_run: tuple[str, str]) -> No
     result = invoke(db, ["runs", "verify", run])
     assert result.exit_code == 1
     assert result.stdout.splitlines()[1:] == [  # after the line on the dropped triggers
-        f"{run} seq 10: the read models skip the run from this event on (it did not decode: "
+        f"{run} seq 10: the read models skip the run from this event on ("
         f"{damaged[0]['message'].split('(it does not decode: ')[1].split('); repair')[0]}), "
         f"but the log reads whole now (repaired?); {REPAIR}, the run included"
     ]
