@@ -55,7 +55,10 @@ def secret_url(backend: str) -> Iterator[str]:
 
 
 def test_unreachable_every_command(backend: str, tmp_path: Path) -> None:
+    from tests.test_legacy_import import hand_made_legacy
+
     np.save(tmp_path / "x.npy", blobs(100))
+    hand_made_legacy(tmp_path / "legacy.db", "")  # a good source: the store is what fails
     commands = [
         ["init"],
         ["runs", "list", "--json"],
@@ -67,7 +70,7 @@ def test_unreachable_every_command(backend: str, tmp_path: Path) -> None:
         ["projections", "status", "--json"],
         ["projections", "catch-up"],
         ["projections", "rebuild"],
-        ["import-legacy", str(tmp_path / "x.npy"), "--json"],
+        ["import-legacy", str(tmp_path / "legacy.db"), "--json"],
     ]
     for args in commands:
         for result in (
