@@ -102,7 +102,8 @@ def database(backend: str, pg_url: str | None) -> Iterator[str]:
 
 
 class Counting:
-    """Counts the events a store hands out through ``read_stream_pages``/``read_raw``."""
+    """Counts the events a store hands out through ``read_stream_pages``/``read_raw`` (every
+    read of a run's events goes through one of them); also used by the resume tests."""
 
     def __init__(self, store: EventStore) -> None:
         self.events = 0

@@ -45,6 +45,13 @@ from tests.test_legacy_import import build_legacy, check_imported, sqlite_path
 N = 20_000
 WARNING = "Warning: the log is written, but the read models are not up to date: "
 
+# PostgreSQL: a trigger function that fails as a full disk does (SQLSTATE disk_full)
+DISK_FULL_FUNCTION = (
+    "CREATE FUNCTION cs_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+    "USING ERRCODE = 'disk_full'; END $$"
+)
+
 # Fills the file system of argv[1], leaving argv[2] bytes free, when argv[3] says: at
 # "project" when the first projection batch is applied, at "append:N" when the Nth append
 # to the log starts; then runs the CLI with the remaining arguments.
@@ -171,13 +178,7 @@ def test_full_disk_in_the_projection_step(
         table = ec_tables(1).assignments.name
     engine = create_engine(db_url)
     with engine.begin() as c:
-        c.execute(
-            text(
-                "CREATE FUNCTION cs_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                "BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
-                "USING ERRCODE = 'disk_full'; END $$"
-            )
-        )
+        c.execute(text(DISK_FULL_FUNCTION))
         c.execute(
             text(
                 f"CREATE CONSTRAINT TRIGGER cs_test_disk_full AFTER INSERT ON {table} "
@@ -215,13 +216,7 @@ def disk_full_past(db_url: str, seq: int) -> Iterator[None]:
     engine = create_engine(db_url)
     try:
         with engine.begin() as c:
-            c.execute(
-                text(
-                    "CREATE FUNCTION cs_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    "BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
-                    "USING ERRCODE = 'disk_full'; END $$"
-                )
-            )
+            c.execute(text(DISK_FULL_FUNCTION))
             c.execute(
                 text(
                     "CREATE TRIGGER cs_test_disk_full AFTER INSERT ON cs_events FOR EACH ROW "

@@ -230,24 +230,13 @@ def test_an_import_begun_by_an_older_release_is_finished_with_its_digest_version
     from clusterstore.audit import verify_run
     from clusterstore.legacy import importer
 
-    real_started, real_append = importer.run_started, store.append
+    real_started = importer.run_started
     monkeypatch.setattr(  # an older release: its RunStarted declares no digest version
         importer,
         "run_started",
         lambda *a: msgspec.structs.replace(real_started(*a), digest_version=1),
     )
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise ConnectionError("the server went away")
-        return real_append(*args, **kwargs)
-
-    monkeypatch.setattr(store, "append", flaky)
-    with LegacySource(sqlite_path(legacy.url)) as source, pytest.raises(ConnectionError):
-        import_legacy(source, store, chunk=64)
-    monkeypatch.setattr(store, "append", real_append)
+    interrupt_import(store, legacy, monkeypatch)
     monkeypatch.setattr(importer, "run_started", real_started)
     with LegacySource(sqlite_path(legacy.url)) as source:
         report = import_legacy(source, store, chunk=64)

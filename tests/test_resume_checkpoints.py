@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, inspect, update
 
 from clusterstore.audit import verify_run
+from clusterstore.benchmarks.resume_20m import Counting
 from clusterstore.cli.main import cli
 from clusterstore.eventstore import DatabaseBusyError, EventStore, EventStoreError, RunResumed
 from clusterstore.eventstore.codec import pack_assignments
@@ -69,28 +69,6 @@ def start(store: EventStore, n: int, batch: int, **extra: Any) -> Any:
 def stored_checkpoint(store: EventStore, run_id: uuid.UUID) -> tuple[int, int] | None:
     state = store.read_checkpoint(run_id)
     return None if state is None else (state.rows, state.seq)
-
-
-class CountingReads:
-    """Counts the events the store hands out (every read of a run's events goes through
-    ``read_stream_pages`` or ``read_raw``)."""
-
-    def __init__(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.events = 0
-        pages, raw = store.read_stream_pages, store.read_raw
-
-        def counted_pages(*a: Any, **kw: Any) -> Iterator[list[Any]]:
-            for page in pages(*a, **kw):
-                self.events += len(page)
-                yield page
-
-        def counted_raw(*a: Any, **kw: Any) -> Iterator[Any]:
-            for ev in raw(*a, **kw):
-                self.events += 1
-                yield ev
-
-        monkeypatch.setattr(store, "read_stream_pages", counted_pages)
-        monkeypatch.setattr(store, "read_raw", counted_raw)
 
 
 # ---------------------------------------------------------------- kill and resume
@@ -175,14 +153,12 @@ def test_an_uninterrupted_run_has_the_reference_digest(store: EventStore) -> Non
 # ---------------------------------------------------------------- reading only the tail
 
 
-def test_resume_reads_only_the_rows_after_the_checkpoint(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resume_reads_only_the_rows_after_the_checkpoint(store: EventStore) -> None:
     n, stop = 5 * SEG, 4 * SEG + 3_000
     writer = start(store, n, 10_000)
     writer.record(*rows(0, stop))
     assert stored_checkpoint(store, writer.run_id) == (4 * SEG, 2 + 4 * SEG)
-    reads = CountingReads(store, monkeypatch)
+    reads = Counting(store)  # every read of a run's events: read_stream_pages or read_raw
     progress, resumed = resume_run(store, writer.run_id)
     # the preamble (a page of 8) and the checkpoint's own row, then the 3,000 after it
     assert progress.rows_done == stop
