@@ -22,10 +22,11 @@ from clusterstore.projections.schema import ec_tables
 N = 500
 
 
-def _store_backwards(store: EventStore, payloads: list[bytes]) -> uuid.UUID:
-    """A run whose assignments (seqs 1..n) are written to the table in descending seq order
-    (on PostgreSQL the heap then holds them backwards, and with fresh statistics saying the
-    run is the whole table, a sequential scan returns them so)."""
+def store_backwards(store: EventStore, payloads: list[bytes], *, analyze: bool = True) -> uuid.UUID:
+    """A run whose assignments (seqs 1..n), one commit, are written to the table in
+    descending seq order (on PostgreSQL the heap then holds them backwards; with fresh
+    statistics (``analyze``) saying the run is the whole table, a sequential scan returns
+    them so, without, a bitmap scan does)."""
     run = uuid.uuid4()
     rows = [
         {
@@ -46,8 +47,9 @@ def _store_backwards(store: EventStore, payloads: list[bytes]) -> uuid.UUID:
                 position=1, run_id=run, first_seq=1, count=len(payloads), committed_at=now
             )
         )
-    with store.transaction(write=True) as conn:
-        store.analyze_table(conn, events.name)
+    if analyze:
+        with store.transaction(write=True) as conn:
+            store.analyze_table(conn, events.name)
     return run
 
 
@@ -75,7 +77,7 @@ def test_records_are_put_in_seq_order() -> None:
 
 def test_a_run_stored_out_of_seq_order_is_read_in_seq_order(store: EventStore) -> None:
     payloads = _packed(N)
-    run = _store_backwards(store, payloads)
+    run = store_backwards(store, payloads)
     block = store.read_stream_block(run, after=0, until=N)
     assert (block.n_rows, block.seq_range, block.n_fixed) == (N, (1, N), N)
     assert block.assignments == b"".join(payloads)
@@ -91,7 +93,7 @@ def test_a_block_of_both_layouts_is_read_in_seq_order(store: EventStore) -> None
     says so by its widths and still holds the payloads in seq order."""
     short, long = _packed(N), _packed(N, legacy=True)
     payloads = [long[i] if i % 4 == 0 else short[i] for i in range(N)]
-    run = _store_backwards(store, payloads)
+    run = store_backwards(store, payloads)
     block = store.read_stream_block(run, after=0, until=N)
     assert block.widths == (len(short[0]), len(long[0]))
     assert block.assignments == b"".join(payloads)
@@ -133,7 +135,7 @@ def test_events_at_keys(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(log_reads, "_KEY_CHUNK", 7)
     monkeypatch.setattr(log_reads, "_ARRAY_CHUNK", 7)
     payloads = _packed(40)
-    run = _store_backwards(store, payloads)
+    run = store_backwards(store, payloads)
     keys = [(run, s) for s in (40, 3, 1, 17, 0, 41, 2**62, *range(20, 31))]
     keys.append((uuid.uuid4(), 1))
     found = store.read_events_at(keys)

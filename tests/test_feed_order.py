@@ -4,15 +4,11 @@ the feed sorts: ``Recorder.concat_payloads_with_offsets_sql``)."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import numpy as np
 
 from clusterstore.eventstore import EventStore, pack_assignments
-from clusterstore.eventstore.events import AssignmentRecorded
 from clusterstore.eventstore.feed import _in_seq_order
-from clusterstore.eventstore.schema import commits, events, runs
+from tests.test_block_order import store_backwards
 
 
 def test_records_are_put_in_seq_order() -> None:
@@ -38,24 +34,7 @@ def test_a_commit_stored_out_of_seq_order_is_read_in_seq_order(store: EventStore
         rng.integers(0, 50, n),
         rng.random(n, dtype=np.float32),
     )
-    run = uuid.uuid4()
-    rows = [
-        {
-            "run_id": run,
-            "seq": seq,
-            "type": AssignmentRecorded.TYPE,
-            "version": AssignmentRecorded.VERSION,
-            "payload": packed.payload(seq - 1),
-        }
-        for seq in range(n, 0, -1)
-    ]
-    now = datetime.now(UTC)
-    with store.transaction(write=True) as conn:
-        conn.execute(runs.insert().values(run_id=run, created_at=now))
-        conn.execute(events.insert(), rows)
-        conn.execute(
-            commits.insert().values(position=1, run_id=run, first_seq=1, count=n, committed_at=now)
-        )
+    store_backwards(store, [packed.payload(i) for i in range(n)], analyze=False)
     blocks = store.read_feed_blocks(after=0, max_events=10_000)
     assert [(b.first_seq, b.last_seq) for b in blocks] == [(1, n)]
     assert blocks[0].assignments == packed.data
