@@ -46,7 +46,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import schema
 from .capabilities import Waker
-from .codec import Batch, PackedEvents
+from .codec import Batch, PackedEvents, in_key_order
 from .driver_errors import DriverError
 from .errors import ConfigurationError, EventStoreError, NoSuchDatabaseError, PartitioningError
 from .recorder import Recorder, masked_url, next_position
@@ -356,9 +356,7 @@ class PostgresRecorder(Recorder):
         n = int(row[0])
         if not n:
             return AssignmentRows(*(np.empty(0, dtype=d) for d in _ROW_DTYPES))
-        rec = np.frombuffer(row[1], dtype=_ROW_RECORD)
-        if not (np.diff(rec["seq"]) > 0).all():
-            rec = rec[np.argsort(rec["seq"], kind="stable")]
+        rec = in_key_order(np.frombuffer(row[1], dtype=_ROW_RECORD), "seq")
         seq = rec["seq"].astype(np.int64)
         legacy, has_legacy = np.zeros(n, dtype="V16"), np.zeros(n, dtype=np.bool_)
         if row[2]:
